@@ -1,0 +1,76 @@
+"""The bundle's on-disk layout, in one place so writer and reader cannot drift apart.
+
+A bundle is a directory::
+
+    manifest.json        format name/version, model sha256, preprocessing, descriptor, counts
+    items.sqlite         one row per catalog item (metadata, concepts)
+    vectors.i8           int8 descriptors, shape (vectors, dims), memory-mapped
+    vector_items.i32     item row of each vector (an item may have several vectors)
+    projection.npz       PCA-whitening learned at build time (absent when too few photos)
+    index.ann            Annoy index over the vectors (angular)
+    build_report.json    what was skipped and why, timings
+"""
+
+from __future__ import annotations
+
+FORMAT_NAME = "lensbox-bundle"
+FORMAT_VERSION = 1
+
+MANIFEST = "manifest.json"
+ITEMS_DB = "items.sqlite"
+VECTORS = "vectors.i8"
+VECTOR_ITEMS = "vector_items.i32"
+PROJECTION = "projection.npz"
+ANNOY_INDEX = "index.ann"
+BUILD_REPORT = "build_report.json"
+
+ITEM_COLUMNS = (
+    "id",
+    "source",
+    "title",
+    "page_url",
+    "host",
+    "category_id",
+    "tags",
+    "int_attrs",
+    "str_attrs",
+    "product_id",
+    "custom_content",
+    "adult",
+    "concepts",
+    "width",
+    "height",
+    "format",
+    "content_sha256",
+)
+# Columns stored as JSON text.
+JSON_COLUMNS = frozenset({"tags", "int_attrs", "str_attrs", "concepts"})
+
+ITEMS_SCHEMA = """
+CREATE TABLE items (
+    row INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    source TEXT,
+    title TEXT,
+    page_url TEXT,
+    host TEXT,
+    category_id INTEGER,
+    tags TEXT NOT NULL DEFAULT '{}',
+    int_attrs TEXT NOT NULL DEFAULT '{}',
+    str_attrs TEXT NOT NULL DEFAULT '{}',
+    product_id TEXT,
+    custom_content TEXT,
+    adult INTEGER NOT NULL DEFAULT 0,
+    concepts TEXT NOT NULL DEFAULT '[]',
+    width INTEGER,
+    height INTEGER,
+    format TEXT,
+    content_sha256 TEXT
+);
+CREATE INDEX items_category ON items(category_id);
+CREATE INDEX items_product ON items(product_id);
+"""
+
+
+class BundleError(Exception):
+    """A bundle that cannot be used; the message says what to do about it."""

@@ -1,0 +1,1 @@
+"""Camera capture and serial / HTTP / motion triggers for kiosk lookups."""

@@ -1,0 +1,224 @@
+"""The `lensbox` command: build a bundle, search it, inspect it, serve it.
+
+Each subcommand is a small function; heavy imports happen inside them so `lensbox --help`
+answers instantly on a Pi.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _err(message: str) -> int:
+    print(f"lensbox: error: {message}", file=sys.stderr)
+    return EXIT_FAIL
+
+
+# -- build --------------------------------------------------------------------------------
+def add_build(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build",
+        help="turn a folder of photos or a CSV/JSONL manifest into a bundle",
+        description=(
+            "Embed every photo of a catalog with the bundled int8 EfficientNet-Lite0 model and "
+            "write a versioned bundle (manifest, SQLite metadata, int8 vectors, Annoy index). "
+            "A folder gives one item per photo, id = file name without extension. A manifest "
+            "(.csv or .jsonl) has a 'path' column and optional id, title, page_url, host, "
+            "category_id, tags (k=v;k2=v2), product_id, custom_content, adult, int_attr*, "
+            "str_attr*; rows sharing an id become one item with several photos. Unreadable "
+            "photos are skipped and listed; embeddings are cached by content hash so a "
+            "rebuild only embeds what changed."
+        ),
+    )
+    p.add_argument("catalog", help="folder of photos, or a .csv / .jsonl manifest")
+    p.add_argument("-o", "--output", required=True, help="bundle directory to write (e.g. catalog.lbx)")
+    p.add_argument("--dims", type=int, default=256,
+                   help="PCA-whitened descriptor size (default 256; 0 keeps the raw 1280-d GeM)")
+    p.add_argument("--pooling", choices=("gem", "avg"), default="gem", help="feature-map pooling")
+    p.add_argument("--views", default="full",
+                   help="comma-separated crops indexed per photo: full,center,tl,tr,bl,br (default full)")
+    p.add_argument("--trees", type=int, default=16, help="Annoy trees (default 16)")
+    p.add_argument("--workers", type=int, default=0, help="embedding processes (default: one per core)")
+    p.add_argument("--runtime", default="auto", choices=("auto", "ai-edge-litert", "tflite-runtime"))
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    p.add_argument("--cache-dir", default=None, help="embedding cache folder (default ~/.cache/lensbox)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_build)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from lensbox.index_builder.build import BuildError, BuildSettings, build_bundle
+    from lensbox.index_builder.cache import default_cache_dir
+
+    settings = BuildSettings(
+        dims=args.dims, pooling=args.pooling,
+        catalog_views=tuple(v.strip() for v in args.views.split(",") if v.strip()),
+        trees=args.trees, workers=args.workers, runtime=args.runtime,
+        cache_dir=None if args.no_cache else (args.cache_dir or str(default_cache_dir())),
+    )
+    try:
+        report = build_bundle(args.catalog, args.output, settings, progress=not args.quiet)
+    except (BuildError, ValueError) as exc:
+        return _err(str(exc))
+    for skip in report.skipped:
+        print(f"skipped: {skip['error']}", file=sys.stderr)
+    print(f"wrote {args.output}: {report.summary()}")
+    return EXIT_OK
+
+
+# -- search -------------------------------------------------------------------------------
+def add_search(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search",
+        help="find the catalog items that look like a photo",
+        description=(
+            "Embed QUERY with the same model and preprocessing as the build and print the best "
+            "matches. Score is the cosine similarity of descriptors (0-1); see README 'Scores'."
+        ),
+    )
+    p.add_argument("bundle", help="bundle directory written by `lensbox build`")
+    p.add_argument("query", nargs="+", help="query photo(s)")
+    p.add_argument("-k", "--top-k", type=int, default=5, help="hits per query (default 5)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many hits (paging)")
+    p.add_argument("--region", default=None, help="search only this part of the photo: x,y,w,h in px")
+    p.add_argument("--views", default=None, help="query crops, e.g. full,center,subject (default)")
+    p.add_argument("--category", type=int, default=None, help="only items of this category_id")
+    p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
+    p.add_argument("--runtime", default="auto", choices=("auto", "ai-edge-litert", "tflite-runtime"))
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_search)
+
+
+def _parse_box(text: str | None):
+    from lensbox.device.embedding.subject import Box
+
+    if text is None:
+        return None
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise ValueError(f"--region must be x,y,w,h in pixels, got {text!r}") from exc
+    return Box(x, y, w, h)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from lensbox.device.bundle import BundleError
+    from lensbox.device.imaging import ImageError, load_image
+    from lensbox.device.search.engine import SearchSettings, open_engine
+
+    try:
+        settings = SearchSettings(
+            query_views=tuple(args.views.split(",")) if args.views else SearchSettings.query_views
+        )
+        region = _parse_box(args.region)
+        engine = open_engine(args.bundle, settings, args.threads, args.runtime)
+    except (BundleError, ValueError, FileNotFoundError) as exc:
+        return _err(str(exc))
+    predicate = None
+    if args.category is not None:
+        predicate = lambda item: item.get("category_id") == args.category  # noqa: E731
+    failed = False
+    results = []
+    for query in args.query:
+        try:
+            rgb = load_image(query)
+            res = engine.search_image(rgb, args.top_k, args.offset, predicate, region)
+        except (ImageError, ValueError) as exc:
+            print(f"lensbox: error: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        results.append((query, res))
+    if args.json:
+        print(json.dumps([_result_json(q, r) for q, r in results], indent=2))
+    else:
+        for query, res in results:
+            _print_table(query, res)
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def _result_json(query: str, res) -> dict:
+    return {
+        "query": query,
+        "total": res.total,
+        "hits": [{"id": h.id, "score": h.score, "title": h.item.get("title"),
+                  "source": h.item.get("source")} for h in res.hits],
+        "concepts": [c.name for c in res.query.concepts],
+        "timings_ms": {k: round(v, 2) for k, v in res.timings.items()},
+    }
+
+
+def _print_table(query: str, res) -> None:
+    concepts = ", ".join(c.name for c in res.query.concepts[:3]) or "-"
+    print(f"{query}  (looks like: {concepts}; embed {res.timings['embed_ms']:.0f} ms, "
+          f"search {res.timings['search_ms']:.1f} ms)")
+    print(f"  {'rank':>4}  {'score':>6}  {'id':<28} source")
+    for rank, hit in enumerate(res.hits, start=1):
+        print(f"  {rank:>4}  {hit.score:>6.3f}  {hit.id:<28} {hit.item.get('source') or ''}")
+    if not res.hits:
+        print("  (no hits)")
+
+
+# -- info ---------------------------------------------------------------------------------
+def add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="show a bundle's manifest and whether this device can serve it")
+    p.add_argument("bundle")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from lensbox.device.bundle import BundleError, open_bundle
+    from lensbox.device.embedding.model import file_sha256
+    from lensbox.models import MODEL_PATH
+
+    try:
+        bundle = open_bundle(args.bundle, file_sha256(MODEL_PATH))
+    except BundleError as exc:
+        return _err(str(exc))
+    print(json.dumps({**bundle.manifest, "disk_bytes": bundle.disk_bytes}, indent=2))
+    return EXIT_OK
+
+
+# Subcommands register here; later stages (serve, ...) add their own `add_*` function.
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_build, add_search, add_info]
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from lensbox.device import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="lensbox",
+        description=(
+            "On-device search by image. Build a bundle from a catalog of photos on a "
+            "workstation, then search it on a Raspberry Pi or Jetson: from the command line, "
+            "over a LAN HTTP API that speaks the Yandex, Alibaba, Huawei and Clarifai "
+            "contracts, or from a camera triggered over a serial line."
+        ),
+        epilog="Run `lensbox COMMAND --help` for each command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"lensbox {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""[search]: which bundle(s) to load and how hard to search them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from lensbox.device.config.base import Section
+from lensbox.device.embedding.views import ALL_VIEWS
+
+
+class SearchConfig(Section):
+    threads: int = Field(2, ge=1, le=16, description="TFLite/XNNPACK threads per interpreter")
+    runtime: Literal["auto", "ai-edge-litert", "tflite-runtime"] = "auto"
+    query_views: tuple[str, ...] = ("full", "center", "subject")
+    candidates: int = Field(100, ge=1, le=10000, description="Annoy candidates per query view")
+    search_k: int = Field(-1, ge=-1, description="Annoy search_k (-1: trees x candidates)")
+    exact_below: int = Field(20000, ge=0, description="brute-force below this many vectors")
+
+    @field_validator("query_views")
+    @classmethod
+    def _views(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in value if v not in ALL_VIEWS]
+        if bad or not value:
+            raise ValueError(f"unknown views {bad}; choose from {list(ALL_VIEWS)}")
+        return value
+
+    def settings(self):
+        from lensbox.device.search.engine import SearchSettings
+
+        return SearchSettings(self.query_views, self.candidates, self.search_k, self.exact_below)

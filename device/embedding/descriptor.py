@@ -1,0 +1,113 @@
+"""Feature map -> compact, L2-normalised descriptor -> int8.
+
+Pooling happens here, in numpy, rather than in the graph: tflite-runtime 2.14 has no int8
+SQRT/POW, and keeping the feature map lets the device also localise the subject from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+GEM_P = 3.0
+EPS = 1e-6
+
+
+def gem_pool(features: np.ndarray, p: float = GEM_P) -> np.ndarray:
+    """Generalised-mean pooling of (N, h, w, C) -> (N, C); p=1 is average pooling.
+
+    GeM weights the strongest activations more than the average, which helps when the object
+    fills only part of the frame (the kiosk case).
+    """
+    x = np.maximum(features.astype(np.float32), EPS)
+    return np.power(np.mean(np.power(x, p), axis=(1, 2)), 1.0 / p)
+
+
+def pool(features: np.ndarray, method: str) -> np.ndarray:
+    if method == "gem":
+        return gem_pool(features, GEM_P)
+    if method == "avg":
+        return features.astype(np.float32).mean(axis=(1, 2))
+    raise ValueError(f"unknown pooling {method!r}; use 'gem' or 'avg'")
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, EPS)
+
+
+@dataclass
+class Projection:
+    """PCA(-whitening) learned at build time and stored in the bundle.
+
+    ``apply`` centres, projects onto the top components, divides by the square root of their
+    variance (when whitening) and L2-normalises. Whitening evens out the few dominant
+    directions that every photo shares, so similarity reflects what is specific to an item.
+    """
+
+    mean: np.ndarray  # (C,)
+    components: np.ndarray  # (C, D), already divided by sqrt(eigenvalue) when whitened
+    whiten: bool
+
+    @property
+    def dims(self) -> int:
+        return int(self.components.shape[1])
+
+    def apply(self, pooled: np.ndarray) -> np.ndarray:
+        x = l2_normalise(pooled)
+        return l2_normalise((x - self.mean) @ self.components)
+
+    @classmethod
+    def fit(
+        cls, pooled: np.ndarray, dims: int, whiten: bool = True, shrinkage: float = 0.1
+    ) -> Projection:
+        """Fit on L2-normalised pooled descriptors.
+
+        ``shrinkage`` adds a fraction of the mean eigenvalue before whitening so that tiny,
+        noisy directions are not blown up when the catalog is small.
+        """
+        x = l2_normalise(pooled).astype(np.float64)
+        mean = x.mean(axis=0)
+        cov = np.cov((x - mean).T)
+        eigval, eigvec = np.linalg.eigh(cov)
+        order = np.argsort(eigval)[::-1][:dims]
+        eigval, eigvec = eigval[order], eigvec[:, order]
+        if whiten:
+            eigvec = eigvec / np.sqrt(eigval + shrinkage * eigval.mean() + 1e-12)
+        return cls(mean.astype(np.float32), eigvec.astype(np.float32), whiten)
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as fh:
+            np.savez(fh, mean=self.mean, components=self.components, whiten=np.array(self.whiten))
+
+    @classmethod
+    def load(cls, path: Path) -> Projection:
+        with np.load(path) as data:
+            return cls(data["mean"], data["components"], bool(data["whiten"]))
+
+
+def identity_descriptor(pooled: np.ndarray) -> np.ndarray:
+    """Descriptor when the bundle has no projection (too few photos to learn one)."""
+    return l2_normalise(pooled)
+
+
+# Components of a unit vector rarely exceed 0.5 in magnitude once spread over 256 dims;
+# a fixed scale keeps the quantization independent of the catalog and of later additions.
+INT8_SCALE = 127.0 / 0.5
+
+
+def quantize_int8(vectors: np.ndarray, scale: float = INT8_SCALE) -> np.ndarray:
+    return np.clip(np.round(vectors * scale), -127, 127).astype(np.int8)
+
+
+def dequantize_int8(vectors: np.ndarray, scale: float = INT8_SCALE) -> np.ndarray:
+    return vectors.astype(np.float32) / scale
+
+
+def choose_int8_scale(vectors: np.ndarray) -> float:
+    """Scale so that the 99.99th percentile magnitude maps to 127 (clipping the rest)."""
+    top = float(np.quantile(np.abs(vectors), 0.9999)) if vectors.size else 0.5
+    return 127.0 / max(top, 1e-3)

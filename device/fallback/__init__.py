@@ -1,0 +1,1 @@
+"""Ask a cloud provider when the local answer is weak."""

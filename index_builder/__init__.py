@@ -1,0 +1,1 @@
+"""Workstation side: a catalog of photos becomes a versioned lensbox bundle."""

@@ -1,0 +1,248 @@
+"""`lensbox build`: catalog -> embeddings (cached, in parallel) -> PCA -> int8 -> bundle."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lensbox.device import __version__
+from lensbox.device.bundle.format import FORMAT_NAME, FORMAT_VERSION
+from lensbox.device.embedding.descriptor import (
+    GEM_P,
+    Projection,
+    choose_int8_scale,
+    quantize_int8,
+)
+from lensbox.device.embedding.embedder import describe
+from lensbox.device.embedding.model import INPUT_SIZE, PREPROCESSING, file_sha256
+from lensbox.device.embedding.views import validate_views
+from lensbox.index_builder import workers
+from lensbox.index_builder.cache import CachedEmbedding, EmbeddingCache, default_cache_dir
+from lensbox.index_builder.catalog import CatalogError, CatalogItem, read_catalog
+from lensbox.index_builder.writer import BundleContent, write_bundle
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Everything that shapes a bundle; recorded in its manifest."""
+
+    model_path: str | None = None  # None: the model shipped with lensbox
+    dims: int = 256
+    pooling: str = "gem"
+    whiten: bool = True
+    catalog_views: tuple[str, ...] = ("full",)
+    trees: int = 16
+    workers: int = 0  # 0: one per CPU core
+    threads_per_worker: int = 1
+    runtime: str = "auto"
+    cache_dir: str | None = field(default_factory=lambda: str(default_cache_dir()))
+    min_photos_for_pca: int = 0  # 0: 2 x dims
+
+    def resolved_model(self) -> Path:
+        if self.model_path:
+            return Path(self.model_path)
+        from lensbox.models import MODEL_PATH
+
+        return MODEL_PATH
+
+
+@dataclass
+class BuildReport:
+    items: int = 0
+    photos: int = 0
+    vectors: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    cached: int = 0
+    embedded: int = 0
+    seconds: float = 0.0
+    projection: str = "none"
+
+    @property
+    def images_per_second(self) -> float:
+        return self.photos / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.items} items ({self.photos} photos, {self.vectors} vectors), "
+            f"{len(self.skipped)} skipped, {self.cached} from cache, {self.seconds:.1f} s, "
+            f"{self.images_per_second:.1f} images/s"
+        )
+
+
+class BuildError(Exception):
+    """The build as a whole failed (nothing was written)."""
+
+
+def _embed_all(
+    paths: list[str], settings: BuildSettings, model: Path, progress: bool
+) -> tuple[dict[str, dict], int]:
+    """Embed every photo, from cache where possible; returns results by path, cache hits."""
+    cache = EmbeddingCache(Path(settings.cache_dir) if settings.cache_dir else None)
+    model_sha = file_sha256(model)
+    results: dict[str, dict] = {}
+    todo: list[str] = []
+    keys: dict[str, str] = {}
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            todo.append(path)  # the worker reports the error with its reason
+            continue
+        keys[path] = cache.key(model_sha, settings.pooling, settings.catalog_views,
+                               workers.content_sha256(data))
+        hit = cache.get(keys[path])
+        if hit is None:
+            todo.append(path)
+        else:
+            results[path] = {"path": path, **asdict(hit)}
+    hits = len(results)
+    n_workers = settings.workers or os.cpu_count() or 1
+    init = (str(model), settings.threads_per_worker, settings.runtime, settings.pooling,
+            settings.catalog_views)
+    bar = tqdm(total=len(paths), initial=hits, desc="embedding", unit="img", disable=not progress,
+               file=sys.stderr)
+    try:
+        if n_workers == 1 or len(todo) < 8:
+            workers.init_worker(*init)
+            outputs = map(workers.embed_file, todo)
+            _collect(outputs, results, keys, cache, bar)
+        else:
+            ctx = mp.get_context("spawn" if sys.platform == "darwin" else "fork")
+            with ctx.Pool(n_workers, initializer=workers.init_worker, initargs=init) as pool:
+                _collect(pool.imap(workers.embed_file, todo, chunksize=4), results, keys, cache, bar)
+    finally:
+        bar.close()
+        cache.close()
+    return results, hits
+
+
+def _collect(outputs, results: dict, keys: dict, cache: EmbeddingCache, bar: tqdm) -> None:
+    for n, out in enumerate(outputs):
+        results[out["path"]] = out
+        if "error" not in out and out["path"] in keys:
+            cache.put(keys[out["path"]], CachedEmbedding(
+                out["pooled"], out["concepts"], out["width"], out["height"], out["format"]))
+        if n % 64 == 63:
+            cache.commit()
+        bar.update(1)
+
+
+def _item_record(item: CatalogItem, first: dict) -> dict:
+    return {
+        "id": item.id,
+        "source": str(item.paths[0]),
+        "title": item.title,
+        "page_url": item.page_url,
+        "host": item.host,
+        "category_id": item.category_id,
+        "tags": item.tags,
+        "int_attrs": item.int_attrs,
+        "str_attrs": item.str_attrs,
+        "product_id": item.product_id,
+        "custom_content": item.custom_content,
+        "adult": int(item.adult),
+        "concepts": first["concepts"],
+        "width": first["width"],
+        "height": first["height"],
+        "format": first["format"],
+    }
+
+
+def _fit_projection(pooled: np.ndarray, settings: BuildSettings) -> Projection | None:
+    needed = settings.min_photos_for_pca or 2 * settings.dims
+    if settings.dims <= 0 or len(pooled) < needed:
+        return None
+    return Projection.fit(pooled, settings.dims, settings.whiten)
+
+
+def build_bundle(
+    source: str | Path, output: str | Path, settings: BuildSettings | None = None,
+    progress: bool = True,
+) -> BuildReport:
+    """Build ``output`` from ``source``; a corrupt photo is skipped and reported, not fatal."""
+    settings = settings or BuildSettings()
+    validate_views(settings.catalog_views)
+    started = time.perf_counter()
+    model = settings.resolved_model()
+    if not model.is_file():
+        raise BuildError(f"model file not found: {model}")
+    try:
+        catalog = read_catalog(source)
+    except CatalogError as exc:
+        raise BuildError(str(exc)) from exc
+    paths = [str(p) for item in catalog for p in item.paths]
+    results, cached = _embed_all(paths, settings, model, progress)
+    report = BuildReport(cached=cached, embedded=len(paths) - cached)
+    items, pooled, owners = [], [], []
+    for item in catalog:
+        good = [results[str(p)] for p in item.paths if "error" not in results[str(p)]]
+        for p in item.paths:
+            out = results[str(p)]
+            if "error" in out:
+                report.skipped.append({"item": item.id, "path": str(p), "error": out["error"],
+                                       "code": out.get("code")})
+        if not good:
+            continue
+        row = len(items)
+        items.append(_item_record(item, good[0]))
+        for out in good:
+            pooled.append(out["pooled"])
+            owners += [row] * len(out["pooled"])
+            report.photos += 1
+    if not items:
+        raise BuildError(
+            f"{source}: none of the {len(paths)} photos could be read; see the errors above"
+        )
+    all_pooled = np.concatenate(pooled).astype(np.float32)
+    projection = _fit_projection(all_pooled, settings)
+    vectors = describe(all_pooled, projection)
+    scale = choose_int8_scale(vectors)
+    report.items, report.vectors = len(items), len(vectors)
+    report.projection = "pca-whiten" if projection is not None and settings.whiten else (
+        "pca" if projection is not None else "none")
+    report.seconds = time.perf_counter() - started
+    manifest = _manifest(settings, model, vectors.shape[1], scale, report, projection)
+    content = BundleContent(
+        manifest=manifest,
+        items=items,
+        vectors=quantize_int8(vectors, scale),
+        vector_items=np.asarray(owners, np.int32),
+        projection=projection,
+        report={**asdict(report), "images_per_second": report.images_per_second},
+    )
+    write_bundle(Path(output), content)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _manifest(settings: BuildSettings, model: Path, dims: int, scale: float,
+              report: BuildReport, projection: Projection | None) -> dict:
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "lensbox_version": __version__,
+        "model": {"file": model.name, "sha256": file_sha256(model), "input_size": INPUT_SIZE},
+        "preprocessing": PREPROCESSING,
+        "descriptor": {
+            "pooling": settings.pooling,
+            "gem_p": GEM_P if settings.pooling == "gem" else None,
+            "projection": report.projection,
+            "dims": dims,
+            "int8_scale": scale,
+            "catalog_views": list(settings.catalog_views),
+        },
+        "index": {"library": "annoy", "metric": "angular", "trees": settings.trees},
+        "metric": "cosine similarity of L2-normalised descriptors, clipped to 0-1",
+        "counts": {"items": report.items, "photos": report.photos, "vectors": report.vectors,
+                   "skipped": len(report.skipped)},
+        "build": {k: v for k, v in asdict(settings).items() if k != "cache_dir"},
+        "has_projection": projection is not None,
+    }

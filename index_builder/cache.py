@@ -1,0 +1,80 @@
+"""Embeddings cached by content hash, so a rebuild only embeds new or changed photos.
+
+Keyed by (model sha256, pooling, views, photo sha256): change any of them and the entry
+no longer matches. One SQLite file, written only by the build's main process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lensbox"
+
+
+@dataclass
+class CachedEmbedding:
+    pooled: np.ndarray  # (V, C) float32
+    concepts: list[dict]
+    width: int
+    height: int
+    format: str
+
+
+class EmbeddingCache:
+    def __init__(self, directory: Path | None) -> None:
+        self.conn: sqlite3.Connection | None = None
+        if directory is None:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(directory / "embeddings.sqlite")
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, shape TEXT, pooled BLOB, "
+            "concepts TEXT, width INTEGER, height INTEGER, format TEXT)"
+        )
+
+    @staticmethod
+    def key(model_sha: str, pooling: str, views: tuple[str, ...], content_sha: str) -> str:
+        raw = f"{model_sha}|{pooling}|{','.join(views)}|{content_sha}"
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def get(self, key: str) -> CachedEmbedding | None:
+        if self.conn is None:
+            return None
+        rec = self.conn.execute(
+            "SELECT shape, pooled, concepts, width, height, format FROM emb WHERE key = ?", (key,)
+        ).fetchone()
+        if rec is None:
+            return None
+        shape = tuple(json.loads(rec[0]))
+        pooled = np.frombuffer(rec[1], dtype=np.float16).reshape(shape).astype(np.float32)
+        return CachedEmbedding(pooled, json.loads(rec[2]), rec[3], rec[4], rec[5])
+
+    def put(self, key: str, value: CachedEmbedding) -> None:
+        if self.conn is None:
+            return
+        self.conn.execute(
+            "INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, json.dumps(list(value.pooled.shape)), value.pooled.astype(np.float16).tobytes(),
+             json.dumps(value.concepts), value.width, value.height, value.format),
+        )
+
+    def commit(self) -> None:
+        if self.conn is not None:
+            self.conn.commit()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.commit()
+            self.conn.close()
+            self.conn = None

@@ -1,0 +1,53 @@
+"""Embed photos in worker processes, each with its own interpreter.
+
+Processes rather than threads: decoding and pooling hold the GIL, and one interpreter per
+process lets each use a single XNNPACK thread without contention.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from lensbox.device.embedding.embedder import Embedder
+from lensbox.device.embedding.model import TFLiteModel
+from lensbox.device.imaging.decode import ImageError, decode_image, probe_image
+
+_EMBEDDER: Embedder | None = None
+_VIEWS: tuple[str, ...] = ("full",)
+
+
+def init_worker(model_path: str, threads: int, runtime: str, pooling: str, views: tuple) -> None:
+    global _EMBEDDER, _VIEWS
+    _EMBEDDER = Embedder(TFLiteModel(model_path, threads, runtime), pooling)
+    _VIEWS = tuple(views)
+
+
+def content_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def embed_file(path: str) -> dict[str, Any]:
+    """Embed one photo; errors come back as data so one bad file never ends the build."""
+    assert _EMBEDDER is not None, "init_worker was not called"
+    try:
+        data = Path(path).read_bytes()
+        info = probe_image(data, source=path)
+        rgb = decode_image(data, source=path)
+        emb = _EMBEDDER.embed(rgb, _VIEWS)
+    except ImageError as exc:
+        return {"path": path, "error": str(exc), "code": exc.code}
+    except OSError as exc:
+        return {"path": path, "error": f"{path}: cannot read ({exc.strerror or exc})", "code": "io"}
+    except Exception as exc:  # noqa: BLE001 - a corrupt file may raise anything in a decoder
+        return {"path": path, "error": f"{path}: {type(exc).__name__}: {exc}", "code": "error"}
+    return {
+        "path": path,
+        "pooled": emb.pooled,
+        "concepts": [asdict(c) for c in emb.concepts],
+        "width": emb.size[0],
+        "height": emb.size[1],
+        "format": info.format,
+    }

@@ -1,0 +1,83 @@
+"""Write a bundle directory: everything into a staging directory, then one rename."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from annoy import AnnoyIndex
+
+from lensbox.device.bundle.atomic import staged_directory
+from lensbox.device.bundle.format import (
+    ANNOY_INDEX,
+    BUILD_REPORT,
+    ITEM_COLUMNS,
+    ITEMS_DB,
+    ITEMS_SCHEMA,
+    JSON_COLUMNS,
+    MANIFEST,
+    PROJECTION,
+    VECTOR_ITEMS,
+    VECTORS,
+)
+from lensbox.device.embedding.descriptor import Projection
+
+
+@dataclass
+class BundleContent:
+    """What a bundle holds, ready to be written; ``items`` are rows in item-row order."""
+
+    manifest: dict
+    items: list[dict]
+    vectors: np.ndarray  # (V, D) int8, grouped by item row
+    vector_items: np.ndarray  # (V,) int32, non-decreasing
+    projection: Projection | None
+    report: dict
+
+
+def write_items_db(path: Path, items: list[dict]) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(ITEMS_SCHEMA)
+        cols = ("row",) + ITEM_COLUMNS
+        sql = f"INSERT INTO items ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        conn.executemany(sql, [
+            (row,) + tuple(
+                json.dumps(item.get(c) or ({} if c != "concepts" else []), sort_keys=True)
+                if c in JSON_COLUMNS else item.get(c)
+                for c in ITEM_COLUMNS
+            )
+            for row, item in enumerate(items)
+        ])
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def build_annoy(vectors: np.ndarray, scale: float, trees: int, path: Path, seed: int = 42) -> None:
+    index = AnnoyIndex(vectors.shape[1], "angular")
+    index.set_seed(seed)
+    for i, vec in enumerate(vectors):
+        index.add_item(i, (vec.astype(np.float32) / scale).tolist())
+    index.build(trees, n_jobs=1)
+    index.save(str(path))
+    index.unload()
+
+
+def write_bundle(output: Path, content: BundleContent) -> None:
+    """Write ``content`` to ``output`` atomically (old bundle kept until the new one is whole)."""
+    with staged_directory(output) as tmp:
+        write_items_db(tmp / ITEMS_DB, content.items)
+        content.vectors.astype(np.int8).tofile(tmp / VECTORS)
+        content.vector_items.astype(np.int32).tofile(tmp / VECTOR_ITEMS)
+        if content.projection is not None:
+            content.projection.save(tmp / PROJECTION)
+        build_annoy(
+            content.vectors, content.manifest["descriptor"]["int8_scale"],
+            content.manifest["index"]["trees"], tmp / ANNOY_INDEX,
+        )
+        (tmp / BUILD_REPORT).write_text(json.dumps(content.report, indent=2), encoding="utf-8")
+        (tmp / MANIFEST).write_text(json.dumps(content.manifest, indent=2), encoding="utf-8")
