@@ -10,7 +10,8 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
+
+from lensbox.device.capture.cli import add_kiosk
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -37,17 +38,34 @@ def add_build(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("catalog", help="folder of photos, or a .csv / .jsonl manifest")
-    p.add_argument("-o", "--output", required=True, help="bundle directory to write (e.g. catalog.lbx)")
-    p.add_argument("--dims", type=int, default=256,
-                   help="PCA-whitened descriptor size (default 256; 0 keeps the raw 1280-d GeM)")
+    p.add_argument(
+        "-o", "--output", required=True, help="bundle directory to write (e.g. catalog.lbx)"
+    )
+    p.add_argument(
+        "--dims",
+        type=int,
+        default=256,
+        help="PCA-whitened descriptor size (default 256; 0 keeps the raw 1280-d GeM)",
+    )
     p.add_argument("--pooling", choices=("gem", "avg"), default="gem", help="feature-map pooling")
-    p.add_argument("--views", default="full",
-                   help="comma-separated crops indexed per photo: full,center,tl,tr,bl,br (default full)")
+    p.add_argument(
+        "--views",
+        default="full",
+        help="comma-separated crops indexed per photo: full,center,tl,tr,bl,br (default full)",
+    )
     p.add_argument("--trees", type=int, default=16, help="Annoy trees (default 16)")
-    p.add_argument("--workers", type=int, default=0, help="embedding processes (default: one per core)")
-    p.add_argument("--runtime", default="auto", choices=("auto", "ai-edge-litert", "tflite-runtime"))
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
-    p.add_argument("--cache-dir", default=None, help="embedding cache folder (default ~/.cache/lensbox)")
+    p.add_argument(
+        "--workers", type=int, default=0, help="embedding processes (default: one per core)"
+    )
+    p.add_argument(
+        "--runtime", default="auto", choices=("auto", "ai-edge-litert", "tflite-runtime")
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="do not read or write the embedding cache"
+    )
+    p.add_argument(
+        "--cache-dir", default=None, help="embedding cache folder (default ~/.cache/lensbox)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_build)
 
@@ -57,9 +75,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     from lensbox.index_builder.cache import default_cache_dir
 
     settings = BuildSettings(
-        dims=args.dims, pooling=args.pooling,
+        dims=args.dims,
+        pooling=args.pooling,
         catalog_views=tuple(v.strip() for v in args.views.split(",") if v.strip()),
-        trees=args.trees, workers=args.workers, runtime=args.runtime,
+        trees=args.trees,
+        workers=args.workers,
+        runtime=args.runtime,
         cache_dir=None if args.no_cache else (args.cache_dir or str(default_cache_dir())),
     )
     try:
@@ -86,11 +107,15 @@ def add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("query", nargs="+", help="query photo(s)")
     p.add_argument("-k", "--top-k", type=int, default=5, help="hits per query (default 5)")
     p.add_argument("--offset", type=int, default=0, help="skip this many hits (paging)")
-    p.add_argument("--region", default=None, help="search only this part of the photo: x,y,w,h in px")
+    p.add_argument(
+        "--region", default=None, help="search only this part of the photo: x,y,w,h in px"
+    )
     p.add_argument("--views", default=None, help="query crops, e.g. full,center,subject (default)")
     p.add_argument("--category", type=int, default=None, help="only items of this category_id")
     p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
-    p.add_argument("--runtime", default="auto", choices=("auto", "ai-edge-litert", "tflite-runtime"))
+    p.add_argument(
+        "--runtime", default="auto", choices=("auto", "ai-edge-litert", "tflite-runtime")
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_search)
 
@@ -146,8 +171,15 @@ def _result_json(query: str, res) -> dict:
     return {
         "query": query,
         "total": res.total,
-        "hits": [{"id": h.id, "score": h.score, "title": h.item.get("title"),
-                  "source": h.item.get("source")} for h in res.hits],
+        "hits": [
+            {
+                "id": h.id,
+                "score": h.score,
+                "title": h.item.get("title"),
+                "source": h.item.get("source"),
+            }
+            for h in res.hits
+        ],
         "concepts": [c.name for c in res.query.concepts],
         "timings_ms": {k: round(v, 2) for k, v in res.timings.items()},
     }
@@ -155,8 +187,10 @@ def _result_json(query: str, res) -> dict:
 
 def _print_table(query: str, res) -> None:
     concepts = ", ".join(c.name for c in res.query.concepts[:3]) or "-"
-    print(f"{query}  (looks like: {concepts}; embed {res.timings['embed_ms']:.0f} ms, "
-          f"search {res.timings['search_ms']:.1f} ms)")
+    print(
+        f"{query}  (looks like: {concepts}; embed {res.timings['embed_ms']:.0f} ms, "
+        f"search {res.timings['search_ms']:.1f} ms)"
+    )
     print(f"  {'rank':>4}  {'score':>6}  {'id':<28} source")
     for rank, hit in enumerate(res.hits, start=1):
         print(f"  {rank:>4}  {hit.score:>6.3f}  {hit.id:<28} {hit.item.get('source') or ''}")
@@ -185,7 +219,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # Subcommands register here; later stages (serve, ...) add their own `add_*` function.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_build, add_search, add_info]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_build, add_search, add_info, add_kiosk,
+]
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -30,8 +30,14 @@ SKIMAGE_PHOTOS = {
     "clock": ("clock", "public domain (Stefan van der Walt)"),
     "ihc": ("immunohistochemistry", "no known copyright restrictions"),
 }
-CARD_COLOURS = [(200, 40, 40), (40, 120, 200), (30, 160, 80), (230, 180, 20), (120, 60, 170),
-                (20, 20, 20)]
+CARD_COLOURS = [
+    (200, 40, 40),
+    (40, 120, 200),
+    (30, 160, 80),
+    (230, 180, 20),
+    (120, 60, 170),
+    (20, 20, 20),
+]
 CARD_SHAPES = ["circle", "triangle", "stripes", "grid", "star", "rings"]
 
 
@@ -103,7 +109,9 @@ def camera_like(rgb: np.ndarray, background: np.ndarray, seed: int) -> np.ndarra
 
 
 def save_jpeg(path: Path, rgb: np.ndarray, quality: int = 90) -> None:
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    cv2.imwrite(
+        str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
 
 
 def main() -> None:
@@ -122,15 +130,29 @@ def main() -> None:
     for name, rgb in photos.items():
         save_jpeg(catalog / f"{name}.jpg", rgb)
     backgrounds = [photos["brick"], photos["gravel"]]
-    for n, name in enumerate(["chelsea-cat", "coffee", "astronaut", "rocket", "card-02", "card-04"]):
-        save_jpeg(queries / f"{name}-photo.jpg", camera_like(photos[name], backgrounds[n % 2], n), 80)
-    lines = ["# Sample catalog licences", "",
-             "Made by `examples/make_sample_catalog.py`. Photos from scikit-image's `skimage.data`,",
-             "with the licence its documentation states; cards drawn by the script (CC0, this project).",
-             "", "| file | source | licence |", "|---|---|---|"]
-    lines += [f"| {n}.jpg | skimage.data.{fn}() | {lic} |" for n, (fn, lic) in SKIMAGE_PHOTOS.items()]
+    for n, name in enumerate(
+        ["chelsea-cat", "coffee", "astronaut", "rocket", "card-02", "card-04"]
+    ):
+        save_jpeg(
+            queries / f"{name}-photo.jpg", camera_like(photos[name], backgrounds[n % 2], n), 80
+        )
+    lines = [
+        "# Sample catalog licences",
+        "",
+        "Made by `examples/make_sample_catalog.py`. Photos from scikit-image's `skimage.data`,",
+        "with the licence its documentation states; cards drawn by the script (CC0, this project).",
+        "",
+        "| file | source | licence |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {n}.jpg | skimage.data.{fn}() | {lic} |" for n, (fn, lic) in SKIMAGE_PHOTOS.items()
+    ]
     lines += [f"| card-{i:02d}.jpg | drawn by the script | CC0 |" for i in range(6)]
-    lines += ["", "Queries in `sample-queries/` are the script's camera-like renderings of catalog photos."]
+    lines += [
+        "",
+        "Queries in `sample-queries/` are the script's camera-like renderings of catalog photos.",
+    ]
     (args.out / "LICENSES.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {len(photos)} catalog photos and {len(list(queries.glob('*.jpg')))} queries")
 

@@ -10,8 +10,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
-
 from lensbox.device import __version__
 from lensbox.device.bundle.format import FORMAT_NAME, FORMAT_VERSION
 from lensbox.device.embedding.descriptor import (
@@ -27,6 +25,7 @@ from lensbox.index_builder import workers
 from lensbox.index_builder.cache import CachedEmbedding, EmbeddingCache, default_cache_dir
 from lensbox.index_builder.catalog import CatalogError, CatalogItem, read_catalog
 from lensbox.index_builder.writer import BundleContent, write_bundle
+from tqdm import tqdm
 
 
 @dataclass(frozen=True)
@@ -95,8 +94,9 @@ def _embed_all(
         except OSError:
             todo.append(path)  # the worker reports the error with its reason
             continue
-        keys[path] = cache.key(model_sha, settings.pooling, settings.catalog_views,
-                               workers.content_sha256(data))
+        keys[path] = cache.key(
+            model_sha, settings.pooling, settings.catalog_views, workers.content_sha256(data)
+        )
         hit = cache.get(keys[path])
         if hit is None:
             todo.append(path)
@@ -104,10 +104,21 @@ def _embed_all(
             results[path] = {"path": path, **asdict(hit)}
     hits = len(results)
     n_workers = settings.workers or os.cpu_count() or 1
-    init = (str(model), settings.threads_per_worker, settings.runtime, settings.pooling,
-            settings.catalog_views)
-    bar = tqdm(total=len(paths), initial=hits, desc="embedding", unit="img", disable=not progress,
-               file=sys.stderr)
+    init = (
+        str(model),
+        settings.threads_per_worker,
+        settings.runtime,
+        settings.pooling,
+        settings.catalog_views,
+    )
+    bar = tqdm(
+        total=len(paths),
+        initial=hits,
+        desc="embedding",
+        unit="img",
+        disable=not progress,
+        file=sys.stderr,
+    )
     try:
         if n_workers == 1 or len(todo) < 8:
             workers.init_worker(*init)
@@ -116,7 +127,9 @@ def _embed_all(
         else:
             ctx = mp.get_context("spawn" if sys.platform == "darwin" else "fork")
             with ctx.Pool(n_workers, initializer=workers.init_worker, initargs=init) as pool:
-                _collect(pool.imap(workers.embed_file, todo, chunksize=4), results, keys, cache, bar)
+                _collect(
+                    pool.imap(workers.embed_file, todo, chunksize=4), results, keys, cache, bar
+                )
     finally:
         bar.close()
         cache.close()
@@ -127,8 +140,12 @@ def _collect(outputs, results: dict, keys: dict, cache: EmbeddingCache, bar: tqd
     for n, out in enumerate(outputs):
         results[out["path"]] = out
         if "error" not in out and out["path"] in keys:
-            cache.put(keys[out["path"]], CachedEmbedding(
-                out["pooled"], out["concepts"], out["width"], out["height"], out["format"]))
+            cache.put(
+                keys[out["path"]],
+                CachedEmbedding(
+                    out["pooled"], out["concepts"], out["width"], out["height"], out["format"]
+                ),
+            )
         if n % 64 == 63:
             cache.commit()
         bar.update(1)
@@ -163,7 +180,9 @@ def _fit_projection(pooled: np.ndarray, settings: BuildSettings) -> Projection |
 
 
 def build_bundle(
-    source: str | Path, output: str | Path, settings: BuildSettings | None = None,
+    source: str | Path,
+    output: str | Path,
+    settings: BuildSettings | None = None,
     progress: bool = True,
 ) -> BuildReport:
     """Build ``output`` from ``source``; a corrupt photo is skipped and reported, not fatal."""
@@ -186,8 +205,14 @@ def build_bundle(
         for p in item.paths:
             out = results[str(p)]
             if "error" in out:
-                report.skipped.append({"item": item.id, "path": str(p), "error": out["error"],
-                                       "code": out.get("code")})
+                report.skipped.append(
+                    {
+                        "item": item.id,
+                        "path": str(p),
+                        "error": out["error"],
+                        "code": out.get("code"),
+                    }
+                )
         if not good:
             continue
         row = len(items)
@@ -205,8 +230,11 @@ def build_bundle(
     vectors = describe(all_pooled, projection)
     scale = choose_int8_scale(vectors)
     report.items, report.vectors = len(items), len(vectors)
-    report.projection = "pca-whiten" if projection is not None and settings.whiten else (
-        "pca" if projection is not None else "none")
+    report.projection = (
+        "pca-whiten"
+        if projection is not None and settings.whiten
+        else ("pca" if projection is not None else "none")
+    )
     report.seconds = time.perf_counter() - started
     manifest = _manifest(settings, model, vectors.shape[1], scale, report, projection)
     content = BundleContent(
@@ -222,8 +250,14 @@ def build_bundle(
     return report
 
 
-def _manifest(settings: BuildSettings, model: Path, dims: int, scale: float,
-              report: BuildReport, projection: Projection | None) -> dict:
+def _manifest(
+    settings: BuildSettings,
+    model: Path,
+    dims: int,
+    scale: float,
+    report: BuildReport,
+    projection: Projection | None,
+) -> dict:
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -241,8 +275,12 @@ def _manifest(settings: BuildSettings, model: Path, dims: int, scale: float,
         },
         "index": {"library": "annoy", "metric": "angular", "trees": settings.trees},
         "metric": "cosine similarity of L2-normalised descriptors, clipped to 0-1",
-        "counts": {"items": report.items, "photos": report.photos, "vectors": report.vectors,
-                   "skipped": len(report.skipped)},
+        "counts": {
+            "items": report.items,
+            "photos": report.photos,
+            "vectors": report.vectors,
+            "skipped": len(report.skipped),
+        },
         "build": {k: v for k, v in asdict(settings).items() if k != "cache_dir"},
         "has_projection": projection is not None,
     }

@@ -65,8 +65,15 @@ class EmbeddingCache:
             return
         self.conn.execute(
             "INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, json.dumps(list(value.pooled.shape)), value.pooled.astype(np.float16).tobytes(),
-             json.dumps(value.concepts), value.width, value.height, value.format),
+            (
+                key,
+                json.dumps(list(value.pooled.shape)),
+                value.pooled.astype(np.float16).tobytes(),
+                json.dumps(value.concepts),
+                value.width,
+                value.height,
+                value.format,
+            ),
         )
 
     def commit(self) -> None:

@@ -46,15 +46,20 @@ def read_catalog(source: str | Path) -> list[CatalogItem]:
     """Folder, ``.csv`` or ``.jsonl``/``.json`` manifest -> items, in a stable order."""
     source = Path(source)
     if not source.exists():
-        raise CatalogError(f"{source}: no such file or folder; give a folder of photos or a manifest")
+        raise CatalogError(
+            f"{source}: no such file or folder; give a folder of photos or a manifest"
+        )
     if source.is_dir():
         items = _read_folder(source)
     elif source.suffix.lower() == ".csv":
-        items = _merge(_parse_record(rec, source.parent, f"{source}:{n + 2}")
-                       for n, rec in enumerate(_csv_records(source)))
+        items = _merge(
+            _parse_record(rec, source.parent, f"{source}:{n + 2}")
+            for n, rec in enumerate(_csv_records(source))
+        )
     elif source.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        items = _merge(_parse_record(rec, source.parent, f"{source}:{n}")
-                       for n, rec in _jsonl_records(source))
+        items = _merge(
+            _parse_record(rec, source.parent, f"{source}:{n}") for n, rec in _jsonl_records(source)
+        )
     else:
         raise CatalogError(f"{source}: expected a folder, a .csv or a .jsonl manifest")
     if not items:
@@ -66,7 +71,8 @@ def read_catalog(source: str | Path) -> list[CatalogItem]:
 
 def _read_folder(root: Path) -> list[CatalogItem]:
     files = sorted(
-        p for p in root.rglob("*")
+        p
+        for p in root.rglob("*")
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
     stems: dict[str, int] = {}
@@ -119,7 +125,9 @@ def _parse_tags(value: Any, where: str) -> dict[str, str]:
 def _parse_record(rec: dict[str, Any], base: Path, where: str) -> CatalogItem:
     path_value = next((rec[k] for k in PATH_KEYS if rec.get(k)), None)
     if not path_value:
-        raise CatalogError(f"{where}: no image path (give one of the columns {', '.join(PATH_KEYS)})")
+        raise CatalogError(
+            f"{where}: no image path (give one of the columns {', '.join(PATH_KEYS)})"
+        )
     path = Path(str(path_value))
     path = path if path.is_absolute() else base / path
     item_id = str(rec.get("id") or path.stem)

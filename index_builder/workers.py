@@ -41,7 +41,7 @@ def embed_file(path: str) -> dict[str, Any]:
         return {"path": path, "error": str(exc), "code": exc.code}
     except OSError as exc:
         return {"path": path, "error": f"{path}: cannot read ({exc.strerror or exc})", "code": "io"}
-    except Exception as exc:  # noqa: BLE001 - a corrupt file may raise anything in a decoder
+    except Exception as exc:
         return {"path": path, "error": f"{path}: {type(exc).__name__}: {exc}", "code": "error"}
     return {
         "path": path,

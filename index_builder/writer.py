@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 from annoy import AnnoyIndex
-
 from lensbox.device.bundle.atomic import staged_directory
 from lensbox.device.bundle.format import (
     ANNOY_INDEX,
@@ -38,20 +37,24 @@ class BundleContent:
     report: dict
 
 
+def _item_values(item: dict) -> tuple:
+    """Column values in ITEM_COLUMNS order; dict/list columns as sorted JSON text."""
+    empty = {"concepts": []}
+    return tuple(
+        json.dumps(item.get(c) or empty.get(c, {}), sort_keys=True)
+        if c in JSON_COLUMNS
+        else item.get(c)
+        for c in ITEM_COLUMNS
+    )
+
+
 def write_items_db(path: Path, items: list[dict]) -> None:
     conn = sqlite3.connect(path)
     try:
         conn.executescript(ITEMS_SCHEMA)
-        cols = ("row",) + ITEM_COLUMNS
+        cols = ("row", *ITEM_COLUMNS)
         sql = f"INSERT INTO items ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-        conn.executemany(sql, [
-            (row,) + tuple(
-                json.dumps(item.get(c) or ({} if c != "concepts" else []), sort_keys=True)
-                if c in JSON_COLUMNS else item.get(c)
-                for c in ITEM_COLUMNS
-            )
-            for row, item in enumerate(items)
-        ])
+        conn.executemany(sql, [(row, *_item_values(item)) for row, item in enumerate(items)])
         conn.commit()
     finally:
         conn.close()
@@ -76,8 +79,10 @@ def write_bundle(output: Path, content: BundleContent) -> None:
         if content.projection is not None:
             content.projection.save(tmp / PROJECTION)
         build_annoy(
-            content.vectors, content.manifest["descriptor"]["int8_scale"],
-            content.manifest["index"]["trees"], tmp / ANNOY_INDEX,
+            content.vectors,
+            content.manifest["descriptor"]["int8_scale"],
+            content.manifest["index"]["trees"],
+            tmp / ANNOY_INDEX,
         )
         (tmp / BUILD_REPORT).write_text(json.dumps(content.report, indent=2), encoding="utf-8")
         (tmp / MANIFEST).write_text(json.dumps(content.manifest, indent=2), encoding="utf-8")

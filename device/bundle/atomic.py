@@ -66,7 +66,9 @@ def staged_directory(target: Path) -> Iterator[Path]:
         yield tmp
         fsync_tree(tmp)
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+            old = Path(
+                tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            )
             os.rmdir(old)
             os.rename(target, old)
             os.rename(tmp, target)

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 from annoy import AnnoyIndex
-
 from lensbox.device.bundle.format import (
     ANNOY_INDEX,
     FORMAT_NAME,
@@ -77,17 +76,19 @@ class Bundle:
         """Metadata for item rows, in the order asked."""
         if not rows:
             return []
-        cols = ", ".join(("row",) + ITEM_COLUMNS)
+        cols = ", ".join(("row", *ITEM_COLUMNS))
         found: dict[int, Item] = {}
         for start in range(0, len(rows), 500):
             chunk = [int(r) for r in rows[start : start + 500]]
             marks = ",".join("?" * len(chunk))
-            for rec in self._db().execute(f"SELECT {cols} FROM items WHERE row IN ({marks})", chunk):
+            for rec in self._db().execute(
+                f"SELECT {cols} FROM items WHERE row IN ({marks})", chunk
+            ):
                 found[rec[0]] = row_to_item(rec[1:])
         return [found[r] for r in rows if r in found]
 
     def item_by_id(self, item_id: str) -> tuple[int, Item] | None:
-        cols = ", ".join(("row",) + ITEM_COLUMNS)
+        cols = ", ".join(("row", *ITEM_COLUMNS))
         rec = self._db().execute(f"SELECT {cols} FROM items WHERE id = ?", (item_id,)).fetchone()
         return (rec[0], row_to_item(rec[1:])) if rec else None
 
@@ -104,7 +105,9 @@ class Bundle:
 def read_manifest(path: Path) -> dict:
     manifest_path = Path(path) / MANIFEST
     if not Path(path).exists():
-        raise BundleError(f"{path}: no such bundle; build one with `lensbox build PHOTOS -o {path}`")
+        raise BundleError(
+            f"{path}: no such bundle; build one with `lensbox build PHOTOS -o {path}`"
+        )
     if not manifest_path.is_file():
         raise BundleError(
             f"{path}: not a lensbox bundle (no {MANIFEST}); rebuild it with `lensbox build`"
@@ -112,13 +115,16 @@ def read_manifest(path: Path) -> dict:
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise BundleError(f"{manifest_path}: unreadable manifest ({exc}); rebuild the bundle") from exc
+        raise BundleError(
+            f"{manifest_path}: unreadable manifest ({exc}); rebuild the bundle"
+        ) from exc
     if manifest.get("format") != FORMAT_NAME:
         raise BundleError(f"{path}: not a lensbox bundle (format {manifest.get('format')!r})")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise BundleError(
-            f"{path}: bundle format version {version}, this lensbox reads version {FORMAT_VERSION}; "
+            f"{path}: bundle format version {version}, "
+            f"this lensbox reads version {FORMAT_VERSION}; "
             "rebuild it with this version's `lensbox build` (or upgrade lensbox on the device)"
         )
     return manifest
@@ -145,7 +151,8 @@ def open_bundle(path: str | Path, model_sha256: str | None = None) -> Bundle:
         raise BundleError(f"{path}: {VECTORS} has the wrong size (expected {expected} bytes)")
     vectors = (
         np.memmap(path / VECTORS, dtype=np.int8, mode="r", shape=(count, dims))
-        if count else np.zeros((0, dims), np.int8)
+        if count
+        else np.zeros((0, dims), np.int8)
     )
     vector_items = np.fromfile(path / VECTOR_ITEMS, dtype=np.int32)
     if len(vector_items) != count:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from lensbox.device.embedding.descriptor import Projection, identity_descriptor, pool
 from lensbox.device.embedding.model import TFLiteModel, preprocess
 from lensbox.device.embedding.subject import Box, subject_boxes
@@ -100,8 +99,9 @@ class Embedder:
             boxes = subject_boxes(out.features[i], w, h, self.subject_threshold)
             concepts = top_concepts(out.logits[i], self.labels)
             full = pool(out.features[i : i + 1], self.pooling)[0]
-            results.append(ImageEmbedding(views, np.empty((0,)), concepts, boxes, (w, h),
-                                          {"full": full}))
+            results.append(
+                ImageEmbedding(views, np.empty((0,)), concepts, boxes, (w, h), {"full": full})
+            )
             crops += [c for v, c in zip(views, crop_views(rgb, views, boxes[0])) if v != "full"]
         crop_pooled = pool(self._run(crops).features, self.pooling) if crops else None
         cursor = 0

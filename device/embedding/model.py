@@ -13,7 +13,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from lensbox.device.embedding.runtime import make_interpreter, resolve_runtime
 
 INPUT_SIZE = 224
@@ -119,7 +118,9 @@ class TFLiteModel:
         try:
             self._resize(len(batch))
         except (RuntimeError, ValueError):  # a model with a fixed batch: one at a time
-            parts = [self.run(batch[i : i + 1]) for i in range(len(batch))] if len(batch) > 1 else []
+            parts = (
+                [self.run(batch[i : i + 1]) for i in range(len(batch))] if len(batch) > 1 else []
+            )
             if not parts:
                 raise
             return ModelOutput(

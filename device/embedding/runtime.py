@@ -7,8 +7,10 @@ runtime-agnostic. XNNPACK is the default CPU delegate in both.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 RUNTIMES = {
@@ -47,11 +49,38 @@ def resolve_runtime(name: str = "auto") -> str:
     if name not in RUNTIMES:
         raise ValueError(f"unknown runtime {name!r}; choose one of {sorted(RUNTIMES)} or 'auto'")
     if name not in found:
-        raise RuntimeMissingError(f"runtime {name!r} is not installed (installed: {found or 'none'})")
+        raise RuntimeMissingError(
+            f"runtime {name!r} is not installed (installed: {found or 'none'})"
+        )
     return name
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence the C++ "Created TensorFlow Lite XNNPACK delegate" line on fd 2.
+
+    It is printed once per interpreter, i.e. once per build worker and per query pool
+    thread, and drowns the progress bar; Python-level errors still raise normally.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def make_interpreter(model_path: str, num_threads: int = 2, runtime: str = "auto") -> Any:
     """Create an interpreter for ``model_path`` with ``num_threads`` XNNPACK threads."""
     module = importlib.import_module(RUNTIMES[resolve_runtime(runtime)])
-    return module.Interpreter(model_path=str(model_path), num_threads=max(1, int(num_threads)))
+    with _quiet_stderr():
+        threads = max(1, int(num_threads))
+        interp = module.Interpreter(model_path=str(model_path), num_threads=threads)
+        interp.allocate_tensors()
+    return interp

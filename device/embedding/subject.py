@@ -55,7 +55,7 @@ def subject_boxes(
     """
     sal = cv2.resize(activation_map(features), (width, height), interpolation=cv2.INTER_LINEAR)
     mask = (sal >= threshold).astype(np.uint8)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    _count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     boxes = [
         Box(int(x), int(y), int(w), int(h))
         for x, y, w, h, area in stats[1:]

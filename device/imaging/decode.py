@@ -73,7 +73,8 @@ def _open(data: bytes, source: str | None) -> Image.Image:
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise ImageError(
-            "not_an_image", "not a recognised image (expected JPEG, PNG, BMP, GIF, WebP, TIFF or PPM)",
+            "not_an_image",
+            "not a recognised image (expected JPEG, PNG, BMP, GIF, WebP, TIFF or PPM)",
             source,
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
@@ -97,12 +98,14 @@ def _check_size(info: ImageInfo, limits: DecodeLimits, source: str | None) -> No
         )
     if min(w, h) < limits.min_side:
         raise ImageError(
-            "too_small", f"{w}x{h} is too small: each side must be at least {limits.min_side} px",
+            "too_small",
+            f"{w}x{h} is too small: each side must be at least {limits.min_side} px",
             source,
         )
     if max(w, h) > limits.max_side:
         raise ImageError(
-            "too_large", f"{w}x{h} is too large: each side must be at most {limits.max_side} px",
+            "too_large",
+            f"{w}x{h} is too large: each side must be at most {limits.max_side} px",
             source,
         )
 
@@ -158,7 +161,9 @@ def decode_image(
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError("truncated", f"the image data is damaged or truncated ({exc})", source) from exc
+        raise ImageError(
+            "truncated", f"the image data is damaged or truncated ({exc})", source
+        ) from exc
     info = ImageInfo(img.format or "", rgb.shape[1], rgb.shape[0])
     _check_size(info, limits, source)  # EXIF rotation can swap sides.
     return np.ascontiguousarray(rgb)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from lensbox.device.bundle.reader import Bundle, Item
 from lensbox.device.embedding.embedder import Concept, Embedder, describe
 from lensbox.device.embedding.subject import Box
@@ -171,7 +170,9 @@ class SearchEngine:
         out = []
         for start in range(0, len(rows), 512):
             chunk = [int(r) for r in rows[start : start + 512]]
-            for row, score, item in zip(chunk, scores[start : start + 512], self.bundle.items(chunk)):
+            for row, score, item in zip(
+                chunk, scores[start : start + 512], self.bundle.items(chunk)
+            ):
                 if predicate(item):
                     out.append(_hit(row, float(score), item))
         return out
@@ -189,8 +190,9 @@ class SearchEngine:
         t1 = time.perf_counter()
         hits, total = self.search_vectors(query.vectors, top_k, offset, predicate)
         t2 = time.perf_counter()
-        return SearchResult(hits, total, query, {"embed_ms": (t1 - t0) * 1e3,
-                                                 "search_ms": (t2 - t1) * 1e3})
+        return SearchResult(
+            hits, total, query, {"embed_ms": (t1 - t0) * 1e3, "search_ms": (t2 - t1) * 1e3}
+        )
 
 
 def _hit(row: int, raw: float, item: Item) -> Hit:

@@ -1,0 +1,26 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/lensbox: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+## Set up, build the bundled sample catalog, and search it with a camera-like photo.
+demo: $(BIN)/lensbox
+	$(BIN)/lensbox build examples/sample-catalog -o sample.lbx
+	$(BIN)/lensbox search sample.lbx examples/sample-queries/coffee-photo.jpg examples/sample-queries/card-04-photo.jpg
+
+## Set up and run the test suite (what CI runs).
+test: $(BIN)/lensbox
+	LENSBOX_REQUIRE_BOTH_RUNTIMES=1 $(BIN)/python -m pytest
+
+lint: $(BIN)/lensbox
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf sample.lbx .pytest_cache

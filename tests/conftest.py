@@ -1,0 +1,44 @@
+"""Shared fixtures: one real bundle built from the bundled sample catalog per test session.
+
+Building it runs the real TFLite model and writes a real Annoy index, so every test above
+the foundation exercises the same path a user's `lensbox build` takes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_CATALOG = ROOT / "examples" / "sample-catalog"
+SAMPLE_QUERIES = ROOT / "examples" / "sample-queries"
+UKBENCH = ROOT.parent / "shared" / "data" / "ukbench-1000"
+
+
+@pytest.fixture(scope="session")
+def sample_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lensbox.index_builder.build import BuildSettings, build_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "sample.lbx"
+    build_bundle(SAMPLE_CATALOG, out, BuildSettings(cache_dir=None, workers=1), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def engine(sample_bundle: Path):
+    from lensbox.device.search.engine import open_engine
+
+    return open_engine(str(sample_bundle), threads=1)
+
+
+@pytest.fixture(scope="session")
+def embedder(engine):
+    return engine.embedder
+
+
+@pytest.fixture(scope="session")
+def ukbench() -> Path:
+    if not (UKBENCH / "images").is_dir():
+        pytest.skip(f"dev data not found at {UKBENCH} (it lives in ../shared, never in the repo)")
+    return UKBENCH

@@ -1,0 +1,138 @@
+"""`build_bundle`: folders and manifests in, whole bundles out, bad photos skipped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lensbox.device.bundle import open_bundle
+from lensbox.index_builder.build import BuildError, BuildSettings, build_bundle
+from lensbox.index_builder.catalog import CatalogError, read_catalog
+
+from .conftest import SAMPLE_CATALOG
+
+FAST = BuildSettings(cache_dir=None, workers=1)
+
+
+def _mini_catalog(tmp_path: Path, names=("coffee", "rocket", "chelsea-cat")) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(SAMPLE_CATALOG / f"{name}.jpg", folder / f"{name}.jpg")
+    return folder
+
+
+def test_bad_photos_are_skipped_and_reported(tmp_path: Path) -> None:
+    folder = _mini_catalog(tmp_path)
+    (folder / "notes.png").write_bytes(b"this is text")
+    good = (folder / "coffee.jpg").read_bytes()
+    (folder / "half.jpg").write_bytes(good[: len(good) // 3])
+    report = build_bundle(folder, tmp_path / "out.lbx", FAST, progress=False)
+    assert report.items == 3
+    skipped = {Path(s["path"]).name for s in report.skipped}
+    assert skipped == {"notes.png", "half.jpg"}
+    written = json.loads((tmp_path / "out.lbx" / "build_report.json").read_text())
+    assert len(written["skipped"]) == 2
+
+
+def test_manifest_metadata_and_several_photos_per_item(tmp_path: Path) -> None:
+    manifest = tmp_path / "catalog.csv"
+    manifest.write_text(
+        "id,path,title,category_id,tags,product_id,int_attr,str_attr,adult\n"
+        f"mug,{SAMPLE_CATALOG / 'coffee.jpg'},Coffee mug,3,colour=brown;size=m,P1,42,ceramic,0\n"
+        f"mug,{SAMPLE_CATALOG / 'clock.jpg'},,,,,,,\n"
+        f"ship,{SAMPLE_CATALOG / 'rocket.jpg'},Rocket,7,,P2,5,metal,1\n"
+    )
+    build_bundle(manifest, tmp_path / "m.lbx", FAST, progress=False)
+    bundle = open_bundle(tmp_path / "m.lbx")
+    assert bundle.item_count == 2 and len(bundle.vectors) == 3
+    _, mug = bundle.item_by_id("mug")
+    assert mug["title"] == "Coffee mug" and mug["category_id"] == 3
+    assert mug["tags"] == {"colour": "brown", "size": "m"}
+    assert mug["int_attrs"] == {"int_attr": 42} and mug["str_attrs"] == {"str_attr": "ceramic"}
+    assert bundle.item_by_id("ship")[1]["adult"] is True
+    assert list(bundle.vector_items) == [0, 0, 1]
+
+
+def test_rebuild_reuses_cached_embeddings(tmp_path: Path) -> None:
+    folder = _mini_catalog(tmp_path)
+    settings = BuildSettings(cache_dir=str(tmp_path / "cache"), workers=1)
+    first = build_bundle(folder, tmp_path / "a.lbx", settings, progress=False)
+    shutil.copy(SAMPLE_CATALOG / "clock.jpg", folder / "clock.jpg")
+    second = build_bundle(folder, tmp_path / "b.lbx", settings, progress=False)
+    assert (first.cached, first.embedded) == (0, 3)
+    assert (second.cached, second.embedded) == (3, 1)
+    a, b = open_bundle(tmp_path / "a.lbx"), open_bundle(tmp_path / "b.lbx")
+    ra, rb = a.item_by_id("coffee")[0], b.item_by_id("coffee")[0]
+    np.testing.assert_allclose(a.item_vectors(ra), b.item_vectors(rb), atol=0.05)
+
+
+def test_parallel_workers_match_a_single_worker(tmp_path: Path) -> None:
+    folder = _mini_catalog(
+        tmp_path,
+        (
+            "coffee",
+            "rocket",
+            "chelsea-cat",
+            "clock",
+            "coins",
+            "astronaut",
+            "camera",
+            "brick",
+            "card-00",
+        ),
+    )
+    build_bundle(folder, tmp_path / "one.lbx", FAST, progress=False)
+    build_bundle(
+        folder, tmp_path / "two.lbx", BuildSettings(cache_dir=None, workers=2), progress=False
+    )
+    one, two = open_bundle(tmp_path / "one.lbx"), open_bundle(tmp_path / "two.lbx")
+    np.testing.assert_array_equal(np.asarray(one.vectors), np.asarray(two.vectors))
+
+
+def test_empty_and_missing_catalogs_fail_clearly(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BuildError, match="empty"):
+        build_bundle(tmp_path / "empty", tmp_path / "x.lbx", FAST, progress=False)
+    with pytest.raises(BuildError, match="no such file"):
+        build_bundle(tmp_path / "nope", tmp_path / "x.lbx", FAST, progress=False)
+    assert not (tmp_path / "x.lbx").exists()
+
+
+def test_all_photos_bad_fails_and_keeps_the_old_bundle(tmp_path: Path) -> None:
+    folder = _mini_catalog(tmp_path)
+    out = tmp_path / "keep.lbx"
+    build_bundle(folder, out, FAST, progress=False)
+    before = (out / "manifest.json").read_bytes()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"\xff\xd8 broken")
+    with pytest.raises(BuildError, match="none of the 1 photos"):
+        build_bundle(bad, out, FAST, progress=False)
+    assert (out / "manifest.json").read_bytes() == before
+    assert open_bundle(out).item_count == 3
+    assert not list(tmp_path.glob(".keep.lbx.*"))
+
+
+def test_bad_manifest_rows_name_the_line(tmp_path: Path) -> None:
+    manifest = tmp_path / "c.jsonl"
+    manifest.write_text('{"path": "a.jpg"}\n{not json}\n')
+    with pytest.raises(CatalogError, match=r"c.jsonl:2"):
+        read_catalog(manifest)
+    csv = tmp_path / "c.csv"
+    csv.write_text("id,title\nx,no path here\n")
+    with pytest.raises(CatalogError, match="no image path"):
+        read_catalog(csv)
+
+
+def test_projection_is_learned_when_the_catalog_is_large_enough(tmp_path: Path) -> None:
+    settings = BuildSettings(
+        cache_dir=None, workers=1, dims=8, min_photos_for_pca=16, catalog_views=("full", "center")
+    )
+    report = build_bundle(SAMPLE_CATALOG, tmp_path / "p.lbx", settings, progress=False)
+    bundle = open_bundle(tmp_path / "p.lbx")
+    assert report.projection == "pca-whiten" and bundle.dims == 8
+    assert bundle.projection is not None and len(bundle.vectors) == 36

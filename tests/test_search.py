@@ -1,0 +1,66 @@
+"""Search core: camera-like queries find their item; filters apply before paging."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from lensbox.device.embedding.subject import Box
+from lensbox.device.imaging import load_image
+from lensbox.device.search.engine import SearchEngine, SearchSettings
+
+from .conftest import SAMPLE_CATALOG, SAMPLE_QUERIES
+
+
+@pytest.mark.parametrize("query", sorted(p.name for p in SAMPLE_QUERIES.glob("*.jpg")))
+def test_camera_like_queries_find_their_item(engine, query: str) -> None:
+    expected = query.replace("-photo.jpg", "")
+    res = engine.search_image(load_image(SAMPLE_QUERIES / query), top_k=3)
+    assert res.hits[0].id == expected, [(h.id, h.score) for h in res.hits]
+    assert 0.0 <= res.hits[-1].score <= res.hits[0].score <= 1.0
+
+
+def test_a_catalog_photo_scores_near_one_against_itself(engine) -> None:
+    res = engine.search_image(load_image(SAMPLE_CATALOG / "rocket.jpg"), top_k=1)
+    assert res.hits[0].id == "rocket" and res.hits[0].score > 0.95
+
+
+def test_paging_is_consistent(engine) -> None:
+    q = engine.embed_query(load_image(SAMPLE_QUERIES / "coffee-photo.jpg")).vectors
+    full, total = engine.search_vectors(q, top_k=10)
+    page2, total2 = engine.search_vectors(q, top_k=3, offset=3)
+    assert total == total2 == 18
+    assert [h.id for h in page2] == [h.id for h in full[3:6]]
+
+
+def test_filters_apply_before_the_page_is_cut(engine) -> None:
+    q = engine.embed_query(load_image(SAMPLE_QUERIES / "coffee-photo.jpg")).vectors
+    cards, total = engine.search_vectors(
+        q, top_k=4, predicate=lambda it: it["id"].startswith("card")
+    )
+    assert total == 6 and len(cards) == 4
+    assert all(h.id.startswith("card") for h in cards)
+    scores = [h.score for h in cards]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_annoy_and_exact_rankings_agree_on_a_small_bundle(engine) -> None:
+    q = engine.embed_query(load_image(SAMPLE_QUERIES / "astronaut-photo.jpg")).vectors
+    exact_rows, exact_scores = engine.rank(q, 10, exact=True)
+    ann_rows, ann_scores = engine.rank(q, 10, exact=False)
+    assert list(ann_rows[:5]) == list(exact_rows[:5])
+    np.testing.assert_allclose(ann_scores[:5], exact_scores[:5], atol=1e-5)
+
+
+def test_region_crops_before_embedding(engine) -> None:
+    rgb = load_image(SAMPLE_CATALOG / "coffee.jpg")
+    h, w = rgb.shape[:2]
+    canvas = np.concatenate([load_image(SAMPLE_CATALOG / "rocket.jpg")[:h, :w], rgb], axis=1)
+    res = engine.search_image(canvas, top_k=1, region=Box(w, 0, w, h))
+    assert res.hits[0].id == "coffee"
+    with pytest.raises(ValueError, match="outside"):
+        engine.search_image(canvas, region=Box(5 * w, 0, 10, 10))
+
+
+def test_settings_reject_unknown_views(engine) -> None:
+    with pytest.raises(ValueError, match="unknown views"):
+        SearchEngine(engine.bundle, engine.embedder, SearchSettings(query_views=("zoom",)))
