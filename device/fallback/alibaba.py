@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from lensbox.device.config.fallback import AlibabaConfig
 from lensbox.device.fallback.base import CloudHit, CloudProvider, clamp01, rank_score, register
 from lensbox.device.fallback.credentials import resolve
 from lensbox.device.fallback.errors import CloudError, ErrorKind, kind_for_status
@@ -85,22 +84,8 @@ class AlibabaProvider(CloudProvider):
     name = "alibaba"
     max_image_bytes = 4 * 1024 * 1024
 
-    def __init__(
-        self,
-        config: AlibabaConfig,
-        *,
-        environ: Mapping[str, str] | None = None,
-        max_response_bytes: int = 8 << 20,
-        attempt_timeout: float | None = None,
-    ) -> None:
-        super().__init__(max_response_bytes)
-        self.config = config
-        self.environ = environ
-        self.attempt_timeout = attempt_timeout
-        self._known: list[str] = []
+    config: AlibabaConfig
 
-    def _secrets(self) -> list[str]:
-        return list(self._known)
 
     def _credentials(self) -> tuple[str, str]:
         cfg = self.config

@@ -87,16 +87,28 @@ class CloudProvider(ABC):
     name: str = ""
     max_image_bytes: int | None = None
 
-    def __init__(self, max_response_bytes: int = 8 << 20) -> None:
+    def __init__(
+        self,
+        config: Any = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        max_response_bytes: int = 8 << 20,
+        attempt_timeout: float | None = None,
+    ) -> None:
+        self.config = config
+        self.environ = environ
         self.max_response_bytes = max_response_bytes
+        self.attempt_timeout = attempt_timeout
+        # Credential values read for the current call, so errors can be redacted.
+        self._known: list[str] = []
 
     @abstractmethod
     def search(self, image: bytes, top_k: int, deadline: float) -> list[CloudHit]:
         """One attempt; ``deadline`` is absolute ``time.monotonic()``.  Raises CloudError."""
 
     def _secrets(self) -> list[str]:
-        """Every credential value this provider may send, for redaction; overridden."""
-        return []
+        """Every credential value this provider may send, for redaction."""
+        return list(self._known)
 
     def check_ready(self) -> None:
         """Raise CloudError(misconfigured) if a credential cannot be read, so the router

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from lensbox.device.config.fallback import ClarifaiConfig
 from lensbox.device.fallback.base import (
     CloudHit,
     CloudProvider,
@@ -76,22 +74,8 @@ def status_code(status: Any) -> int | None:
 class ClarifaiProvider(CloudProvider):
     name = "clarifai"
 
-    def __init__(
-        self,
-        config: ClarifaiConfig,
-        *,
-        environ: Mapping[str, str] | None = None,
-        max_response_bytes: int = 8 << 20,
-        attempt_timeout: float | None = None,
-    ) -> None:
-        super().__init__(max_response_bytes)
-        self.config = config
-        self.environ = environ
-        self.attempt_timeout = attempt_timeout
-        self._known: list[str] = []
+    config: ClarifaiConfig
 
-    def _secrets(self) -> list[str]:
-        return list(self._known)
 
     def _pat(self) -> str:
         pat = resolve(self.config.pat, self.name, "pat", self.environ)

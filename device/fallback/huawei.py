@@ -33,7 +33,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from lensbox.device.config.fallback import HuaweiConfig
 from lensbox.device.fallback.base import CloudHit, CloudProvider, clamp01, register, str_tags
 from lensbox.device.fallback.credentials import resolve
 from lensbox.device.fallback.errors import CloudError, ErrorKind, kind_for_status
@@ -111,22 +110,8 @@ class HuaweiProvider(CloudProvider):
     name = "huawei"
     max_image_bytes = 10 * 1024 * 1024  # AK/SK signing covers bodies up to 12 MB (base64)
 
-    def __init__(
-        self,
-        config: HuaweiConfig,
-        *,
-        environ: Mapping[str, str] | None = None,
-        max_response_bytes: int = 8 << 20,
-        attempt_timeout: float | None = None,
-    ) -> None:
-        super().__init__(max_response_bytes)
-        self.config = config
-        self.environ = environ
-        self.attempt_timeout = attempt_timeout
-        self._known: list[str] = []
+    config: HuaweiConfig
 
-    def _secrets(self) -> list[str]:
-        return list(self._known)
 
     @property
     def url(self) -> str:

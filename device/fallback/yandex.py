@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
 from typing import Any
 
-from lensbox.device.config.fallback import YandexConfig
 from lensbox.device.fallback.base import CloudHit, CloudProvider, as_int, rank_score, register
 from lensbox.device.fallback.credentials import Secret, resolve
 from lensbox.device.fallback.errors import CloudError, ErrorKind, kind_for_status
@@ -43,19 +41,7 @@ class YandexProvider(CloudProvider):
     name = "yandex"
     max_image_bytes = 3 * 1024 * 1024
 
-    def __init__(
-        self,
-        config: YandexConfig,
-        *,
-        environ: Mapping[str, str] | None = None,
-        max_response_bytes: int = 8 << 20,
-        attempt_timeout: float | None = None,
-    ) -> None:
-        super().__init__(max_response_bytes)
-        self.config = config
-        self.environ = environ
-        self.attempt_timeout = attempt_timeout
-        self._last_secret: Secret | None = None
+    config: YandexConfig
 
     def _credential(self) -> tuple[str, Secret]:
         if self.config.auth == "api_key":
@@ -64,14 +50,12 @@ class YandexProvider(CloudProvider):
         else:
             secret = resolve(self.config.iam_token, self.name, "iam_token", self.environ)
             scheme = "Bearer"
-        self._last_secret = secret
+        self._known = [secret.reveal()]
         return scheme, secret
 
     def check_ready(self) -> None:
         self._credential()
 
-    def _secrets(self) -> list[str]:
-        return [self._last_secret.reveal()] if self._last_secret else []
 
     def request_body(self, image: bytes) -> dict[str, Any]:
         body: dict[str, Any] = {
