@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from lensbox.device.config.fallback import AlibabaConfig
 from lensbox.device.fallback.base import CloudHit, CloudProvider, clamp01, rank_score, register
 from lensbox.device.fallback.credentials import resolve
 from lensbox.device.fallback.errors import CloudError, ErrorKind, kind_for_status

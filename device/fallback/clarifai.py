@@ -17,6 +17,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+from lensbox.device.config.fallback import ClarifaiConfig
 from lensbox.device.fallback.base import (
     CloudHit,
     CloudProvider,

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from lensbox.device.config.fallback import HuaweiConfig
 from lensbox.device.fallback.base import CloudHit, CloudProvider, clamp01, register, str_tags
 from lensbox.device.fallback.credentials import resolve
 from lensbox.device.fallback.errors import CloudError, ErrorKind, kind_for_status

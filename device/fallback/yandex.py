@@ -17,6 +17,7 @@ import base64
 import json
 from typing import Any
 
+from lensbox.device.config.fallback import YandexConfig
 from lensbox.device.fallback.base import CloudHit, CloudProvider, as_int, rank_score, register
 from lensbox.device.fallback.credentials import Secret, resolve
 from lensbox.device.fallback.errors import CloudError, ErrorKind, kind_for_status
