@@ -15,7 +15,8 @@ class SearchConfig(Section):
     query_views: tuple[str, ...] = ("full", "center", "subject")
     candidates: int = Field(100, ge=1, le=10000, description="Annoy candidates per query view")
     search_k: int = Field(-1, ge=-1, description="Annoy search_k (-1: trees x candidates)")
-    exact_below: int = Field(20000, ge=0, description="brute-force below this many vectors")
+    exact_below: int = Field(200_000, ge=0, description="exact scan below this many vectors")
+    exact_cache_mb: int = Field(64, ge=0, description="float32 copy for the exact scan, if it fits")
 
     @field_validator("query_views")
     @classmethod
@@ -28,4 +29,6 @@ class SearchConfig(Section):
     def settings(self):
         from lensbox.device.search.engine import SearchSettings
 
-        return SearchSettings(self.query_views, self.candidates, self.search_k, self.exact_below)
+        return SearchSettings(
+            self.query_views, self.candidates, self.search_k, self.exact_below, self.exact_cache_mb
+        )

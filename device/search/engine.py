@@ -24,14 +24,18 @@ Predicate = Callable[[Item], bool]
 class SearchSettings:
     """How queries are embedded and how hard the index is searched.
 
-    ``candidates`` vectors per query view come back from Annoy and are re-ranked exactly;
-    below ``exact_below`` stored vectors a brute-force scan is both faster and exact.
+    ``candidates`` vectors per query view come back from Annoy and are re-ranked exactly.
+    Below ``exact_below`` stored vectors a brute-force scan is used instead: PCA-whitened
+    descriptors are nearly isotropic, the worst case for Annoy's random-projection trees, and
+    a BLAS scan of a float32 copy (kept while it fits in ``exact_cache_mb``) is exact and
+    takes a few milliseconds per 100k vectors (docs/benchmarks.md, section 4).
     """
 
     query_views: tuple[str, ...] = QUERY_VIEWS
     candidates: int = 100
     search_k: int = -1
-    exact_below: int = 20_000
+    exact_below: int = 200_000
+    exact_cache_mb: int = 64
 
     def __post_init__(self) -> None:
         validate_views(self.query_views)
@@ -80,6 +84,7 @@ class SearchEngine:
             raise ValueError("bundle vectors must be grouped by item (vector_items sorted)")
         self._starts = np.flatnonzero(np.r_[True, np.diff(items) != 0]) if len(items) else items
         self._start_items = items[self._starts] if len(items) else items
+        self._float: np.ndarray | None = None
 
     # -- embedding ---------------------------------------------------------------------
     def embed_query(
@@ -99,18 +104,40 @@ class SearchEngine:
     def _dequantized(self, vector_ids: np.ndarray) -> np.ndarray:
         return self.bundle.vectors[vector_ids].astype(np.float32) / self.bundle.int8_scale
 
+    def _float_blocks(self, block: int = 65536):
+        """Yield (start, float32 block) over all stored vectors, from the cache if it fits."""
+        vectors = self.bundle.vectors
+        if self._float is None and vectors.nbytes * 4 <= self.settings.exact_cache_mb << 20:
+            self._float = np.asarray(vectors, dtype=np.float32) / self.bundle.int8_scale
+        if self._float is not None:
+            yield 0, self._float
+            return
+        for start in range(0, len(vectors), block):
+            yield (
+                start,
+                np.asarray(vectors[start : start + block], np.float32) / self.bundle.int8_scale,
+            )
+
     def exact_scores(self, queries: np.ndarray) -> np.ndarray:
         """Best score of every item against the query views: (items_with_vectors,)."""
-        best = np.full(len(self.bundle.vectors), -1.0, np.float32)
-        for start in range(0, len(best), 65536):
-            block = self._dequantized(np.arange(start, min(start + 65536, len(best))))
+        best = np.empty(len(self.bundle.vectors), np.float32)
+        for start, block in self._float_blocks():
             best[start : start + len(block)] = (block @ queries.T).max(axis=1)
         return np.maximum.reduceat(best, self._starts) if len(best) else best
 
-    def _exact_ranking(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scores = self.exact_scores(queries)
-        order = np.argsort(-scores, kind="stable")
+    def _top(self, scores: np.ndarray, wanted: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Item rows and scores of the best ``wanted`` (all when None), best first."""
+        if wanted is not None and wanted < len(scores):
+            top = np.argpartition(-scores, wanted - 1)[:wanted]
+            order = top[np.argsort(-scores[top], kind="stable")]
+        else:
+            order = np.argsort(-scores, kind="stable")
         return self._start_items[order], scores[order]
+
+    def _exact_ranking(
+        self, queries: np.ndarray, wanted: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self._top(self.exact_scores(queries), wanted)
 
     def _ann_ranking(self, queries: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
         n = max(self.settings.candidates, wanted)
@@ -130,14 +157,17 @@ class SearchEngine:
             np.array([s for _, s in ranked], np.float32),
         )
 
+    def use_exact(self) -> bool:
+        return len(self.bundle.vectors) < self.settings.exact_below
+
     def rank(
-        self, queries: np.ndarray, wanted: int, exact: bool | None = None
+        self, queries: np.ndarray, wanted: int | None, exact: bool | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Item rows and raw scores, best first (ANN candidates unless exact)."""
         if exact is None:
-            exact = len(self.bundle.vectors) < self.settings.exact_below
+            exact = self.use_exact()
         if exact:
-            return self._exact_ranking(queries)
+            return self._exact_ranking(queries, wanted)
         return self._ann_ranking(queries, wanted)
 
     # -- search ------------------------------------------------------------------------
@@ -149,19 +179,30 @@ class SearchEngine:
         predicate: Predicate | None = None,
         min_score: float = 0.0,
     ) -> tuple[list[Hit], int]:
-        """A page of hits and how many matched; filters apply before the page is cut."""
+        """A page of hits and how many matched; filters apply before the page is cut.
+
+        ``total`` counts every item scoring at least ``min_score`` on an exact scan, and the
+        matching candidates on an Annoy search (a lower bound there).
+        """
         wanted = offset + top_k
-        rows, scores = self.rank(queries, wanted)
-        keep = scores >= min_score
-        rows, scores = rows[keep], scores[keep]
         if predicate is None:
-            page = list(range(offset, min(wanted, len(rows))))
-            items = self.bundle.items([int(rows[i]) for i in page])
-            hits = [_hit(int(rows[i]), float(scores[i]), it) for i, it in zip(page, items)]
-            return hits, len(rows)
-        passing = self._filter(rows, scores, predicate)
-        if len(passing) < wanted and len(rows) < self.bundle.item_count:
-            rows, scores = self.rank(queries, wanted, exact=True)
+            if self.use_exact():
+                scores = self.exact_scores(queries)
+                total = int((scores >= min_score).sum())
+                rows, scores = self._top(scores, wanted)
+            else:
+                rows, scores = self._ann_ranking(queries, wanted)
+                total = int((scores >= min_score).sum())
+            keep = scores >= min_score
+            rows, scores = rows[keep][offset:wanted], scores[keep][offset:wanted]
+            items = self.bundle.items([int(r) for r in rows])
+            return [_hit(int(r), float(sc), it) for r, sc, it in zip(rows, scores, items)], total
+        exact = self.use_exact()
+        rows, scores = self.rank(queries, None if exact else wanted, exact)
+        keep = scores >= min_score
+        passing = self._filter(rows[keep], scores[keep], predicate)
+        if len(passing) < wanted and not exact:  # too few candidates passed: scan everything
+            rows, scores = self._exact_ranking(queries, None)
             keep = scores >= min_score
             passing = self._filter(rows[keep], scores[keep], predicate)
         return passing[offset:wanted], len(passing)
