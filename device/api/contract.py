@@ -1,0 +1,102 @@
+"""The one interface every API shape implements: parse a request into the common query,
+render an outcome, render an error. The app wraps every route with the same guard
+(authentication, rate limit, catch-all), so a contract is only about its own shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from flask import Request, Response, request
+from lensbox.device.api.errors import ApiError
+from lensbox.device.api.query import ImageLimits, SearchOutcome, SearchQuery
+from lensbox.device.api.service import SearchService
+from lensbox.device.config.server import ServerConfig
+
+BODY_OVERHEAD = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Route:
+    rule: str
+    methods: tuple[str, ...]
+    handler: Callable[..., Response]
+    public: bool = False  # no API key, no rate limit (health checks, metrics)
+
+
+@dataclass
+class ApiContext:
+    """What contracts share: the search service and the server settings."""
+
+    service: SearchService
+    server: ServerConfig
+
+
+def json_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    resp = Response(text, status=status, mimetype="application/json")
+    for key, value in (headers or {}).items():
+        resp.headers[key] = value
+    return resp
+
+
+def request_id() -> str:
+    return str(uuid.uuid4()).upper()
+
+
+class Contract(ABC):
+    """One API shape (native or a provider's); implementations live side by side."""
+
+    name: ClassVar[str]
+    limits: ClassVar[ImageLimits]
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    # -- what each contract defines ---------------------------------------------------
+    @abstractmethod
+    def routes(self) -> list[Route]:
+        """URL rules served by this contract."""
+
+    @abstractmethod
+    def owns(self, path: str) -> bool:
+        """Whether a path belongs to this contract (to shape 404/405/413 errors)."""
+
+    @abstractmethod
+    def credential(self, req: Request) -> str | None:
+        """The API key as this contract's clients send it, if any."""
+
+    @abstractmethod
+    def parse(self, req: Request, **params: str) -> SearchQuery:
+        """Provider request -> common query (raises ApiError)."""
+
+    @abstractmethod
+    def render(self, outcome: SearchOutcome, query: SearchQuery, req: Request) -> Response:
+        """Common outcome -> provider response."""
+
+    @abstractmethod
+    def render_error(self, error: ApiError) -> Response:
+        """Common error -> provider error shape and HTTP status."""
+
+    # -- shared flow ------------------------------------------------------------------
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request this contract can need: its image as base64 plus room for the
+        other fields. Bodies past it are refused before any parsing."""
+        limit = math.ceil(self.limits.max_bytes * 4 / 3) + BODY_OVERHEAD
+        return min(limit, self.ctx.server.max_request_bytes)
+
+    def search(self, **params: str) -> Response:
+        query = self.parse(request, **params)
+        outcome = self.ctx.service.run(query)
+        resp = self.render(outcome, query, request)
+        if outcome.query_id:
+            resp.headers["X-Lensbox-Query-Id"] = outcome.query_id
+        resp.headers["X-Lensbox-Cached"] = "true" if outcome.cached else "false"
+        return resp

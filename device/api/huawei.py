@@ -1,0 +1,115 @@
+"""Huawei Cloud ImageSearch: ``POST /v1/{project_id}/{instance_name}/image/search``.
+
+Body: ``file`` (base64; JPG/PNG/BMP; short side >= 100 px, long side <= 2048 px) or
+``path`` (the index id of an image in the library: a catalog item id, or the query id
+an earlier search answered with in ``X-Lensbox-Query-Id``); ``file`` wins if both are set.
+``limit`` 1-100 (default 10), ``offset`` >= 0, ``tags`` (at most 10 key/values, all must
+match), ``is_crop`` + ``box {x, y, width, height}``: with ``is_crop`` and a box the box is
+searched, with ``is_crop`` alone the subject the device finds.
+
+Response ``{count, result[{path, sim, tags}]}``; errors ``{error_code, error_msg}`` with the
+documented IS.00xx codes (HTTP 400), throttling as the API gateway's ``APIGW.0308`` (429).
+The page does not state a byte limit for ``file``; 10 MB of image is accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Request, Response
+from lensbox.device.api.contract import Contract, Route, json_response
+from lensbox.device.api.errors import IMAGE_ERRORS, ApiError
+from lensbox.device.api.params import (
+    as_bool,
+    as_int,
+    as_str,
+    as_tags,
+    box_from_xywh,
+    in_range,
+    json_object,
+)
+from lensbox.device.api.query import Filters, ImageLimits, ImageSource, SearchOutcome, SearchQuery
+
+MB = 1024 * 1024
+PATH_RE = "/v1/<project_id>/<instance_name>/image/search"
+
+ERRORS: dict[str, tuple[int, str]] = {
+    "throttled": (429, "APIGW.0308"),
+    "unauthenticated": (400, "IS.0005"),  # "The header is missing or empty."
+    "forbidden": (400, "IS.0004"),  # "Exception verifying token."
+    "missing_image": (400, "IS.0003"),
+    "empty_image": (400, "IS.0003"),
+    "not_found": (400, "IS.0001"),
+    "bad_json": (400, "IS.0008"),
+    "request_too_large": (400, "IS.0006"),
+    "too_many_bytes": (400, "IS.0006"),
+    "unknown_instance": (400, "IS.0007"),
+    "method_not_allowed": (400, "IS.0010"),
+    "url_timeout": (400, "IS.0012"),
+    "internal": (400, "IS.0009"),
+    "not_ready": (400, "IS.0009"),
+}
+
+
+class HuaweiContract(Contract):
+    name = "huawei"
+    limits = ImageLimits(
+        max_bytes=10 * MB, formats=frozenset({"JPEG", "MPO", "PNG", "BMP"}),
+        min_side=100, max_side=2048, max_pixels=2048 * 2048,
+    )
+
+    def routes(self) -> list[Route]:
+        return [Route(PATH_RE, ("POST",), self.search)]
+
+    def owns(self, path: str) -> bool:
+        parts = path.strip("/").split("/")
+        return len(parts) >= 4 and parts[0] == "v1" and parts[3] == "image"
+
+    def credential(self, req: Request) -> str | None:
+        return req.headers.get("X-Auth-Token") or None
+
+    def parse(self, req: Request, **params: str) -> SearchQuery:
+        body = json_object(req)
+        source = self._source(body)
+        limit = in_range(as_int(body.get("limit", 10), "limit"), "limit", 1, 100)
+        offset = in_range(as_int(body.get("offset", 0), "offset"), "offset", 0, 10_000)
+        tags = as_tags(body.get("tags"), "tags", max_tags=10)
+        is_crop = as_bool(body.get("is_crop", False), "is_crop")
+        box = body.get("box")
+        region = box_from_xywh(box, "box") if is_crop and box not in (None, {}) else None
+        return SearchQuery(
+            instance=params["instance_name"],
+            sources=[source],
+            limits=self.limits,
+            top_k=limit,
+            offset=offset,
+            region=region,
+            crop=is_crop and region is None,
+            filters=Filters(tags=tags),
+        )
+
+    def _source(self, body: dict[str, Any]) -> ImageSource:
+        if body.get("file") not in (None, ""):
+            return ImageSource("base64", text=as_str(body["file"], "file", 16 * MB))
+        if body.get("path") not in (None, ""):
+            return ImageSource("id", text=as_str(body["path"], "path", 1024))
+        raise ApiError("missing_image", "Arguments of path can not be null.")
+
+    def render(self, outcome: SearchOutcome, query: SearchQuery, req: Request) -> Response:
+        return json_response({
+            "count": outcome.total,
+            "result": [
+                {"path": h.id, "sim": h.score, "tags": h.item.get("tags") or {}}
+                for h in outcome.hits
+            ],
+        })
+
+    def render_error(self, error: ApiError) -> Response:
+        if error.code in ERRORS:
+            status, code = ERRORS[error.code]
+        elif error.code in IMAGE_ERRORS:
+            status, code = 400, "IS.0002"  # "The type of the request parameter is not supported."
+        else:
+            status = 400
+            code = "IS.0002" if error.code in ("bad_param", "bad_region") else "IS.0001"
+        return json_response({"error_code": code, "error_msg": error.message}, status)

@@ -1,0 +1,270 @@
+"""lensbox's own API (``/v1/...``), documented in openapi.yaml next to this file.
+
+``POST /v1/search`` takes the image three ways: a multipart upload (field ``image``), the
+raw image as the body (``Content-Type: image/*`` or ``application/octet-stream``), or JSON
+with exactly one of ``base64``, ``url`` or ``id``. Parameters travel in the JSON body, or as
+form fields / query-string parameters for the other two.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Request, Response, request
+from lensbox.device.api.alibaba_filter import FilterError, parse_filter
+from lensbox.device.api.auth import bearer
+from lensbox.device.api.contract import Contract, Route, json_response
+from lensbox.device.api.errors import ApiError
+from lensbox.device.api.params import (
+    as_bool,
+    as_int,
+    as_str,
+    as_tags,
+    box_from_xywh,
+    in_range,
+    json_object,
+    pic_name,
+)
+from lensbox.device.api.query import (
+    ConceptTerm,
+    Filters,
+    ImageLimits,
+    ImageSource,
+    SearchOutcome,
+    SearchQuery,
+)
+from lensbox.device.embedding.subject import Box
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
+MAX_TOP_K = 100
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_OFFSET = 10_000
+FAMILY_MODES = ("none", "moderate", "strict")
+FLAT_FILTERS = ("category_id", "tags", "host", "family_mode", "distinct_product", "expression")
+
+
+def box_json(box: Box | None) -> dict | None:
+    if box is None:
+        return None
+    return {"x": box.x, "y": box.y, "width": box.width, "height": box.height}
+
+
+def item_metadata(item: dict) -> dict:
+    return {
+        "title": item.get("title"),
+        "page_url": item.get("page_url"),
+        "host": item.get("host"),
+        "category_id": item.get("category_id"),
+        "tags": item.get("tags") or {},
+        "product_id": item.get("product_id"),
+        "custom_content": item.get("custom_content"),
+        "int_attrs": item.get("int_attrs") or {},
+        "str_attrs": item.get("str_attrs") or {},
+        "adult": bool(item.get("adult")),
+        "file": pic_name(item),
+        "width": item.get("width"),
+        "height": item.get("height"),
+        "format": item.get("format"),
+    }
+
+
+class NativeContract(Contract):
+    name = "native"
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        server = ctx.server
+        self.limits = ImageLimits(
+            max_bytes=min(MAX_IMAGE_BYTES, server.max_request_bytes), min_side=16, max_side=16384,
+            max_pixels=server.max_pixels,
+        )
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/search", ("POST",), self.search),
+            Route("/v1/items/<path:item_id>", ("GET",), self.get_item),
+            Route("/v1/bundles", ("GET",), self.get_bundles),
+            Route("/v1/openapi.yaml", ("GET",), self.get_openapi, public=True),
+        ]
+
+    def owns(self, path: str) -> bool:
+        return True  # the fallback: anything no provider contract claims
+
+    def credential(self, req: Request) -> str | None:
+        return bearer(req.headers.get("Authorization"), "Bearer") or req.headers.get("X-API-Key")
+
+    # -- parse ------------------------------------------------------------------------
+    def parse(self, req: Request, **params: str) -> SearchQuery:
+        if req.mimetype == "application/json":
+            body = json_object(req)
+            sources = self._json_sources(body)
+        elif req.mimetype == "multipart/form-data":
+            body = _flat_to_body({**req.args.to_dict(), **req.form.to_dict()})
+            upload = req.files.get("image")
+            if upload is None:
+                raise ApiError("missing_image", "multipart uploads need a file field 'image'")
+            sources = [ImageSource.from_bytes(upload.read(self.limits.max_bytes + 1))]
+        else:
+            body = _flat_to_body(req.args.to_dict())
+            data = req.get_data(cache=False)
+            if not data:
+                raise ApiError(
+                    "missing_image",
+                    "send the image as the body, as multipart field 'image', or JSON with "
+                    "base64, url or id",
+                )
+            sources = [ImageSource.from_bytes(data)]
+        return self._query(body, sources)
+
+    def _json_sources(self, body: dict[str, Any]) -> list[ImageSource]:
+        given = [k for k in ("base64", "url", "id") if body.get(k) not in (None, "")]
+        if len(given) != 1:
+            raise ApiError(
+                "missing_image" if not given else "ambiguous_image",
+                "give exactly one of base64, url or id",
+            )
+        key = given[0]
+        text = as_str(body[key], key, 64 * 1024 * 1024)
+        return [ImageSource({"base64": "base64", "url": "url", "id": "id"}[key], text=text)]
+
+    def _query(self, body: dict[str, Any], sources: list[ImageSource]) -> SearchQuery:
+        top_k = in_range(as_int(body.get("top_k", 10), "top_k"), "top_k", 1, MAX_TOP_K)
+        offset = in_range(as_int(body.get("offset", 0), "offset"), "offset", 0, MAX_OFFSET)
+        region = box_from_xywh(body["region"]) if body.get("region") not in (None, "") else None
+        instance = body.get("instance")
+        if instance is not None:
+            instance = as_str(instance, "instance", 100)
+        return SearchQuery(
+            instance=instance,
+            sources=sources,
+            limits=self.limits,
+            top_k=top_k,
+            offset=offset,
+            region=region,
+            crop=as_bool(body.get("crop", False), "crop"),
+            filters=self._filters(body.get("filters") or {}),
+        )
+
+    def _filters(self, raw: Any) -> Filters:
+        if not isinstance(raw, dict):
+            raise ApiError("bad_param", "filters must be an object", "filters")
+        unknown = set(raw) - {*FLAT_FILTERS, "concepts"}
+        if unknown:
+            raise ApiError("bad_param", f"unknown filters: {', '.join(sorted(unknown))}", "filters")
+        filters = Filters()
+        if raw.get("category_id") not in (None, ""):
+            filters.category_id = as_int(raw["category_id"], "category_id")
+        filters.tags = as_tags(raw.get("tags"))
+        if raw.get("host"):
+            filters.site = as_str(raw["host"], "host", 253)
+        mode = str(raw.get("family_mode") or "none").lower()
+        if mode not in FAMILY_MODES:
+            raise ApiError("bad_param", f"family_mode must be one of {FAMILY_MODES}", "family_mode")
+        filters.family_mode = mode  # type: ignore[assignment]
+        filters.distinct_product = as_bool(raw.get("distinct_product", False), "distinct_product")
+        if raw.get("expression"):
+            try:
+                filters.expression = parse_filter(as_str(raw["expression"], "expression", 4096))
+            except FilterError as exc:
+                raise ApiError("bad_filter", f"bad filter expression: {exc}", "expression") from exc
+        filters.concepts = _concepts(raw.get("concepts") or {})
+        return filters
+
+    # -- render -----------------------------------------------------------------------
+    def render(self, outcome: SearchOutcome, query: SearchQuery, req: Request) -> Response:
+        emb = outcome.query
+        size = outcome.image_size
+        body = {
+            "query_id": outcome.query_id,
+            "instance": outcome.instance,
+            "total": outcome.total,
+            "top_k": query.top_k,
+            "offset": query.offset,
+            "hits": [
+                {"id": h.id, "score": h.score, "metadata": item_metadata(h.item)}
+                for h in outcome.hits
+            ],
+            "query": {
+                "cached": outcome.cached,
+                "image": {"width": size[0], "height": size[1]} if size else None,
+                "region": box_json(outcome.region),
+                "subjects": [box_json(b) for b in outcome.subjects],
+                "concepts": [
+                    {"id": c.id, "name": c.name, "value": c.value}
+                    for c in (emb.concepts if emb else [])
+                ],
+            },
+            "timings": {k: round(v, 3) for k, v in outcome.timings.items()},
+        }
+        return json_response(body)
+
+    def render_error(self, error: ApiError) -> Response:
+        body: dict[str, Any] = {"code": error.code, "message": error.message}
+        if error.param:
+            body["param"] = error.param
+        return json_response({"error": body}, error.status)
+
+    # -- other endpoints --------------------------------------------------------------
+    def get_item(self, item_id: str) -> Response:
+        inst = self.ctx.service.instance(request.args.get("instance"))
+        found = inst.bundle.item_by_id(item_id)
+        if found is None:
+            raise ApiError("not_found", f"no catalog item with id {item_id!r}")
+        row, item = found
+        return json_response({
+            "id": item["id"],
+            "instance": inst.name,
+            "metadata": item_metadata(item),
+            "concepts": item.get("concepts") or [],
+            "vectors": int((inst.bundle.vector_items == row).sum()),
+        })
+
+    def get_bundles(self) -> Response:
+        bundles = []
+        for name in self.ctx.service.names():
+            inst = self.ctx.service.instance(name)
+            bundle = inst.bundle
+            manifest = bundle.manifest
+            bundles.append({
+                "name": name,
+                "path": str(bundle.path),
+                "items": bundle.item_count,
+                "vectors": len(bundle.vectors),
+                "dims": bundle.dims,
+                "disk_bytes": bundle.disk_bytes,
+                "model_sha256": manifest.get("model", {}).get("sha256"),
+                "format_version": manifest.get("format_version"),
+                "manifest": manifest,
+            })
+        return json_response({"bundles": bundles})
+
+    def get_openapi(self) -> Response:
+        return Response(OPENAPI_PATH.read_text(encoding="utf-8"), mimetype="application/yaml")
+
+
+def _flat_to_body(flat: dict[str, str]) -> dict[str, Any]:
+    """Form / query-string parameters -> the JSON body shape."""
+    body: dict[str, Any] = {k: v for k, v in flat.items() if k not in FLAT_FILTERS}
+    filters: dict[str, Any] = {k: flat[k] for k in FLAT_FILTERS if flat.get(k) not in (None, "")}
+    concepts = {}
+    for key in ("include", "exclude"):
+        value = body.pop(f"concepts_{key}", None)
+        if value:
+            concepts[key] = [c.strip() for c in value.split(",") if c.strip()]
+    if concepts:
+        filters["concepts"] = concepts
+    body["filters"] = filters
+    return body
+
+
+def _concepts(raw: Any) -> list[ConceptTerm]:
+    if not isinstance(raw, dict) or set(raw) - {"include", "exclude"}:
+        raise ApiError("bad_param", "concepts must be {include: [...], exclude: [...]}", "concepts")
+    terms = []
+    for key in ("include", "exclude"):
+        values = raw.get(key) or []
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ApiError("bad_param", f"concepts.{key} must be a list of strings", "concepts")
+        terms += [ConceptTerm(v, v, key == "include") for v in values]
+    return terms

@@ -1,0 +1,312 @@
+"""The one search path behind every contract: image in, hits out.
+
+Steps for each query image: get the bytes (upload, base64, URL, or nothing at all for an
+id the server already knows), check them against the contract's limits from the header
+alone (decompression-bomb guard), decode, embed on a leased interpreter (region crop, or
+the device's own subject detection), then rank, filter and page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from lensbox.device.api import urlfetch
+from lensbox.device.api.engines import Instance, InterpreterSlots
+from lensbox.device.api.errors import ApiError
+from lensbox.device.api.filters import build_predicate, concept_score
+from lensbox.device.api.limits import decode_base64
+from lensbox.device.api.metrics import Metrics
+from lensbox.device.api.query import ImageSource, SearchOutcome, SearchQuery
+from lensbox.device.api.query_cache import QueryCache
+from lensbox.device.embedding.embedder import Concept
+from lensbox.device.embedding.subject import Box
+from lensbox.device.imaging.decode import ImageError, decode_image, probe_image
+from lensbox.device.search.engine import Hit, QueryEmbedding
+from PIL import Image
+
+EXIF_ORIENTATION = 0x0112
+# A subject box covering this much of the image is the image: no second model run.
+WHOLE_IMAGE = 0.9
+
+
+@dataclass(frozen=True)
+class PreparedQuery:
+    """A query image reduced to what ranking needs; what the query cache keeps."""
+
+    query_id: str
+    embedding: QueryEmbedding
+    region: Box | None  # area searched: the given region or the found subject
+    subjects: list[Box]  # subjects found on the whole image
+    image_size: tuple[int, int]
+
+
+@dataclass
+class _Prepared:
+    query: PreparedQuery
+    cached: bool
+    timings: dict[str, float]
+
+
+def query_id_for(data: bytes, region: Box | None, crop: bool) -> str:
+    """Content hash of the query: the same photo searched the same way has the same id."""
+    digest = hashlib.sha256(data)
+    if region is not None:
+        digest.update(f"|region={region.x},{region.y},{region.width},{region.height}".encode())
+    elif crop:
+        digest.update(b"|crop")
+    return digest.hexdigest()[:32]
+
+
+class SearchService:
+    def __init__(
+        self,
+        instances: dict[str, Instance],
+        slots: InterpreterSlots,
+        metrics: Metrics,
+        cache_size: int = 256,
+        url_policy: urlfetch.UrlPolicy | None = None,
+        max_pixels: int = 40_000_000,
+    ) -> None:
+        self.instances = instances
+        self.slots = slots
+        self.metrics = metrics
+        self.cache: QueryCache[PreparedQuery] = QueryCache(cache_size)
+        self.url_policy = url_policy or urlfetch.UrlPolicy(())
+        self.max_pixels = max_pixels
+
+    # -- instances ------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return sorted(self.instances)
+
+    def instance(self, name: str | None) -> Instance:
+        key = name or "default"
+        found = self.instances.get(key)
+        if found is None:
+            raise ApiError(
+                "unknown_instance",
+                f"no instance named {key!r}; this server has {', '.join(self.names())}",
+            )
+        return found
+
+    # -- search ---------------------------------------------------------------------------
+    def run(self, query: SearchQuery) -> SearchOutcome:
+        started = time.perf_counter()
+        inst = self.instance(query.instance)
+        if not query.sources:
+            if not query.filters.concepts:
+                raise ApiError("missing_image", "no query image was given")
+            return self._concept_search(inst, query, started)
+        prepared = [self._prepare(inst, src, query) for src in query.sources]
+        vectors = np.vstack([p.query.embedding.vectors for p in prepared])
+        t0 = time.perf_counter()
+        hits, total = self._rank(inst, vectors, query)
+        search_s = time.perf_counter() - t0
+        self.metrics.searched(inst.name, search_s)
+        timings = _sum_timings(p.timings for p in prepared)
+        timings["search_ms"] = search_s * 1e3
+        timings["total_ms"] = (time.perf_counter() - started) * 1e3
+        first = prepared[0].query
+        return SearchOutcome(
+            instance=inst.name, query_id=first.query_id, hits=hits, total=total,
+            query=first.embedding, region=first.region, subjects=first.subjects,
+            image_size=first.image_size, cached=all(p.cached for p in prepared),
+            timings=timings,
+        )
+
+    def _rank(self, inst: Instance, vectors: np.ndarray, query: SearchQuery):
+        predicate = build_predicate(query.filters)
+        engine = inst.engine
+        if not query.filters.distinct_product:
+            return engine.search_vectors(vectors, query.top_k, query.offset, predicate)
+        wanted = query.offset + query.top_k
+        fetch = max(3 * wanted, 50)
+        while True:
+            hits, total = engine.search_vectors(vectors, fetch, 0, predicate)
+            unique = distinct_products(hits)
+            exhausted = fetch >= total
+            if len(unique) >= wanted or exhausted:
+                break
+            fetch = min(total, fetch * 4)
+        return unique[query.offset : wanted], len(unique)
+
+    def _concept_search(self, inst: Instance, query: SearchQuery, started: float) -> SearchOutcome:
+        """Concept ranks alone: every item carrying the concepts, best concept value first."""
+        predicate = build_predicate(query.filters)
+        terms = query.filters.concepts
+        scored = [
+            Hit(row, item["id"], round(min(1.0, concept_score(item, terms)), 4), item)
+            for row, item in inst.all_items()
+            if predicate is None or predicate(item)
+        ]
+        scored.sort(key=lambda h: (-h.score, h.row))
+        if query.filters.distinct_product:
+            scored = distinct_products(scored)
+        page = scored[query.offset : query.offset + query.top_k]
+        elapsed = (time.perf_counter() - started) * 1e3
+        return SearchOutcome(
+            instance=inst.name, query_id=None, hits=page, total=len(scored), query=None,
+            region=None, subjects=[], image_size=None, cached=False,
+            timings={"embed_ms": 0.0, "search_ms": elapsed, "total_ms": elapsed},
+        )
+
+    # -- one query image ------------------------------------------------------------------
+    def _prepare(self, inst: Instance, source: ImageSource, query: SearchQuery) -> _Prepared:
+        timings: dict[str, float] = {"decode_ms": 0.0, "embed_ms": 0.0}
+        if source.kind == "id":
+            return _Prepared(self._by_id(inst, source.text), True, timings)
+        data = self._bytes(source, query, timings)
+        query_id = query_id_for(data, query.region, query.crop)
+        hit = self.cache.get(inst.name, query_id)
+        if hit is not None:
+            self.metrics.cache_lookup("hit")
+            return _Prepared(hit, True, timings)
+        t0 = time.perf_counter()
+        rgb = self._decode(data, query)
+        timings["decode_ms"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        prepared = self._embed(inst, rgb, query, query_id)
+        timings["embed_ms"] = (time.perf_counter() - t0) * 1e3
+        self.cache.put(inst.name, query_id, prepared)
+        return _Prepared(prepared, False, timings)
+
+    def _bytes(self, source: ImageSource, query: SearchQuery, timings: dict) -> bytes:
+        max_bytes = query.limits.max_bytes
+        if source.kind == "base64":
+            return decode_base64(source.text, max_bytes)
+        if source.kind == "url":
+            t0 = time.perf_counter()
+            try:
+                data = urlfetch.fetch(source.text, self.url_policy, max_bytes)
+            except ApiError as exc:
+                self.metrics.url_fetch(exc.code)
+                raise
+            self.metrics.url_fetch("ok")
+            timings["fetch_ms"] = (time.perf_counter() - t0) * 1e3
+            return data
+        if not source.data:
+            raise ApiError("empty_image", "the image is empty (0 bytes)")
+        if len(source.data) > max_bytes:
+            raise ApiError(
+                "too_many_bytes",
+                f"the image is {len(source.data)} bytes, over the limit of {max_bytes}",
+            )
+        return source.data
+
+    def _decode(self, data: bytes, query: SearchQuery) -> np.ndarray:
+        limits = query.limits
+        decode_limits = limits.decode_limits(self.max_pixels)
+        try:
+            info = probe_image(data, decode_limits)
+            fmt = "JPEG" if info.format == "MPO" else info.format
+            if fmt not in limits.formats and info.format not in limits.formats:
+                allowed = ", ".join(sorted(limits.formats - {"MPO"}))
+                raise ApiError(
+                    "unsupported_format", f"{info.format} images are not accepted here ({allowed})"
+                )
+            if limits.reject_rotated and _exif_orientation(data) not in (None, 1):
+                raise ApiError(
+                    "incorrect_orientation",
+                    "the image carries an EXIF rotation flag; rotate the pixels and drop the flag",
+                )
+            return decode_image(data, decode_limits)
+        except ImageError as exc:
+            raise ApiError.from_image_error(exc) from exc
+
+    def _embed(
+        self, inst: Instance, rgb: np.ndarray, query: SearchQuery, query_id: str
+    ) -> PreparedQuery:
+        height, width = rgb.shape[:2]
+        region = query.region
+        if region is not None:
+            clipped = region.clip(width, height)
+            if clipped.width < 2 or clipped.height < 2:
+                raise ApiError(
+                    "bad_region", f"the region {_box_text(region)} is outside the "
+                    f"{width}x{height} image",
+                )
+            emb = self._model(inst, rgb, clipped)
+            subjects = [Box(b.x + clipped.x, b.y + clipped.y, b.width, b.height)
+                        for b in emb.subjects]
+            return PreparedQuery(query_id, emb, clipped, subjects, (width, height))
+        emb = self._model(inst, rgb, None)
+        subjects = list(emb.subjects)
+        if not query.crop or not subjects:
+            return PreparedQuery(query_id, emb, None, subjects, (width, height))
+        subject = subjects[0]
+        if subject.area >= WHOLE_IMAGE * width * height:
+            return PreparedQuery(query_id, emb, subject, subjects, (width, height))
+        return PreparedQuery(
+            query_id, self._model(inst, rgb, subject), subject, subjects, (width, height)
+        )
+
+    def _model(self, inst: Instance, rgb: np.ndarray, region: Box | None) -> QueryEmbedding:
+        with self.slots.lease() as (slot, waited):
+            t0 = time.perf_counter()
+            emb = inst.engines[slot].embed_query(rgb, region)
+            elapsed = time.perf_counter() - t0
+        self.metrics.embedded(inst.name, elapsed, waited)
+        return emb
+
+    def _by_id(self, inst: Instance, query_id: str) -> PreparedQuery:
+        if not isinstance(query_id, str) or not query_id.strip():
+            raise ApiError("bad_param", "the id must be a non-empty string")
+        hit = self.cache.get(inst.name, query_id)
+        if hit is not None:
+            self.metrics.cache_lookup("hit")
+            return hit
+        found = inst.bundle.item_by_id(query_id)
+        if found is None:
+            self.metrics.cache_lookup("miss")
+            raise ApiError(
+                "not_found",
+                f"no query or catalog item with id {query_id!r} (query ids are kept for the "
+                f"last {self.cache.capacity} searches)",
+            )
+        self.metrics.cache_lookup("item")
+        row, item = found
+        vectors = inst.bundle.item_vectors(row)
+        if not len(vectors):
+            raise ApiError("not_found", f"catalog item {query_id!r} has no stored vectors")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+        concepts = [Concept(str(c.get("id")), str(c.get("name")), float(c.get("value", 0)))
+                    for c in item.get("concepts") or []]
+        size = (int(item.get("width") or 0), int(item.get("height") or 0))
+        emb = QueryEmbedding(vectors, concepts, [], size, None)
+        return PreparedQuery(query_id, emb, None, [], size)
+
+
+def distinct_products(hits: list[Hit]) -> list[Hit]:
+    """Keep the best hit of each product_id (items without one are their own product)."""
+    seen: set[str] = set()
+    out = []
+    for hit in hits:
+        key = hit.item.get("product_id") or f"\0{hit.id}"
+        if key not in seen:
+            seen.add(key)
+            out.append(hit)
+    return out
+
+
+def _exif_orientation(data: bytes) -> int | None:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.getexif().get(EXIF_ORIENTATION)
+    except Exception:  # unreadable EXIF is not a rotation flag
+        return None
+
+
+def _box_text(box: Box) -> str:
+    return f"x={box.x},y={box.y},w={box.width},h={box.height}"
+
+
+def _sum_timings(parts) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.items():
+            out[key] = out.get(key, 0.0) + value
+    return out

@@ -1,0 +1,92 @@
+"""[server]: the LAN HTTP daemon (`lensbox serve`): address, concurrency, limits, security."""
+
+# pydantic evaluates field annotations at runtime: `X | None` breaks on Python 3.9.
+# ruff: noqa: UP045
+
+from __future__ import annotations
+
+from typing import Optional
+
+from lensbox.device.config.base import Section
+from pydantic import Field, field_validator, model_validator
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+MiB = 1024 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    """True when only this machine can connect (so API keys may be left off)."""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+class ServerConfig(Section):
+    host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 serves the LAN")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port (0: any free port)")
+    threads: int = Field(4, ge=1, le=64, description="waitress worker threads (requests at once)")
+    interpreters: int = Field(
+        2, ge=1, le=16,
+        description="TFLite interpreters shared by all bundles; an interpreter is not "
+        "thread-safe, so this many embeddings run at once",
+    )
+    interpreter_threads: Optional[int] = Field(
+        1, ge=1, le=16,
+        description="XNNPACK threads per interpreter (None: [search].threads)",
+    )
+    require_auth: Optional[bool] = Field(
+        None, description="API keys required (None: required unless bound to loopback)"
+    )
+    api_keys: tuple[str, ...] = Field(
+        (), description="keys accepted in each contract's own header style "
+        "(Yandex Api-Key/Bearer, Alibaba AccessKeyId, Huawei X-Auth-Token, Clarifai Key, "
+        "native Bearer/X-API-Key)",
+    )
+    rate_limit: float = Field(
+        10.0, ge=0, description="sustained requests per second per client (0: no limit)"
+    )
+    rate_burst: int = Field(20, ge=1, description="requests a client may send at once")
+    max_request_bytes: int = Field(
+        28 * MiB, ge=64 * 1024,
+        description="largest request body (a 20 MB Clarifai image is ~27 MB as base64)",
+    )
+    max_pixels: int = Field(
+        40_000_000, ge=10_000, description="decompression-bomb guard, checked before decoding"
+    )
+    query_cache_size: int = Field(
+        256, ge=0, description="query embeddings kept for search-by-id (LRU)"
+    )
+    url_allow_hosts: tuple[str, ...] = Field(
+        (), description="hosts url queries may fetch from ('*.example.com' allowed); "
+        "empty: url queries are refused",
+    )
+    url_timeout_s: float = Field(5.0, gt=0, le=60, description="url fetch timeout")
+    url_max_redirects: int = Field(3, ge=0, le=10)
+    yandex_page_size: int = Field(10, ge=1, le=100, description="images per Yandex page")
+    warmup: bool = Field(True, description="run each interpreter once before serving")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not k.strip() for k in value):
+            raise ValueError("API keys must not be empty")
+        return tuple(k.strip() for k in value)
+
+    @model_validator(mode="after")
+    def _auth_possible(self) -> ServerConfig:
+        if self.auth_required and not self.api_keys:
+            why = (
+                "require_auth = true"
+                if self.require_auth
+                else f"host {self.host} is reachable from the network"
+            )
+            raise ValueError(
+                f"{why} but no api_keys are set: add server.api_keys = [\"...\"] "
+                "(or set require_auth = false to serve without authentication)"
+            )
+        return self
+
+    @property
+    def auth_required(self) -> bool:
+        if self.require_auth is not None:
+            return self.require_auth
+        return not is_loopback(self.host)

@@ -1,0 +1,229 @@
+"""Shared by tests/test_api_*.py: a sample bundle *with metadata*, and a real server.
+
+The bundle is the sample catalog described by a CSV manifest that gives items hosts,
+categories, tags, attributes, a shared product id and an adult flag, so every filter of
+every contract has something to act on. It is built once per test session. Servers are
+real waitress servers on a free loopback port, driven over HTTP with ``requests``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG = ROOT / "examples" / "sample-catalog"
+QUERIES = ROOT / "examples" / "sample-queries"
+
+SPACE = {"astronaut", "rocket", "hubble"}
+CARDS = {f"card-0{i}" for i in range(6)}
+
+
+def _row(path: Path) -> dict[str, str]:
+    item = path.stem
+    row = {"path": str(path), "id": item, "title": item.replace("-", " ").title(),
+           "host": "misc.example.net", "category_id": "9", "tags": "kind=thing",
+           "product_id": "", "custom_content": "", "adult": "", "int_attr": "10",
+           "str_attr": "plain", "page_url": f"https://misc.example.net/{item}"}
+    if item == "coffee":
+        row.update(host="shop.example.com", category_id="3", tags="kind=drink;color=brown",
+                   product_id="P-coffee", custom_content="a cup of coffee", int_attr="150",
+                   str_attr="hot", page_url="https://shop.example.com/coffee")
+    elif item in SPACE:
+        row.update(host="space.example.org", category_id="5", tags="kind=space",
+                   int_attr="300" if item == "rocket" else "50",
+                   str_attr="fast" if item == "rocket" else "plain",
+                   page_url=f"https://space.example.org/{item}")
+    elif item in CARDS:
+        row.update(category_id="7", tags="kind=card", product_id="P-cards")
+    elif item == "chelsea-cat":
+        row.update(tags="kind=animal", adult="true")
+    return row
+
+
+def write_manifest(folder: Path) -> Path:
+    rows = [_row(p) for p in sorted(CATALOG.glob("*.jpg"))]
+    manifest = folder / "catalog.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+_BUNDLES: dict[str, Path] = {}
+
+
+def metadata_bundle(factory: pytest.TempPathFactory) -> Path:
+    """The sample catalog with metadata, built once per session."""
+    key = str(factory.getbasetemp())
+    if key not in _BUNDLES:
+        from lensbox.index_builder.build import BuildSettings, build_bundle
+
+        folder = factory.mktemp("api-bundle")
+        out = folder / "catalog.lbx"
+        build_bundle(write_manifest(folder), out, BuildSettings(cache_dir=None, workers=1),
+                     progress=False)
+        _BUNDLES[key] = out
+    return _BUNDLES[key]
+
+
+_ENGINES: dict[tuple[str, int], dict] = {}
+
+
+def engines_for(bundles: dict[str, Path], interpreters: int = 1) -> dict:
+    """Engines over ``bundles`` (cached: loading is the slow part of starting a server)."""
+    from lensbox.device.api.engines import load_engines
+
+    key = (repr(sorted((k, str(v)) for k, v in bundles.items())), interpreters)
+    if key not in _ENGINES:
+        _ENGINES[key] = load_engines(
+            {k: str(v) for k, v in bundles.items()}, interpreters=interpreters, threads=1,
+            warmup=False,
+        )
+    return _ENGINES[key]
+
+
+@dataclass
+class Api:
+    url: str
+    app: object  # the Flask app, for the few tests that must break it on purpose
+
+
+@contextmanager
+def running_server(
+    bundles: dict[str, Path], interpreters: int = 1, **server: object
+) -> Iterator[Api]:
+    """A real waitress server over a real app on a free loopback port.
+
+    Engines are cached per (bundles, interpreters): servers sharing them must not serve
+    at the same time (tests drive one server at a time).
+    """
+    from lensbox.device.api.app import create_app
+    from lensbox.device.api.server import BackgroundServer, waitress_options
+    from lensbox.device.config.loader import LensboxConfig
+
+    settings = {"rate_limit": 0, **server}
+    config = LensboxConfig.model_validate(
+        {"server": settings, "bundles": {k: str(v) for k, v in bundles.items()}}
+    )
+    app = create_app(config, engines_for(bundles, interpreters))
+    with BackgroundServer(app, "127.0.0.1", 0, **waitress_options(config.server)) as srv:
+        yield Api(srv.url, app)
+
+
+def photo(name: str) -> bytes:
+    return (QUERIES / name).read_bytes()
+
+
+def catalog_photo(name: str) -> bytes:
+    return (CATALOG / name).read_bytes()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def png_bytes(width: int, height: int, color=(200, 30, 30)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def jpeg_bytes(width: int, height: int, orientation: int | None = None) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    if orientation is None:
+        img.save(buf, "JPEG")
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        img.save(buf, "JPEG", exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def metric(base_url: str, name: str, **labels: str) -> float:
+    """Sum of a Prometheus sample (all series matching ``labels``) from /metrics."""
+    text = requests.get(f"{base_url}/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        match = re.match(r"^(\w+)(\{[^}]*\})? (\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(match.group(3))
+    return total
+
+
+class ImageHost:
+    """A tiny HTTP server standing in for a website that hosts query images.
+
+    ``/img/<name>`` serves a sample query photo; ``/redirect/<host>/<name>`` redirects to
+    the same photo on ``host`` (so a test can redirect off the allow-list); ``/big`` is
+    larger than any contract accepts; ``/missing`` is a 404.
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        host = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                parts = self.path.strip("/").split("/")
+                if parts[0] == "img" and len(parts) == 2 and (QUERIES / parts[1]).is_file():
+                    self._send(200, (QUERIES / parts[1]).read_bytes())
+                elif parts[0] == "redirect" and len(parts) == 3:
+                    self.send_response(302)
+                    self.send_header("Location", f"http://{parts[1]}:{host.port}/img/{parts[2]}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif parts[0] == "big":
+                    self._send(200, b"\xff" * (25 * 1024 * 1024))
+                else:
+                    self._send(404, b"not found")
+
+            def _send(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
