@@ -11,7 +11,9 @@ import json
 import sys
 from collections.abc import Callable
 
+from lensbox.device.api.server import add_serve
 from lensbox.device.capture.cli import add_kiosk
+from lensbox.device.live.commands import add_config, add_deploy
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -220,7 +222,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # Subcommands register here; later stages (serve, ...) add their own `add_*` function.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_build, add_search, add_info, add_kiosk,
+    add_build, add_search, add_info, add_kiosk, add_serve, add_config, add_deploy,
 ]
 
 

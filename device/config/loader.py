@@ -8,10 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
-
 from lensbox.device.config.base import Section
+from lensbox.device.config.camera import CameraConfig, KioskConfig
+from lensbox.device.config.fallback import FallbackConfig
 from lensbox.device.config.search import SearchConfig
+from lensbox.device.config.server import ServerConfig
+from lensbox.device.config.service import ServiceConfig
+from lensbox.device.config.state import StateConfig
+from pydantic import Field, ValidationError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,6 +37,12 @@ class LensboxConfig(Section):
         description="instance name -> bundle path; a single bundle answers to 'default'",
     )
     search: SearchConfig = SearchConfig()
+    server: ServerConfig = ServerConfig()
+    fallback: FallbackConfig = FallbackConfig()
+    camera: CameraConfig = CameraConfig()
+    kiosk: KioskConfig = KioskConfig()
+    state: StateConfig = StateConfig()
+    service: ServiceConfig = ServiceConfig()
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
@@ -42,7 +52,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX):
             continue
-        parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
         try:
             value: Any = json.loads(raw)
         except ValueError:
@@ -57,7 +67,11 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, val in over.items():
-        out[key] = _merge(out[key], val) if isinstance(val, dict) and isinstance(out.get(key), dict) else val
+        out[key] = (
+            _merge(out[key], val)
+            if isinstance(val, dict) and isinstance(out.get(key), dict)
+            else val
+        )
     return out
 
 
