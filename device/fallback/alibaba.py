@@ -32,7 +32,7 @@ from lensbox.device.config.fallback import AlibabaConfig
 from lensbox.device.fallback.base import CloudHit, CloudProvider, clamp01, rank_score, register
 from lensbox.device.fallback.credentials import resolve
 from lensbox.device.fallback.errors import CloudError, ErrorKind, kind_for_status
-from lensbox.device.fallback.transport import HttpResponse, post, retry_after
+from lensbox.device.fallback.transport import HttpResponse, retry_after
 
 AUTH_CODES = (
     "InvalidAccessKeyId",
@@ -87,7 +87,6 @@ class AlibabaProvider(CloudProvider):
 
     config: AlibabaConfig
 
-
     def _credentials(self) -> tuple[str, str]:
         cfg = self.config
         key_id = resolve(cfg.access_key_id, self.name, "access_key_id", self.environ)
@@ -133,18 +132,7 @@ class AlibabaProvider(CloudProvider):
             "Content-Type": "application/x-www-form-urlencoded",
             "Accept": "application/json",
         }
-        resp = post(
-            url,
-            body,
-            headers,
-            deadline,
-            self.name,
-            max_bytes=self.max_response_bytes,
-            attempt_timeout=self.attempt_timeout,
-        )
-        if resp.status != 200:
-            raise self.error(resp, self.error_doc(resp))
-        doc = self.parse_json(resp)
+        resp, doc = self.post_json(url, body, headers, deadline)
         if not isinstance(doc, dict):
             raise CloudError("bad_response", self.name, "reply is not a JSON object", 200)
         if doc.get("Success") is False or doc.get("Code") not in (0, "0", None):

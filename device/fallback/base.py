@@ -15,7 +15,7 @@ from typing import Any, Callable, Literal
 
 from lensbox.device.fallback.credentials import Secret
 from lensbox.device.fallback.errors import CloudError, redact
-from lensbox.device.fallback.transport import HttpResponse
+from lensbox.device.fallback.transport import HttpResponse, post
 
 ScoreKind = Literal["similarity", "rank"]
 
@@ -137,6 +137,27 @@ class CloudProvider(ABC):
                 f"content-type {resp.headers.get('content-type', 'none')})",
                 http_status=resp.status,
             ) from None
+
+    def error(self, resp: HttpResponse, doc: dict[str, Any]) -> CloudError:
+        """The provider's error reply as a typed CloudError; each provider maps its codes."""
+        raise NotImplementedError
+
+    def post_json(
+        self, url: str, body: bytes, headers: dict[str, str], deadline: float
+    ) -> tuple[HttpResponse, Any]:
+        """One POST within ``deadline``; a non-200 reply raises the provider's own error."""
+        resp = post(
+            url,
+            body,
+            headers,
+            deadline,
+            self.name,
+            max_bytes=self.max_response_bytes,
+            attempt_timeout=self.attempt_timeout,
+        )
+        if resp.status != 200:
+            raise self.error(resp, self.error_doc(resp))
+        return resp, self.parse_json(resp)
 
     @staticmethod
     def error_doc(resp: HttpResponse) -> dict[str, Any]:

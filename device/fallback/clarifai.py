@@ -28,7 +28,7 @@ from lensbox.device.fallback.base import (
 )
 from lensbox.device.fallback.credentials import resolve
 from lensbox.device.fallback.errors import CloudError, ErrorKind, kind_for_status
-from lensbox.device.fallback.transport import HttpResponse, post, retry_after
+from lensbox.device.fallback.transport import HttpResponse, retry_after
 
 PATH = "/v2/annotations/searches"
 SUCCESS = 10000
@@ -77,7 +77,6 @@ class ClarifaiProvider(CloudProvider):
 
     config: ClarifaiConfig
 
-
     def _pat(self) -> str:
         pat = resolve(self.config.pat, self.name, "pat", self.environ)
         self._known = [pat.reveal()]
@@ -102,18 +101,12 @@ class ClarifaiProvider(CloudProvider):
             "Content-Type": "application/json",
             "Accept": "application/json",
         }
-        resp = post(
+        resp, doc = self.post_json(
             self.config.base_url + PATH,
             json.dumps(self.request_body(image, top_k)).encode("utf-8"),
             headers,
             deadline,
-            self.name,
-            max_bytes=self.max_response_bytes,
-            attempt_timeout=self.attempt_timeout,
         )
-        if resp.status != 200:
-            raise self.error(resp, self.error_doc(resp))
-        doc = self.parse_json(resp)
         if not isinstance(doc, dict) or status_code(doc.get("status")) != SUCCESS:
             raise self.error(resp, doc if isinstance(doc, dict) else {})
         return self.hits(doc, top_k)

@@ -37,7 +37,7 @@ from lensbox.device.config.fallback import HuaweiConfig
 from lensbox.device.fallback.base import CloudHit, CloudProvider, clamp01, register, str_tags
 from lensbox.device.fallback.credentials import resolve
 from lensbox.device.fallback.errors import CloudError, ErrorKind, kind_for_status
-from lensbox.device.fallback.transport import HttpResponse, host_header, post, retry_after
+from lensbox.device.fallback.transport import HttpResponse, host_header, retry_after
 
 ALGORITHM = "SDK-HMAC-SHA256"
 DATE_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -113,7 +113,6 @@ class HuaweiProvider(CloudProvider):
 
     config: HuaweiConfig
 
-
     @property
     def url(self) -> str:
         c = self.config
@@ -142,18 +141,7 @@ class HuaweiProvider(CloudProvider):
             "offset": 0,
         }
         body = json.dumps(payload).encode("utf-8")
-        resp = post(
-            self.url,
-            body,
-            self.headers(body),
-            deadline,
-            self.name,
-            max_bytes=self.max_response_bytes,
-            attempt_timeout=self.attempt_timeout,
-        )
-        if resp.status != 200:
-            raise self.error(resp, self.error_doc(resp))
-        doc = self.parse_json(resp)
+        resp, doc = self.post_json(self.url, body, self.headers(body), deadline)
         if not isinstance(doc, dict) or "error_code" in doc:
             raise self.error(resp, doc if isinstance(doc, dict) else {})
         return self.hits(doc, top_k)

@@ -21,7 +21,7 @@ from lensbox.device.config.fallback import YandexConfig
 from lensbox.device.fallback.base import CloudHit, CloudProvider, as_int, rank_score, register
 from lensbox.device.fallback.credentials import Secret, resolve
 from lensbox.device.fallback.errors import CloudError, ErrorKind, kind_for_status
-from lensbox.device.fallback.transport import HttpResponse, post, retry_after
+from lensbox.device.fallback.transport import HttpResponse, retry_after
 
 PATH = "/v2/image/search_by_image"
 
@@ -57,7 +57,6 @@ class YandexProvider(CloudProvider):
     def check_ready(self) -> None:
         self._credential()
 
-
     def request_body(self, image: bytes) -> dict[str, Any]:
         body: dict[str, Any] = {
             "folderId": self.config.folder_id,
@@ -78,18 +77,8 @@ class YandexProvider(CloudProvider):
             "Accept": "application/json",
         }
         payload = json.dumps(self.request_body(image)).encode("utf-8")
-        resp = post(
-            self.config.base_url + PATH,
-            payload,
-            headers,
-            deadline,
-            self.name,
-            max_bytes=self.max_response_bytes,
-            attempt_timeout=self.attempt_timeout,
-        )
-        if resp.status != 200:
-            raise self.error(resp, self.error_doc(resp))
-        return self.hits(self.parse_json(resp), top_k, resp.status)
+        resp, doc = self.post_json(self.config.base_url + PATH, payload, headers, deadline)
+        return self.hits(doc, top_k, resp.status)
 
     def error(self, resp: HttpResponse, doc: dict[str, Any]) -> CloudError:
         grpc = as_int(doc.get("code"))
