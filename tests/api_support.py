@@ -100,24 +100,30 @@ class Api:
 
 @contextmanager
 def running_server(
-    bundles: dict[str, Path], interpreters: int = 1, **server: object
+    bundles: dict[str, Path], interpreters: int = 1, sections: dict | None = None,
+    **server: object,
 ) -> Iterator[Api]:
     """A real waitress server over a real app on a free loopback port.
 
+    ``sections`` adds other config sections (``{"fallback": {...}, "kiosk": {...}}``).
     Engines are cached per (bundles, interpreters): servers sharing them must not serve
     at the same time (tests drive one server at a time).
     """
-    from lensbox.device.api.app import create_app
+    from lensbox.device.api.app import close_app, create_app
     from lensbox.device.api.server import BackgroundServer, waitress_options
     from lensbox.device.config.loader import LensboxConfig
 
     settings = {"rate_limit": 0, **server}
     config = LensboxConfig.model_validate(
-        {"server": settings, "bundles": {k: str(v) for k, v in bundles.items()}}
+        {**(sections or {}), "server": settings,
+         "bundles": {k: str(v) for k, v in bundles.items()}}
     )
     app = create_app(config, engines_for(bundles, interpreters))
-    with BackgroundServer(app, "127.0.0.1", 0, **waitress_options(config.server)) as srv:
-        yield Api(srv.url, app)
+    try:
+        with BackgroundServer(app, "127.0.0.1", 0, **waitress_options(config.server)) as srv:
+            yield Api(srv.url, app)
+    finally:
+        close_app(app)
 
 
 def photo(name: str) -> bytes:

@@ -17,7 +17,13 @@ from typing import Any
 
 from flask import Request, Response, g
 from lensbox.device.api.alibaba_filter import FilterError, parse_filter
-from lensbox.device.api.contract import Contract, Route, json_response, request_id
+from lensbox.device.api.contract import (
+    Contract,
+    Route,
+    has_cloud_hits,
+    json_response,
+    request_id,
+)
 from lensbox.device.api.errors import ApiError
 from lensbox.device.api.params import as_bool, as_int, as_str, in_range, load_json, pic_name
 from lensbox.device.api.query import Filters, ImageLimits, ImageSource, SearchOutcome, SearchQuery
@@ -51,6 +57,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "unsupported_action": (500, "UnsupportedOperationType"),
     "not_ready": (500, "AccessEngineFailed"),
     "internal": (500, "UnknownException"),
+    "cloud_unavailable": (500, "AccessEngineFailed"),
+    "cloud_timeout": (500, "NetworkException"),
 }
 MESSAGES = {
     "DeniedRequest": "Your request was denied due to instance flow control.",
@@ -67,6 +75,8 @@ MESSAGES = {
     "IncorrectOrientation": "The image contains incorrect rotation flags in the meta data.",
     "UnsupportedOperationType": "The specified action is not supported.",
     "UnknownException": "An internal server error occurred.",
+    "AccessEngineFailed": "An error occurred while accessing the search engine.",
+    "NetworkException": "A network error occurred.",
     "BadRequest": "The request has invalid parameters.",
     "NoSpecifiedSearchPic": "The search image is not specified.",
 }
@@ -177,10 +187,10 @@ class AlibabaContract(Contract):
 
     # -- render -----------------------------------------------------------------------
     def render(self, outcome: SearchOutcome, query: SearchQuery, req: Request) -> Response:
-        inst = self.ctx.service.instance(outcome.instance)
+        inst = self.ctx.service.instances.get(outcome.instance)  # None: a cloud-only answer
         category = query.filters.category_id
         if category is None:
-            top = outcome.hits[0].item.get("category_id") if outcome.hits else None
+            top = outcome.hits[0]["item"].get("category_id") if outcome.hits else None
             category = GENERIC_CATEGORY if top is None else top
         region = outcome.region or (outcome.subjects[0] if outcome.subjects else None)
         if region is None and outcome.image_size:
@@ -189,11 +199,16 @@ class AlibabaContract(Contract):
             "CategoryId": category,
             "Region": region_text(region) if region else "",
             "MultiRegion": [{"Region": region_text(b)} for b in outcome.subjects],
-            "AllCategories": [{"Name": str(c), "Id": c} for c in inst.categories()]
+            "AllCategories": [{"Name": str(c), "Id": c}
+                              for c in (inst.categories() if inst else [])]
             + [{"Name": "Other", "Id": GENERIC_CATEGORY}],
         }
+        auctions = [self._auction(h["item"], h["score"]) for h in outcome.hits]
+        if has_cloud_hits(outcome):  # extra key; Alibaba's SDK models ignore unknown keys
+            for auction, hit in zip(auctions, outcome.hits):
+                auction["LensboxSource"] = hit["source"]
         return json_response({
-            "Auctions": [self._auction(h.item, h.score) for h in outcome.hits],
+            "Auctions": auctions,
             "Head": {
                 "DocsFound": len(outcome.hits),  # "the number of images returned"
                 "DocsReturn": outcome.total,  # "the number that match the conditions"

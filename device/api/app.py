@@ -20,6 +20,7 @@ from lensbox.device.api.clarifai import ClarifaiContract
 from lensbox.device.api.contract import ApiContext, Contract, Route, json_response
 from lensbox.device.api.engines import make_instances
 from lensbox.device.api.errors import ApiError, internal_error
+from lensbox.device.api.fallback_hook import CloudFallback
 from lensbox.device.api.huawei import HuaweiContract
 from lensbox.device.api.limits import RateLimiter
 from lensbox.device.api.metrics import Metrics
@@ -106,10 +107,14 @@ def create_app(
         UrlPolicy(server.url_allow_hosts, server.url_timeout_s, server.url_max_redirects),
         server.max_pixels,
     )
-    ctx = ApiContext(service, server)
+    # Nothing is sent anywhere unless fallback.enabled: no router exists otherwise.
+    fallback = (CloudFallback(config.fallback, service, metrics)
+                if config.fallback.enabled else None)
+    ctx = ApiContext(service, server, fallback)
+    native = NativeContract(ctx)
     contracts: list[Contract] = [
         YandexContract(ctx), AlibabaContract(ctx), HuaweiContract(ctx), ClarifaiContract(ctx),
-        NativeContract(ctx),
+        native,
     ]
     guard = Guard(Authenticator(server.api_keys, server.auth_required),
                   RateLimiter(server.rate_limit, server.rate_burst))
@@ -117,12 +122,25 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = server.max_request_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = server.max_request_bytes
-    app.extensions["lensbox"] = {"service": service, "metrics": metrics, "contracts": contracts}
+    app.extensions["lensbox"] = {"service": service, "metrics": metrics, "contracts": contracts,
+                                 "fallback": fallback, "kiosk": None}
     for contract in contracts:
         for route in contract.routes():
             app.add_url_rule(route.rule, view_func=guard.wrap(contract, route),
                              methods=list(route.methods))
-    _add_probes(app, service, metrics)
+    _add_probes(app, service, metrics, fallback)
+    if config.kiosk.in_daemon:
+        from lensbox.device.api.kiosk_mount import mount_kiosk
+
+        def admit_kiosk() -> Response | None:
+            try:
+                guard.admit(native)
+            except ApiError as exc:
+                return error_response(native, exc)
+            return None
+
+        app.extensions["lensbox"]["kiosk"] = mount_kiosk(app, config, instances, slots,
+                                                         admit_kiosk)
 
     def contract_for(path: str) -> Contract:
         return next(c for c in contracts if c.owns(path))
@@ -152,10 +170,21 @@ def create_app(
     return app
 
 
-def _add_probes(app: Flask, service: SearchService, metrics: Metrics) -> None:
+def close_app(app: Flask) -> None:
+    """Stop what :func:`create_app` started besides routes (the in-daemon kiosk loop)."""
+    kiosk = app.extensions.get("lensbox", {}).get("kiosk")
+    if kiosk is not None:
+        kiosk.stop()
+        app.extensions["lensbox"]["kiosk"] = None
+
+
+def _add_probes(
+    app: Flask, service: SearchService, metrics: Metrics, fallback: CloudFallback | None
+) -> None:
     @app.get("/healthz")
     def healthz() -> Response:
-        return json_response({"status": "ok"})
+        status = fallback.status() if fallback is not None else {"enabled": False}
+        return json_response({"status": "ok", "fallback": status})
 
     @app.get("/readyz")
     def readyz() -> Response:

@@ -20,7 +20,13 @@ from typing import Any
 
 from flask import Request, Response
 from lensbox.device.api.auth import bearer
-from lensbox.device.api.contract import Contract, Route, json_response, request_id
+from lensbox.device.api.contract import (
+    Contract,
+    Route,
+    has_cloud_hits,
+    json_response,
+    request_id,
+)
 from lensbox.device.api.errors import ApiError
 from lensbox.device.api.params import as_int, as_str, as_tags, in_range, item_url, json_object
 from lensbox.device.api.query import (
@@ -62,6 +68,8 @@ ERRORS: dict[str, tuple[int, int, str]] = {
     "too_many_bytes": (400, 30104, "Input invalid argument"),
     "not_ready": (503, 40031, "Server unavailable"),
     "internal": (500, 98004, "Internal server issue"),
+    "cloud_unavailable": (503, 40031, "Server unavailable"),
+    "cloud_timeout": (503, 40031, "Server unavailable"),
 }
 SEARCH_INVALID = (400, 40002, "Invalid search request")
 
@@ -166,19 +174,24 @@ class ClarifaiContract(Contract):
 
     def render(self, outcome: SearchOutcome, query: SearchQuery, req: Request) -> Response:
         hits = []
+        mark = has_cloud_hits(outcome)
         for hit in outcome.hits:
-            item = hit.item
+            item = hit["item"]
             concepts = [
                 {"id": str(c.get("id")), "name": c.get("name"), "value": c.get("value"),
                  "app_id": "main"}
                 for c in item.get("concepts") or []
             ]
             tags = item.get("tags") or {}
+            # input.data.metadata is a free-form Struct: the one place an extra key is
+            # valid for every Clarifai client, proto-based or not.
+            metadata = {**tags, "lensbox_source": hit["source"]} if mark else tags
             hits.append({
-                "score": hit.score,
+                "score": hit["score"],
                 "input": {
                     "id": item["id"],
-                    "data": {"image": {"url": item_url(item, req.host_url)}, "metadata": tags},
+                    "data": {"image": {"url": item_url(item, req.host_url)},
+                             "metadata": metadata},
                 },
                 "annotation": {
                     "id": f"{item['id']}-annotation",

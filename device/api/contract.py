@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from flask import Request, Response, request
 from lensbox.device.api.errors import ApiError
+from lensbox.device.api.fallback_hook import CloudFallback, as_native, fallback_header
 from lensbox.device.api.query import ImageLimits, SearchOutcome, SearchQuery
 from lensbox.device.api.service import SearchService
 from lensbox.device.config.server import ServerConfig
@@ -32,10 +33,18 @@ class Route:
 
 @dataclass
 class ApiContext:
-    """What contracts share: the search service and the server settings."""
+    """What contracts share: the search service, the server settings and the cloud
+    fallback (None while ``fallback.enabled`` is off)."""
 
     service: SearchService
     server: ServerConfig
+    fallback: CloudFallback | None = None
+
+    def answer(self, query: SearchQuery) -> SearchOutcome:
+        """The local search, then the cloud when it is weak; hits as native dicts."""
+        if self.fallback is not None:
+            return self.fallback.run(query)
+        return as_native(self.service.run(query))
 
 
 def json_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -48,6 +57,12 @@ def json_response(body: Any, status: int = 200, headers: dict | None = None) -> 
 
 def request_id() -> str:
     return str(uuid.uuid4()).upper()
+
+
+def has_cloud_hits(outcome: SearchOutcome) -> bool:
+    """Whether the cloud contributed: provider contracts then mark every hit's source in
+    the body too (a purely local answer keeps the exact documented body)."""
+    return any(h["source"] != "local" for h in outcome.hits)
 
 
 class Contract(ABC):
@@ -94,9 +109,13 @@ class Contract(ABC):
 
     def search(self, **params: str) -> Response:
         query = self.parse(request, **params)
-        outcome = self.ctx.service.run(query)
+        outcome = self.ctx.answer(query)
         resp = self.render(outcome, query, request)
         if outcome.query_id:
             resp.headers["X-Lensbox-Query-Id"] = outcome.query_id
         resp.headers["X-Lensbox-Cached"] = "true" if outcome.cached else "false"
+        # Where each hit came from, in hit order: "local" or "cloud:<provider>".
+        resp.headers["X-Lensbox-Source"] = ",".join(h["source"] for h in outcome.hits)
+        if outcome.fallback is not None:
+            resp.headers["X-Lensbox-Fallback"] = fallback_header(outcome.fallback)
         return resp

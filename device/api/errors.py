@@ -46,6 +46,9 @@ NATIVE_STATUS: dict[str, int] = {
     "url_timeout": 504,
     "not_ready": 503,
     "internal": 500,
+    # cloud fallback (fallback.on_error = "error"): the provider failed / did not answer
+    "cloud_unavailable": 502,
+    "cloud_timeout": 504,
 }
 
 IMAGE_CODES = {

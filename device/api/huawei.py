@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Request, Response
-from lensbox.device.api.contract import Contract, Route, json_response
+from lensbox.device.api.contract import Contract, Route, has_cloud_hits, json_response
 from lensbox.device.api.errors import IMAGE_ERRORS, ApiError
 from lensbox.device.api.params import (
     as_bool,
@@ -48,6 +48,9 @@ ERRORS: dict[str, tuple[int, str]] = {
     "url_timeout": (400, "IS.0012"),
     "internal": (400, "IS.0009"),
     "not_ready": (400, "IS.0009"),
+    # cloud fallback failures, as the API gateway reports a failed / slow backend
+    "cloud_unavailable": (502, "APIGW.0202"),  # "Backend unavailable."
+    "cloud_timeout": (504, "APIGW.0203"),  # "Backend timeout."
 }
 
 
@@ -96,13 +99,14 @@ class HuaweiContract(Contract):
         raise ApiError("missing_image", "Arguments of path can not be null.")
 
     def render(self, outcome: SearchOutcome, query: SearchQuery, req: Request) -> Response:
-        return json_response({
-            "count": outcome.total,
-            "result": [
-                {"path": h.id, "sim": h.score, "tags": h.item.get("tags") or {}}
-                for h in outcome.hits
-            ],
-        })
+        result = [
+            {"path": h["id"], "sim": h["score"], "tags": h["item"].get("tags") or {}}
+            for h in outcome.hits
+        ]
+        if has_cloud_hits(outcome):  # extra key; Huawei's SDK models ignore unknown keys
+            for row, hit in zip(result, outcome.hits):
+                row["lensbox_source"] = hit["source"]
+        return json_response({"count": outcome.total, "result": result})
 
     def render_error(self, error: ApiError) -> Response:
         if error.code in ERRORS:

@@ -89,10 +89,28 @@ class Metrics:
             "lensbox_query_cache_total", "search-by-id lookups by result (hit, item, miss)"
         )
         self.url_fetches = Counter("lensbox_url_fetches_total", "url queries fetched, by result")
+        # Cloud fallback (device/api/fallback_hook.py); all stay empty while it is off.
+        self.fb_asked = Counter(
+            "lensbox_fallback_asked_total", "searches that consulted the cloud fallback"
+        )
+        self.fb_answered = Counter(
+            "lensbox_fallback_answered_total", "fallback calls a provider answered, by provider"
+        )
+        self.fb_cache = Counter(
+            "lensbox_fallback_cache_hits_total", "fallback answers served from its cache"
+        )
+        self.fb_errors = Counter(
+            "lensbox_fallback_errors_total", "failed provider calls, by provider and kind"
+        )
+        self.fb_not_asked = Counter(
+            "lensbox_fallback_not_asked_total", "searches that did not ask the cloud, by reason"
+        )
 
     def _all(self):
         return (self.requests, self.latency, self.embeddings, self.embed_time,
-                self.search_time, self.wait_time, self.cache, self.url_fetches)
+                self.search_time, self.wait_time, self.cache, self.url_fetches,
+                self.fb_asked, self.fb_answered, self.fb_cache, self.fb_errors,
+                self.fb_not_asked)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -116,6 +134,24 @@ class Metrics:
     def url_fetch(self, result: str) -> None:
         with self._lock:
             self.url_fetches.inc((("result", result),))
+
+    def fallback_not_asked(self, reason: str) -> None:
+        with self._lock:
+            self.fb_not_asked.inc((("reason", reason),))
+
+    def fallback_asked(
+        self, provider: str | None, from_cache: bool, errors: list[tuple[str, str]]
+    ) -> None:
+        """One consulted fallback: ``provider`` answered (None: nobody did), ``errors`` are
+        (provider, kind) of every failed call on the way."""
+        with self._lock:
+            self.fb_asked.inc()
+            if provider is not None:
+                self.fb_answered.inc((("provider", provider),))
+                if from_cache:
+                    self.fb_cache.inc((("provider", provider),))
+            for name, kind in errors:
+                self.fb_errors.inc((("kind", kind), ("provider", name)))
 
     def render(self) -> str:
         with self._lock:

@@ -182,7 +182,8 @@ class NativeContract(Contract):
             "top_k": query.top_k,
             "offset": query.offset,
             "hits": [
-                {"id": h.id, "score": h.score, "metadata": item_metadata(h.item)}
+                {"id": h["id"], "score": h["score"], "source": h["source"],
+                 "score_kind": h["score_kind"], "metadata": item_metadata(h["item"])}
                 for h in outcome.hits
             ],
             "query": {
@@ -197,6 +198,8 @@ class NativeContract(Contract):
             },
             "timings": {k: round(v, 3) for k, v in outcome.timings.items()},
         }
+        if outcome.fallback is not None:
+            body["fallback"] = outcome.fallback
         return json_response(body)
 
     def render_error(self, error: ApiError) -> Response:

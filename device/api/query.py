@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from lensbox.device.embedding.subject import Box
 from lensbox.device.imaging.decode import SUPPORTED_FORMATS, DecodeLimits
@@ -101,11 +101,17 @@ class SearchQuery:
 
 @dataclass
 class SearchOutcome:
-    """Hits and everything a contract may report about how they were found."""
+    """Hits and everything a contract may report about how they were found.
+
+    ``hits`` are engine :class:`Hit` objects as :class:`SearchService` returns them, and
+    native hit dicts (``{id, score, source, score_kind, rank, item}``, see
+    lensbox.device.fallback.merge) once ``ApiContext.answer`` has run: contracts render
+    the dicts, which is what lets them render cloud hits (no catalog row) too.
+    """
 
     instance: str
     query_id: str | None
-    hits: list[Hit]
+    hits: list[Hit] | list[dict[str, Any]]
     total: int
     query: QueryEmbedding | None
     region: Box | None  # the area actually searched (given region or found subject)
@@ -113,3 +119,7 @@ class SearchOutcome:
     image_size: tuple[int, int] | None  # (width, height) of the query image
     cached: bool
     timings: dict[str, float] = field(default_factory=dict)
+    # The first query image's bytes (None for a search by id): what a cloud fallback sends.
+    image: bytes | None = field(default=None, repr=False)
+    # What the cloud fallback did (fallback_hook.FallbackReport.to_dict()); None when off.
+    fallback: dict[str, Any] | None = None

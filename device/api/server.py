@@ -110,7 +110,8 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("bundle", nargs="?", help="bundle to serve as instance 'default'")
-    p.add_argument("--config", default=None, help="TOML file with [server] and [bundles]")
+    p.add_argument("--config", default=None,
+                   help="TOML file with [server], [bundles], [fallback], [camera], [kiosk]")
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="TCP port (default 8080; 0: any)")
     p.add_argument("--threads", type=int, default=None, help="waitress worker threads")
@@ -153,10 +154,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ConfigError, BundleError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"lensbox: error: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    from lensbox.device.api.app import close_app
+
     server = config.server
     try:
         background = BackgroundServer(app, server.host, server.port, **waitress_options(server))
     except OSError as exc:
+        close_app(app)
         print(f"lensbox: error: cannot listen on {server.host}:{server.port}: {exc}",
               file=sys.stderr)
         return EXIT_FAIL
@@ -171,4 +175,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     while not stop.wait(0.5):
         pass
     background.stop()
+    close_app(app)  # the in-daemon kiosk loop, camera and serial port
     return EXIT_OK

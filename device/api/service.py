@@ -24,7 +24,7 @@ from lensbox.device.api.query import ImageSource, SearchOutcome, SearchQuery
 from lensbox.device.api.query_cache import QueryCache
 from lensbox.device.embedding.embedder import Concept
 from lensbox.device.embedding.subject import Box
-from lensbox.device.imaging.decode import ImageError, decode_image, probe_image
+from lensbox.device.imaging.decode import ImageError, ImageInfo, decode_image, probe_image
 from lensbox.device.search.engine import Hit, QueryEmbedding
 from PIL import Image
 
@@ -49,6 +49,7 @@ class _Prepared:
     query: PreparedQuery
     cached: bool
     timings: dict[str, float]
+    data: bytes | None = None  # the image bytes (None for a search by id)
 
 
 def query_id_for(data: bytes, region: Box | None, crop: bool) -> str:
@@ -114,7 +115,7 @@ class SearchService:
             instance=inst.name, query_id=first.query_id, hits=hits, total=total,
             query=first.embedding, region=first.region, subjects=first.subjects,
             image_size=first.image_size, cached=all(p.cached for p in prepared),
-            timings=timings,
+            timings=timings, image=next((p.data for p in prepared if p.data), None),
         )
 
     def _rank(self, inst: Instance, vectors: np.ndarray, query: SearchQuery):
@@ -163,7 +164,7 @@ class SearchService:
         hit = self.cache.get(inst.name, query_id)
         if hit is not None:
             self.metrics.cache_lookup("hit")
-            return _Prepared(hit, True, timings)
+            return _Prepared(hit, True, timings, data)
         t0 = time.perf_counter()
         rgb = self._decode(data, query)
         timings["decode_ms"] = (time.perf_counter() - t0) * 1e3
@@ -171,7 +172,17 @@ class SearchService:
         prepared = self._embed(inst, rgb, query, query_id)
         timings["embed_ms"] = (time.perf_counter() - t0) * 1e3
         self.cache.put(inst.name, query_id, prepared)
-        return _Prepared(prepared, False, timings)
+        return _Prepared(prepared, False, timings, data)
+
+    def query_image(self, query: SearchQuery) -> tuple[bytes, tuple[int, int]] | None:
+        """The first query image's bytes and (width, height), checked against the
+        contract's limits from the header alone; None when it is given by id (or there is
+        no image). For answers that need no local search (a cloud-only answer)."""
+        if not query.sources or query.sources[0].kind == "id":
+            return None
+        data = self._bytes(query.sources[0], query, {})
+        info = self._check(data, query)
+        return data, (info.width, info.height)
 
     def _bytes(self, source: ImageSource, query: SearchQuery, timings: dict) -> bytes:
         max_bytes = query.limits.max_bytes
@@ -197,6 +208,14 @@ class SearchService:
         return source.data
 
     def _decode(self, data: bytes, query: SearchQuery) -> np.ndarray:
+        self._check(data, query)
+        try:
+            return decode_image(data, query.limits.decode_limits(self.max_pixels))
+        except ImageError as exc:
+            raise ApiError.from_image_error(exc) from exc
+
+    def _check(self, data: bytes, query: SearchQuery) -> ImageInfo:
+        """Header-only checks (format, size, rotation flag): no pixel is decoded."""
         limits = query.limits
         decode_limits = limits.decode_limits(self.max_pixels)
         try:
@@ -212,7 +231,7 @@ class SearchService:
                     "incorrect_orientation",
                     "the image carries an EXIF rotation flag; rotate the pixels and drop the flag",
                 )
-            return decode_image(data, decode_limits)
+            return info
         except ImageError as exc:
             raise ApiError.from_image_error(exc) from exc
 

@@ -55,6 +55,8 @@ GRPC_FOR = {
     "url_timeout": DEADLINE_EXCEEDED,
     "not_ready": UNAVAILABLE,
     "internal": INTERNAL,
+    "cloud_unavailable": UNAVAILABLE,
+    "cloud_timeout": DEADLINE_EXCEEDED,
 }
 
 
@@ -120,7 +122,9 @@ class YandexContract(Contract):
         size = query.top_k
         page = query.offset // size
         max_page = max(0, math.ceil(outcome.total / size) - 1)
-        images = [self._image(h.item, req.host_url) for h in outcome.hits]
+        # No per-image source field: proto3 JSON parsers reject unknown fields by default,
+        # so the source of each image travels in the X-Lensbox-Source header only.
+        images = [self._image(h["item"], req.host_url) for h in outcome.hits]
         return json_response({
             "images": images,
             "page": str(page),
