@@ -189,7 +189,9 @@ def test_picture_errors(api) -> None:
 def test_action_and_instance(api) -> None:
     data = b64(png_bytes(120, 120))
     failed(call(api, {"InstanceName": "default", "PicContent": data}), 400, "BadRequest")
-    failed(call(api, {**ACTION, "Action": "AddImage", "PicContent": data}), 500,
+    # AddImage / DeleteImage are served now (tests/test_api_live.py); SearchImageByName
+    # is a real Image Search action lensbox does not implement.
+    failed(call(api, {**ACTION, "Action": "SearchImageByName", "PicContent": data}), 500,
            "UnsupportedOperationType")
     failed(call(api, {**ACTION, "InstanceName": "someone-else", "PicContent": data}), 400,
            "InvalidInstance")

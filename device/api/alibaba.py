@@ -9,13 +9,31 @@ Response and error names follow the documentation: ``Auctions``, ``Head``, ``Pic
 ``RequestId``, ``Code``, ``Msg``, ``Success``; errors carry the documented name in ``Code``
 with its HTTP status. Throttling is ``DeniedRequest`` (403, "denied due to instance flow
 control"), the documented code for exceeding the instance's QPS.
+
+The same RPC dispatcher takes the catalog actions of the Image Search API (a live catalog
+under `lensbox serve`, see writes.py):
+
+* ``AddImage``: ``InstanceName``, ``ProductId``, ``PicName`` (the pair names one photo; a
+  second AddImage with the same pair replaces it), ``PicContent`` (base64 or upload; the
+  search limits apply), ``CategoryId``, ``CustomContent``, ``IntAttr``..``IntAttr4``,
+  ``StrAttr``..``StrAttr4``, ``Region`` (x1,x2,y1,y2: only that part is indexed), ``Crop``
+  -> ``{RequestId, Success, Code, Message, PicInfo{CategoryId, Region}}``. A new photo's
+  item id is ``ProductId/PicName``.
+* ``DeleteImage``: ``ProductId`` and optional ``PicName`` (all photos of the product
+  without it), or ``IsDeleteByFilter=true`` with ``Filter`` -> ``{RequestId, Success,
+  Code, Message, Data{PicNames}}``; success even when nothing matched, as documented.
+
+Both answer only after the change is journaled (fsync'd); a box that takes no changes
+answers ``InstanceStatusError`` (409, "Your instance is unavailable.").
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
 from typing import Any
 
-from flask import Request, Response, g
+from flask import Request, Response, g, request
 from lensbox.device.api.alibaba_filter import FilterError, parse_filter
 from lensbox.device.api.contract import (
     Contract,
@@ -27,9 +45,13 @@ from lensbox.device.api.contract import (
 from lensbox.device.api.errors import ApiError
 from lensbox.device.api.params import as_bool, as_int, as_str, in_range, load_json, pic_name
 from lensbox.device.api.query import Filters, ImageLimits, ImageSource, SearchOutcome, SearchQuery
+from lensbox.device.api.writes import product_items
 from lensbox.device.embedding.subject import Box
+from lensbox.device.imaging.decode import ImageInfo
 
 ACTION = "SearchImageByPic"
+ADD, DELETE = "AddImage", "DeleteImage"
+ATTR_SUFFIXES = ("", "2", "3", "4")  # IntAttr, IntAttr2 ... IntAttr4 (and StrAttr...)
 GENERIC_CATEGORY = 88888888
 MB = 1024 * 1024
 FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "GIF", "WEBP", "TIFF", "PPM"})
@@ -56,6 +78,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "incorrect_orientation": (400, "IncorrectOrientation"),
     "unsupported_action": (500, "UnsupportedOperationType"),
     "not_ready": (500, "AccessEngineFailed"),
+    "read_only": (409, "InstanceStatusError"),
+    "not_found": (400, "BadRequest"),
     "internal": (500, "UnknownException"),
     "cloud_unavailable": (500, "AccessEngineFailed"),
     "cloud_timeout": (500, "NetworkException"),
@@ -79,6 +103,8 @@ MESSAGES = {
     "NetworkException": "A network error occurred.",
     "BadRequest": "The request has invalid parameters.",
     "NoSpecifiedSearchPic": "The search image is not specified.",
+    "NoSpecifiedPic": "The content of an image is not specified in the HTTP POST body.",
+    "InstanceStatusError": "Your instance is unavailable.",
 }
 
 
@@ -105,7 +131,18 @@ class AlibabaContract(Contract):
     )
 
     def routes(self) -> list[Route]:
-        return [Route("/", ("GET", "POST"), self.search)]
+        return [Route("/", ("GET", "POST"), self.dispatch)]
+
+    def dispatch(self) -> Response:
+        """The RPC ``Action``: the catalog actions here, anything else is a search (whose
+        parser answers a missing or unsupported action)."""
+        action = self._params(request).get("action")
+        g.alibaba_action = action
+        if action == ADD:
+            return self.add_image()
+        if action == DELETE:
+            return self.delete_image()
+        return self.search()
 
     def owns(self, path: str) -> bool:
         return path == "/"
@@ -141,9 +178,7 @@ class AlibabaContract(Contract):
             raise ApiError(
                 "unsupported_action", f"the action {str(action)[:64]!r} is not supported"
             )
-        instance = p.get("instancename")
-        if not instance or not isinstance(instance, str) or len(instance) > 64:
-            raise ApiError("unknown_instance", "InstanceName is required")
+        instance = self._instance(p)
         num = as_int(p.get("num", 10), "Num", "bad_paging")
         if num > 100:
             raise ApiError("overflow_return_num", f"Num is {num}; at most 100", "Num")
@@ -161,6 +196,12 @@ class AlibabaContract(Contract):
             crop=as_bool(p.get("crop", True), "Crop"),
             filters=self._filters(p),
         )
+
+    def _instance(self, p: dict[str, Any]) -> str:
+        instance = p.get("instancename")
+        if not instance or not isinstance(instance, str) or len(instance) > 64:
+            raise ApiError("unknown_instance", "InstanceName is required")
+        return instance
 
     def _picture(self, value: Any) -> ImageSource:
         if value is None or value == "":
@@ -185,9 +226,89 @@ class AlibabaContract(Contract):
                 raise ApiError("bad_filter", f"Filter: {exc}", "Filter") from exc
         return filters
 
+    # -- catalog actions --------------------------------------------------------------
+    def add_image(self) -> Response:
+        p = self._params(request)
+        instance = self._instance(p)
+        product = _required(p, "ProductId", 512)
+        name = _required(p, "PicName", 512)
+        service = self.ctx.service
+        data = service.image_bytes(self._picture(p.get("piccontent")), self.limits)
+        info = service.check_image(data, self.limits)
+        as_bool(p.get("crop", True), "Crop")  # items are indexed with the bundle's own views
+        region = parse_region(p["region"]) if p.get("region") not in (None, "") else None
+        fields = self._fields(p, product, name)
+        limits = self.limits
+        if region is not None:
+            data = _crop(data, region, info)
+            limits = dataclasses.replace(self.limits, min_side=2, reject_rotated=False)
+
+        def photo_id(catalog: Any) -> str:
+            same = product_items(catalog, product, name)  # ProductId + PicName: one photo
+            return same[0]["id"] if same else f"{product}/{name}"
+
+        self.ctx.writer.put(instance, photo_id, [data], fields, limits)
+        shown = region or Box(0, 0, info.width, info.height)
+        return json_response({
+            "RequestId": request_id(), "Success": True, "Code": 0, "Message": "success",
+            "PicInfo": {"CategoryId": fields.get("category_id", GENERIC_CATEGORY),
+                        "Region": region_text(shown)},
+        })
+
+    def _fields(self, p: dict[str, Any], product: str, name: str) -> dict[str, Any]:
+        fields: dict[str, Any] = {"product_id": product, "source": name}
+        category = p.get("categoryid")
+        if category not in (None, ""):
+            value = as_int(category, "CategoryId", "bad_category")
+            if value != GENERIC_CATEGORY:
+                fields["category_id"] = value
+        if p.get("customcontent") not in (None, ""):
+            fields["custom_content"] = as_str(p["customcontent"], "CustomContent", 4096)
+        ints = {f"int_attr{n}": as_int(p[f"intattr{n}"], f"IntAttr{n}")
+                for n in ATTR_SUFFIXES if p.get(f"intattr{n}") not in (None, "")}
+        strs = {f"str_attr{n}": as_str(p[f"strattr{n}"], f"StrAttr{n}", 128)
+                for n in ATTR_SUFFIXES if p.get(f"strattr{n}") not in (None, "")}
+        if ints:
+            fields["int_attrs"] = ints
+        if strs:
+            fields["str_attrs"] = strs
+        return fields
+
+    def delete_image(self) -> Response:
+        p = self._params(request)
+        instance = self._instance(p)
+        names: dict[str, str] = {}
+        if as_bool(p.get("isdeletebyfilter", False), "IsDeleteByFilter"):
+            try:
+                predicate = parse_filter(_required(p, "Filter", 4096))
+            except FilterError as exc:
+                raise ApiError("bad_filter", f"Filter: {exc}", "Filter") from exc
+
+            def matching(catalog: Any) -> list[dict]:
+                return [it for _, it in catalog.all_items() if predicate(it)]
+        else:
+            product = _required(p, "ProductId", 512)
+            name = p.get("picname")
+            name = as_str(name, "PicName", 512) if name not in (None, "") else None
+
+            def matching(catalog: Any) -> list[dict]:
+                return product_items(catalog, product, name)
+
+        def ids(catalog: Any) -> list[str]:
+            found = matching(catalog)
+            names.update({it["id"]: pic_name(it) for it in found})
+            return [it["id"] for it in found]
+
+        done = self.ctx.writer.delete(instance, ids)
+        return json_response({
+            "RequestId": request_id(), "Success": True, "Code": 0, "Message": "success",
+            "Data": {"PicNames": [names[i] for i in done.ids]},
+        })
+
     # -- render -----------------------------------------------------------------------
     def render(self, outcome: SearchOutcome, query: SearchQuery, req: Request) -> Response:
-        inst = self.ctx.service.instances.get(outcome.instance)  # None: a cloud-only answer
+        service = self.ctx.service
+        inst = service.find(outcome.instance)  # None: a cloud-only answer
         category = query.filters.category_id
         if category is None:
             top = outcome.hits[0]["item"].get("category_id") if outcome.hits else None
@@ -200,7 +321,7 @@ class AlibabaContract(Contract):
             "Region": region_text(region) if region else "",
             "MultiRegion": [{"Region": region_text(b)} for b in outcome.subjects],
             "AllCategories": [{"Name": str(c), "Id": c}
-                              for c in (inst.categories() if inst else [])]
+                              for c in (service.categories(inst) if inst else [])]
             + [{"Name": "Other", "Id": GENERIC_CATEGORY}],
         }
         auctions = [self._auction(h["item"], h["score"]) for h in outcome.hits]
@@ -240,6 +361,8 @@ class AlibabaContract(Contract):
 
     def render_error(self, error: ApiError) -> Response:
         status, code = ERRORS.get(error.code, (400, "BadRequest"))
+        if code == "NoSpecifiedSearchPic" and g.get("alibaba_action") == ADD:
+            code = "NoSpecifiedPic"
         return json_response(
             {
                 "RequestId": request_id(),
@@ -250,3 +373,26 @@ class AlibabaContract(Contract):
             },
             status,
         )
+
+
+def _required(p: dict[str, Any], name: str, max_len: int) -> str:
+    value = p.get(name.lower())
+    if value in (None, ""):
+        raise ApiError("bad_param", f"{name} is required", name)
+    return as_str(value, name, max_len)
+
+
+def _crop(data: bytes, region: Box, info: ImageInfo) -> bytes:
+    """Only ``Region`` of the photo, as PNG (what gets indexed)."""
+    from PIL import Image
+
+    box = region.clip(info.width, info.height)
+    if box.width < 2 or box.height < 2:
+        raise ApiError("bad_region", f"Region {region_text(region)} is outside the "
+                       f"{info.width}x{info.height} image", "Region")
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        part = img.convert("RGB").crop((box.x, box.y, box.x + box.width, box.y + box.height))
+    buf = io.BytesIO()
+    part.save(buf, "PNG")
+    return buf.getvalue()

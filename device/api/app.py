@@ -5,34 +5,44 @@ rate limit, and turns *any* failure into the contract's own error shape: an
 :class:`ApiError`, a Werkzeug HTTP error (404, 405, 413 from ``MAX_CONTENT_LENGTH``), or an
 unexpected exception (logged with its traceback, answered with the contract's internal
 error and no details). A client never sees a Flask HTML page or a traceback.
+
+Under `lensbox serve` the app serves a :class:`~lensbox.device.live.manager.BundleManager`'s
+live catalogs (``create_app(config, manager=..., pool=...)``): instances are resolved per
+request, catalog changes go through the manager, ``/readyz`` is the manager's readiness and
+``/metrics`` carries catalog gauges. ``create_app(config, engines)`` serves fixed engines.
 """
 
 from __future__ import annotations
 
+import calendar
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from flask import Flask, Response, g, request
 from lensbox.device.api.alibaba import AlibabaContract
 from lensbox.device.api.auth import Authenticator
 from lensbox.device.api.clarifai import ClarifaiContract
 from lensbox.device.api.contract import ApiContext, Contract, Route, json_response
-from lensbox.device.api.engines import make_instances
+from lensbox.device.api.engines import InterpreterPool
 from lensbox.device.api.errors import ApiError, internal_error
 from lensbox.device.api.fallback_hook import CloudFallback
 from lensbox.device.api.huawei import HuaweiContract
+from lensbox.device.api.instances import ManagedInstances, make_instances
 from lensbox.device.api.limits import RateLimiter
-from lensbox.device.api.metrics import Metrics
+from lensbox.device.api.metrics import Metrics, render_gauge
 from lensbox.device.api.native import NativeContract
 from lensbox.device.api.service import SearchService
 from lensbox.device.api.urlfetch import UrlPolicy
+from lensbox.device.api.writes import CatalogWriter
 from lensbox.device.api.yandex import YandexContract
 from lensbox.device.config.loader import LensboxConfig
 from lensbox.device.search.engine import SearchEngine
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("lensbox.api")
+access_log = logging.getLogger("lensbox.access")  # one line per request (`serve -v`)
 
 HTTP_CODES = {404: "route_not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
@@ -91,16 +101,29 @@ def error_response(contract: Contract, error: ApiError) -> Response:
 
 def create_app(
     config: LensboxConfig,
-    engines: Mapping[str, SearchEngine | Sequence[SearchEngine]],
+    engines: Mapping[str, SearchEngine | Sequence[SearchEngine]] | None = None,
+    *,
+    manager: Any = None,
+    pool: InterpreterPool | None = None,
 ) -> Flask:
-    """The WSGI app over ``engines`` (instance name -> one engine, or one per interpreter).
+    """The WSGI app over a bundle ``manager`` (live catalogs, opened on ``pool``'s
+    interpreters), or over fixed ``engines`` (instance name -> one engine, or one per
+    interpreter; read-only).
 
     A single bundle also answers to ``default``. With one engine per instance, embedding
     is serialised by a single interpreter slot; :func:`~lensbox.device.api.engines.load_engines`
     builds several.
     """
     server = config.server
-    instances, slots = make_instances(engines)
+    if manager is None and hasattr(engines, "reload_config"):  # a BundleManager, positionally
+        manager, engines = engines, None
+    if manager is not None:
+        if pool is None:
+            raise ValueError("a bundle manager needs the interpreter pool its engines use")
+        instances: Any = ManagedInstances(manager, pool)
+        slots = pool.slots
+    else:
+        instances, slots = make_instances(engines or {})
     metrics = Metrics()
     service = SearchService(
         instances, slots, metrics, server.query_cache_size,
@@ -110,7 +133,7 @@ def create_app(
     # Nothing is sent anywhere unless fallback.enabled: no router exists otherwise.
     fallback = (CloudFallback(config.fallback, service, metrics)
                 if config.fallback.enabled else None)
-    ctx = ApiContext(service, server, fallback)
+    ctx = ApiContext(service, server, fallback, CatalogWriter(service, metrics))
     native = NativeContract(ctx)
     contracts: list[Contract] = [
         YandexContract(ctx), AlibabaContract(ctx), HuaweiContract(ctx), ClarifaiContract(ctx),
@@ -123,12 +146,14 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = server.max_request_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = server.max_request_bytes
     app.extensions["lensbox"] = {"service": service, "metrics": metrics, "contracts": contracts,
-                                 "fallback": fallback, "kiosk": None}
+                                 "fallback": fallback, "kiosk": None, "instances": instances,
+                                 "manager": manager}
     for contract in contracts:
         for route in contract.routes():
             app.add_url_rule(route.rule, view_func=guard.wrap(contract, route),
                              methods=list(route.methods))
     _add_probes(app, service, metrics, fallback)
+    metrics.add_collector(lambda: catalog_gauges(instances))
     if config.kiosk.in_daemon:
         from lensbox.device.api.kiosk_mount import mount_kiosk
 
@@ -163,8 +188,8 @@ def create_app(
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         metrics.request(rule, request.method, resp.status_code, elapsed)
-        log.info("%s %s %s %d %.1f ms", request.remote_addr, request.method, request.path,
-                 resp.status_code, elapsed * 1e3)
+        access_log.info("%s %s %s %d %.1f ms", request.remote_addr, request.method,
+                        request.path, resp.status_code, elapsed * 1e3)
         return resp
 
     return app
@@ -188,13 +213,70 @@ def _add_probes(
 
     @app.get("/readyz")
     def readyz() -> Response:
+        """Ready once every configured instance serves; ``details`` per instance: bundle,
+        items, delta, pending changes, last compaction, writable, last error."""
+        ok, details = service.instances.ready()
         names = service.names()
-        if not names:
-            return json_response({"status": "not_ready", "instances": []}, 503)
-        return json_response(
-            {"status": "ready", "instances": names, "interpreters": service.slots.count}
-        )
+        ready = ok and bool(names)
+        body = {"status": "ready" if ready else "not_ready", "instances": names,
+                "interpreters": service.slots.count, "details": details}
+        return json_response(body, 200 if ready else 503)
 
     @app.get("/metrics")
     def prometheus() -> Response:
         return Response(metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _timestamp(text: Any) -> float:
+    """``2026-01-02T03:04:05Z`` -> seconds since the epoch (0 when absent)."""
+    try:
+        return float(calendar.timegm(time.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ")))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def catalog_gauges(instances: Any) -> list[str]:
+    """Per-instance catalog gauges for /metrics (read at scrape time)."""
+    _ok, details = instances.ready()
+    rows: dict[str, list] = {k: [] for k in (
+        "ready", "items", "vectors", "delta", "deleted", "pending", "journal", "compacted",
+        "loaded")}
+    for name, entry in details.items():
+        label = (("instance", name),)
+        rows["ready"].append((label, 1.0 if entry.get("ready") else 0.0))
+        inst = instances.get(name) if entry.get("ready") else None
+        if inst is None:
+            continue
+        stats = inst.catalog.stats()
+        bundle = inst.catalog.bundle
+        rows["items"].append((label, stats["items"]))
+        rows["vectors"].append((label, len(bundle.vectors)))
+        rows["delta"].append((label, stats["delta_items"]))
+        rows["deleted"].append((label, stats["deleted_base_items"]))
+        rows["pending"].append((label, stats["pending_changes"]))
+        if stats.get("journal_bytes") is not None:
+            rows["journal"].append((label, stats["journal_bytes"]))
+        live = bundle.manifest.get("live") or {}
+        rows["compacted"].append((label, _timestamp(live.get("compacted"))))
+        if inst.loaded_at:
+            rows["loaded"].append((label, inst.loaded_at))
+    specs = [
+        ("lensbox_instance_ready", "1 when the instance serves", "ready"),
+        ("lensbox_index_items", "live catalog items (bundle - deleted + added)", "items"),
+        ("lensbox_index_vectors", "descriptors in the base bundle's index", "vectors"),
+        ("lensbox_delta_items", "items added or changed since the bundle was written "
+         "(searched exactly until compaction)", "delta"),
+        ("lensbox_deleted_items", "bundle items hidden by a tombstone until compaction",
+         "deleted"),
+        ("lensbox_pending_changes", "journaled changes not yet compacted into the bundle",
+         "pending"),
+        ("lensbox_journal_bytes", "size of the live-change journal", "journal"),
+        ("lensbox_last_compaction_timestamp_seconds",
+         "when the served bundle was written by a compaction (0: never)", "compacted"),
+        ("lensbox_bundle_loaded_timestamp_seconds", "when the served catalog was loaded",
+         "loaded"),
+    ]
+    lines: list[str] = []
+    for name, help_text, key in specs:
+        lines += render_gauge(name, help_text, rows[key])
+    return lines

@@ -33,12 +33,13 @@ class Route:
 
 @dataclass
 class ApiContext:
-    """What contracts share: the search service, the server settings and the cloud
-    fallback (None while ``fallback.enabled`` is off)."""
+    """What contracts share: the search service, the server settings, the cloud
+    fallback (None while ``fallback.enabled`` is off) and the catalog writer (writes.py)."""
 
     service: SearchService
     server: ServerConfig
     fallback: CloudFallback | None = None
+    writer: Any = None
 
     def answer(self, query: SearchQuery) -> SearchOutcome:
         """The local search, then the cloud when it is weak; hits as native dicts."""

@@ -7,6 +7,10 @@ all the CPU there is. So the daemon keeps a small fixed set of interpreter *slot
 leases a slot for the few milliseconds of inference only; decoding, ranking, filtering and
 rendering run outside it, on waitress' threads. See device/api/README.md for the
 measurements behind the defaults.
+
+``lensbox serve`` builds an :class:`InterpreterPool`; the bundle manager opens every bundle
+on the pool's models (:meth:`InterpreterPool.opener`), so a hot-swapped or compacted bundle
+needs no extra interpreter. :func:`load_engines` is the fixed-engine form (tests, tools).
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from lensbox.device.api.errors import ApiError
+from lensbox.device.embedding.embedder import Embedder, load_labels
 from lensbox.device.search.engine import SearchEngine
 
 log = logging.getLogger("lensbox.api")
@@ -53,58 +58,97 @@ class InterpreterSlots:
             self._free.put(slot)
 
 
-@dataclass
-class Instance:
-    """One named bundle with its engines (one per interpreter slot)."""
+class PooledEmbedder:
+    """An :class:`Embedder` look-alike over every interpreter slot.
 
-    name: str
-    engines: list[SearchEngine]
-    _categories: list[int] | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    What the bundle manager's engines carry (``engine.embedder``): each ``embed`` call leases
+    a free interpreter from the pool, so work the manager does on its own (validating a new
+    bundle, a catalog change without an explicit embedder) never runs an interpreter that
+    an HTTP request holds. The request path leases a slot itself and uses :meth:`at`.
+    """
+
+    def __init__(self, slots: InterpreterSlots, embedders: Sequence[Embedder]) -> None:
+        self.slots = slots
+        self.embedders = list(embedders)
+        self.pooling = self.embedders[0].pooling
+        self.model = self.embedders[0].model  # for model.sha256 / input_size look-ups
+
+    def at(self, slot: int) -> Embedder:
+        """The plain embedder of ``slot``; the caller holds that slot's lease."""
+        return self.embedders[slot]
+
+    def embed(self, rgb: np.ndarray, views: tuple[str, ...] = ("full",)):
+        with self.slots.lease() as (slot, _waited):
+            return self.embedders[slot].embed(rgb, views)
+
+    def embed_many(self, images: list[np.ndarray], views: tuple[str, ...] = ("full",)):
+        with self.slots.lease() as (slot, _waited):
+            return self.embedders[slot].embed_many(images, views)
+
+
+class InterpreterPool:
+    """``server.interpreters`` TFLite models shared by every bundle, and their slots.
+
+    :meth:`opener` is the ``engine_opener`` the daemon gives its
+    :class:`~lensbox.device.live.manager.BundleManager`: bundles (deployed, reloaded,
+    compacted) open on these models, so no extra interpreter is ever loaded.
+    """
+
+    def __init__(self, models: Sequence[Any], labels: list[str] | None = None) -> None:
+        if not models:
+            raise ValueError("an interpreter pool needs at least one model")
+        self.models = list(models)
+        self.slots = InterpreterSlots(len(self.models))
+        self.labels = labels if labels is not None else load_labels()
+        self._embedders: dict[str, PooledEmbedder] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, count: int, threads: int = 1, runtime: str = "auto",
+             model_path: str | Path | None = None) -> InterpreterPool:
+        from lensbox.device.embedding.model import TFLiteModel
+
+        if model_path is None:
+            from lensbox.models import MODEL_PATH
+
+            model_path = MODEL_PATH
+        return cls([TFLiteModel(model_path, threads, runtime) for _ in range(count)])
 
     @property
-    def engine(self) -> SearchEngine:
-        """For work that needs no interpreter (ranking, item lookups)."""
-        return self.engines[0]
+    def sha256(self) -> str:
+        return self.models[0].sha256
 
-    @property
-    def bundle(self):
-        return self.engines[0].bundle
-
-    def all_items(self, chunk: int = 2000) -> Iterator[tuple[int, dict]]:
-        """(row, item) for every item, in row order, a chunk at a time."""
-        count = self.bundle.item_count
-        for start in range(0, count, chunk):
-            rows = list(range(start, min(count, start + chunk)))
-            yield from zip(rows, self.bundle.items(rows))
-
-    def categories(self) -> list[int]:
-        """Distinct category ids in the catalog (computed once)."""
+    def embedder(self, pooling: str) -> PooledEmbedder:
+        """One pooled embedder per pooling mode (bundles may differ in it)."""
         with self._lock:
-            if self._categories is None:
-                found = {it["category_id"] for _, it in self.all_items()}
-                self._categories = sorted(c for c in found if c is not None)
-            return self._categories
+            found = self._embedders.get(pooling)
+            if found is None:
+                found = PooledEmbedder(
+                    self.slots, [Embedder(m, pooling, self.labels) for m in self.models]
+                )
+                self._embedders[pooling] = found
+            return found
 
+    def opener(self, settings: Any = None) -> Callable[[Path], SearchEngine]:
+        """``path -> SearchEngine`` on this pool's models (checks the bundle's model hash).
 
-def make_instances(
-    engines: Mapping[str, SearchEngine | Sequence[SearchEngine]],
-) -> tuple[dict[str, Instance], InterpreterSlots]:
-    """Wrap ``engines`` (one engine, or one per slot, per name) and check slot counts."""
-    instances: dict[str, Instance] = {}
-    counts = set()
-    for name, value in engines.items():
-        group = [value] if isinstance(value, SearchEngine) else list(value)
-        if not group:
-            raise ValueError(f"instance {name!r} has no engine")
-        counts.add(len(group))
-        instances[name] = Instance(name, group)
-    if len(counts) > 1:
-        raise ValueError("every instance needs the same number of engines (one per interpreter)")
-    if len(instances) == 1 and "default" not in instances:
-        only = next(iter(instances.values()))
-        instances["default"] = only
-    return instances, InterpreterSlots(counts.pop() if counts else 1)
+        ``settings``: SearchSettings, or a function returning the current ones."""
+        from lensbox.device.bundle.reader import open_bundle
+
+        def open_engine(path: Path) -> SearchEngine:
+            bundle = open_bundle(path, self.sha256)
+            pooling = bundle.manifest["descriptor"]["pooling"]
+            current = settings() if callable(settings) else settings
+            return SearchEngine(bundle, self.embedder(pooling), current)
+
+        return open_engine
+
+    def warmup(self) -> None:
+        """One inference per interpreter, so the first requests do not pay for it."""
+        gray = np.full((256, 256, 3), 128, np.uint8)
+        for slot in range(len(self.models)):
+            Embedder(self.models[slot], "gem", self.labels).embed(gray)
+        log.info("warmed up %d interpreter(s)", len(self.models))
 
 
 def load_engines(
@@ -118,7 +162,6 @@ def load_engines(
 ) -> dict[str, list[SearchEngine]]:
     """Open every bundle once and ``interpreters`` models shared by all of them."""
     from lensbox.device.bundle.reader import open_bundle
-    from lensbox.device.embedding.embedder import Embedder, load_labels
     from lensbox.device.embedding.model import TFLiteModel
 
     if model_path is None:

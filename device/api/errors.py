@@ -45,6 +45,9 @@ NATIVE_STATUS: dict[str, int] = {
     "url_fetch_failed": 502,
     "url_timeout": 504,
     "not_ready": 503,
+    # a catalog change on a box that takes none (state.read_only, a failed journal, or
+    # fixed engines): nothing was changed, nothing stored was lost
+    "read_only": 503,
     "internal": 500,
     # cloud fallback (fallback.on_error = "error"): the provider failed / did not answer
     "cloud_unavailable": 502,

@@ -10,13 +10,21 @@ searched, with ``is_crop`` alone the subject the device finds.
 Response ``{count, result[{path, sim, tags}]}``; errors ``{error_code, error_msg}`` with the
 documented IS.00xx codes (HTTP 400), throttling as the API gateway's ``APIGW.0308`` (429).
 The page does not state a byte limit for ``file``; 10 MB of image is accepted.
+
+The image library (a live catalog under `lensbox serve`), as the ImageSearch API pages
+describe it: ``POST /v1/{project_id}/{instance_name}/image`` adds an image (``path`` is its
+index id; the photo is ``file`` (base64), or downloaded from ``path`` when that is an
+http(s) URL on ``server.url_allow_hosts``; ``tags``), ``PUT`` on the same URI replaces its
+``tags``, ``DELETE`` (or ``POST .../image/delete``, for clients that cannot send a body with
+DELETE) removes it by ``path``. Success is ``{"result": "success"}`` once the change is
+journaled; errors as above. A box that takes no changes answers ``APIGW.0202`` (502).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Request, Response
+from flask import Request, Response, request
 from lensbox.device.api.contract import Contract, Route, has_cloud_hits, json_response
 from lensbox.device.api.errors import IMAGE_ERRORS, ApiError
 from lensbox.device.api.params import (
@@ -32,6 +40,7 @@ from lensbox.device.api.query import Filters, ImageLimits, ImageSource, SearchOu
 
 MB = 1024 * 1024
 PATH_RE = "/v1/<project_id>/<instance_name>/image/search"
+IMAGE_RE = "/v1/<project_id>/<instance_name>/image"
 
 ERRORS: dict[str, tuple[int, str]] = {
     "throttled": (429, "APIGW.0308"),
@@ -51,6 +60,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     # cloud fallback failures, as the API gateway reports a failed / slow backend
     "cloud_unavailable": (502, "APIGW.0202"),  # "Backend unavailable."
     "cloud_timeout": (504, "APIGW.0203"),  # "Backend timeout."
+    "read_only": (502, "APIGW.0202"),  # this box takes no library changes now
 }
 
 
@@ -62,7 +72,13 @@ class HuaweiContract(Contract):
     )
 
     def routes(self) -> list[Route]:
-        return [Route(PATH_RE, ("POST",), self.search)]
+        return [
+            Route(PATH_RE, ("POST",), self.search),
+            Route(IMAGE_RE, ("POST",), self.add_image),
+            Route(IMAGE_RE, ("PUT",), self.modify_image),
+            Route(IMAGE_RE, ("DELETE",), self.delete_image),
+            Route(IMAGE_RE + "/delete", ("POST",), self.delete_image),
+        ]
 
     def owns(self, path: str) -> bool:
         parts = path.strip("/").split("/")
@@ -97,6 +113,46 @@ class HuaweiContract(Contract):
         if body.get("path") not in (None, ""):
             return ImageSource("id", text=as_str(body["path"], "path", 1024))
         raise ApiError("missing_image", "Arguments of path can not be null.")
+
+    # -- the image library ------------------------------------------------------------
+    def add_image(self, project_id: str, instance_name: str) -> Response:
+        body = json_object(request)
+        path = self._path(body)
+        tags = as_tags(body.get("tags"), "tags", max_tags=10)
+        if body.get("file") not in (None, ""):
+            source = ImageSource("base64", text=as_str(body["file"], "file", 16 * MB))
+        elif path.startswith(("http://", "https://")):
+            source = ImageSource("url", text=path)
+        else:
+            raise ApiError("missing_image", "Arguments of file can not be null (path is not "
+                           "an http(s) URL to download the image from).")
+        data = self.ctx.service.image_bytes(source, self.limits)
+        fields: dict[str, Any] = {"tags": tags}
+        if source.kind == "url":
+            fields["source"] = path
+        self.ctx.writer.put(instance_name, path, [data], fields, self.limits)
+        return json_response({"result": "success"})
+
+    def modify_image(self, project_id: str, instance_name: str) -> Response:
+        body = json_object(request)
+        path = self._path(body)
+        if body.get("tags") is None:
+            raise ApiError("missing_image", "Arguments of tags can not be null.")
+        tags = as_tags(body.get("tags"), "tags", max_tags=10)
+        self.ctx.writer.update(instance_name, path, {"tags": tags})
+        return json_response({"result": "success"})
+
+    def delete_image(self, project_id: str, instance_name: str) -> Response:
+        path = self._path(json_object(request))
+        done = self.ctx.writer.delete(instance_name, [path])
+        if done.change is None:
+            raise ApiError("not_found", f"no image with path {path!r} in the library")
+        return json_response({"result": "Success"})
+
+    def _path(self, body: dict[str, Any]) -> str:
+        if body.get("path") in (None, ""):
+            raise ApiError("missing_image", "Arguments of path can not be null.")
+        return as_str(body["path"], "path", 1024)
 
     def render(self, outcome: SearchOutcome, query: SearchQuery, req: Request) -> Response:
         result = [

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from lensbox.device.api.engines import Instance, InterpreterSlots
+from lensbox.device.api.engines import InterpreterSlots
+from lensbox.device.api.errors import ApiError
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 def mount_kiosk(
     app: Flask,
     config: LensboxConfig,
-    instances: dict[str, Instance],
+    instances: Any,
     slots: InterpreterSlots,
     admit: Callable[[], Any],
 ) -> KioskLoop:
@@ -35,19 +36,24 @@ def mount_kiosk(
     from lensbox.device.capture.kiosk import KioskLoop
 
     name = config.kiosk.instance
-    if name not in instances:
+    configured = instances.configured()
+    if name not in configured:
         raise ValueError(
-            f"kiosk.instance {name!r} is not a served bundle (have {', '.join(sorted(instances))})"
+            f"kiosk.instance {name!r} is not a served bundle (have {', '.join(configured)})"
         )
 
     @contextmanager
     def lease() -> Iterator[Any]:
-        inst = instances[name]  # looked up per lookup: a swapped bundle is picked up
+        # Looked up per lookup: a swapped bundle and live catalog changes are picked up.
+        inst = instances.get(name)
+        if inst is None:
+            raise ApiError("not_ready", f"instance {name!r} is not loaded")
         with slots.lease() as (slot, _waited):
-            yield inst.engines[slot]
+            yield inst.searcher(slot)
 
-    loop = KioskLoop(instances[name].engine, FrameGrabber(config.camera), config.kiosk,
-                     lease=lease)
+    first = instances.get(name)
+    loop = KioskLoop(first.searcher(0) if first is not None else None,
+                     FrameGrabber(config.camera), config.kiosk, lease=lease)
     blueprint = make_blueprint(loop)
     blueprint.before_request(admit)
     app.register_blueprint(blueprint)

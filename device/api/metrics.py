@@ -1,11 +1,19 @@
 """Prometheus metrics in the plain-text exposition format (version 0.0.4), hand-written:
-a few counters and histograms do not justify a client library on a Pi."""
+a few counters and histograms do not justify a client library on a Pi.
+
+Gauges (catalog sizes, pending changes...) are read when /metrics is scraped, from the
+collectors registered with :meth:`Metrics.add_collector`; they hold no state here.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+log = logging.getLogger("lensbox.api")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -41,6 +49,14 @@ class Counter:
         out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
         out += [f"{self.name}{_labels(k)} {_num(v)}" for k, v in sorted(self.values.items())]
         return out
+
+
+def render_gauge(name: str, help_text: str,
+                 values: Iterable[tuple[Labels, float]]) -> list[str]:
+    """One gauge family; ``values`` are (labels, value) pairs."""
+    out = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    out += [f"{name}{_labels(k)} {_num(v)}" for k, v in sorted(values)]
+    return out
 
 
 class Histogram:
@@ -105,12 +121,25 @@ class Metrics:
         self.fb_not_asked = Counter(
             "lensbox_fallback_not_asked_total", "searches that did not ask the cloud, by reason"
         )
+        self.changes = Counter(
+            "lensbox_catalog_changes_total",
+            "acknowledged (journaled) catalog changes, by instance and op (put, update, delete)",
+        )
+        self._collectors: list[Callable[[], list[str]]] = []
 
     def _all(self):
         return (self.requests, self.latency, self.embeddings, self.embed_time,
                 self.search_time, self.wait_time, self.cache, self.url_fetches,
                 self.fb_asked, self.fb_answered, self.fb_cache, self.fb_errors,
-                self.fb_not_asked)
+                self.fb_not_asked, self.changes)
+
+    def add_collector(self, collect: Callable[[], list[str]]) -> None:
+        """``collect()`` returns exposition lines (gauges), called at every scrape."""
+        self._collectors.append(collect)
+
+    def changed(self, instance: str, op: str) -> None:
+        with self._lock:
+            self.changes.inc((("instance", instance), ("op", op)))
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -156,4 +185,9 @@ class Metrics:
     def render(self) -> str:
         with self._lock:
             lines = [line for metric in self._all() for line in metric.render()]
+        for collect in self._collectors:
+            try:
+                lines += collect()
+            except Exception:  # a scrape must not fail because one gauge did
+                log.exception("metrics collector %r failed", collect)
         return "\n".join(lines) + "\n"

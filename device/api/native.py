@@ -4,10 +4,19 @@
 raw image as the body (``Content-Type: image/*`` or ``application/octet-stream``), or JSON
 with exactly one of ``base64``, ``url`` or ``id``. Parameters travel in the JSON body, or as
 form fields / query-string parameters for the other two.
+
+Catalog changes (a live catalog under `lensbox serve`; writes.py): ``PUT /v1/items/<id>``
+adds or replaces an item from one or more photos (multipart fields ``image`` + a JSON
+``fields`` field, JSON with ``base64`` / ``images`` / ``url`` and ``fields``, or the raw
+photo as the body with ``?fields=<json>``); ``PATCH /v1/items/<id>`` changes fields and
+keeps the photos; ``DELETE /v1/items/<id>`` deletes. Each answers once the change is
+journaled (fsync'd) and visible to the next search. ``instance`` as a query parameter (or
+JSON / form field) picks the bundle.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +93,9 @@ class NativeContract(Contract):
         return [
             Route("/v1/search", ("POST",), self.search),
             Route("/v1/items/<path:item_id>", ("GET",), self.get_item),
+            Route("/v1/items/<path:item_id>", ("PUT",), self.put_item),
+            Route("/v1/items/<path:item_id>", ("PATCH",), self.patch_item),
+            Route("/v1/items/<path:item_id>", ("DELETE",), self.delete_item),
             Route("/v1/bundles", ("GET",), self.get_bundles),
             Route("/v1/openapi.yaml", ("GET",), self.get_openapi, public=True),
         ]
@@ -211,17 +223,87 @@ class NativeContract(Contract):
     # -- other endpoints --------------------------------------------------------------
     def get_item(self, item_id: str) -> Response:
         inst = self.ctx.service.instance(request.args.get("instance"))
-        found = inst.bundle.item_by_id(item_id)
-        if found is None:
+        item = inst.catalog.get(item_id)
+        if item is None:
             raise ApiError("not_found", f"no catalog item with id {item_id!r}")
-        row, item = found
-        return json_response({
-            "id": item["id"],
-            "instance": inst.name,
-            "metadata": item_metadata(item),
-            "concepts": item.get("concepts") or [],
-            "vectors": int((inst.bundle.vector_items == row).sum()),
-        })
+        return json_response(item_json(inst.name, inst.catalog, item))
+
+    # -- catalog changes --------------------------------------------------------------
+    def put_item(self, item_id: str) -> Response:
+        images, fields, instance = self._item_upload(request)
+        done = self.ctx.writer.put(instance, item_id, images, fields, self.limits)
+        return json_response(self._change(done, "put"), 200 if done.replaced else 201)
+
+    def patch_item(self, item_id: str) -> Response:
+        body = json_object(request)
+        unknown = set(body) - {"fields", "instance"}
+        if unknown:
+            raise ApiError("bad_param", f"unknown keys {', '.join(sorted(unknown))}; send "
+                           '{"fields": {...}}', "fields")
+        done = self.ctx.writer.update(self._instance(body), item_id, body.get("fields"))
+        return json_response(self._change(done, "update"))
+
+    def delete_item(self, item_id: str) -> Response:
+        done = self.ctx.writer.delete(request.args.get("instance"), [item_id])
+        if done.change is None:
+            raise ApiError("not_found", f"no catalog item with id {item_id!r}")
+        return json_response({"id": item_id, "instance": done.instance, "op": "delete",
+                              "seq": done.change.seq})
+
+    def _instance(self, body: dict[str, Any]) -> str | None:
+        value = body.get("instance") or request.args.get("instance")
+        return as_str(value, "instance", 100) if value is not None else None
+
+    def _item_upload(self, req: Request) -> tuple[list[bytes], Any, str | None]:
+        """(photos, fields, instance) from multipart, JSON or a raw photo body."""
+        service, limits = self.ctx.service, self.limits
+        if req.mimetype == "multipart/form-data":
+            form = req.form.to_dict()
+            uploads = req.files.getlist("image")
+            if not uploads:
+                raise ApiError("missing_image", "multipart uploads need file field(s) 'image'")
+            images = [service.image_bytes(ImageSource.from_bytes(u.read(limits.max_bytes + 1)),
+                                          limits) for u in uploads]
+            return images, _json_field(form.get("fields")), self._instance(form)
+        if req.mimetype == "application/json":
+            body = json_object(req)
+            unknown = set(body) - {"base64", "images", "url", "fields", "instance"}
+            if unknown:
+                raise ApiError("bad_param", f"unknown keys {', '.join(sorted(unknown))}")
+            return self._json_photos(body), body.get("fields"), self._instance(body)
+        data = req.get_data(cache=False)
+        if not data:
+            raise ApiError("missing_image", "send the photo as multipart field 'image', as "
+                           "the body, or JSON with base64, images or url")
+        images = [service.image_bytes(ImageSource.from_bytes(data), limits)]
+        return images, _json_field(req.args.get("fields")), self._instance({})
+
+    def _json_photos(self, body: dict[str, Any]) -> list[bytes]:
+        sources: list[ImageSource] = []
+        if body.get("base64") not in (None, ""):
+            sources.append(ImageSource("base64", text=as_str(body["base64"], "base64",
+                                                             64 * 1024 * 1024)))
+        if body.get("images") not in (None, []):
+            photos = body["images"]
+            if not isinstance(photos, list) or len(photos) > 16:
+                raise ApiError("bad_param", "images must be a list of at most 16 base64 "
+                               "strings", "images")
+            sources += [ImageSource("base64", text=as_str(t, "images", 64 * 1024 * 1024))
+                        for t in photos]
+        if body.get("url") not in (None, ""):
+            sources.append(ImageSource("url", text=as_str(body["url"], "url", 2048)))
+        if not sources:
+            raise ApiError("missing_image", "give the photo as base64, images or url")
+        return [self.ctx.service.image_bytes(src, self.limits) for src in sources]
+
+    def _change(self, done: Any, op: str) -> dict[str, Any]:
+        now = self.ctx.service.instances.get(done.instance)
+        item = done.item
+        body: dict[str, Any] = {"id": done.ids[0], "instance": done.instance, "op": op,
+                                "seq": done.change.seq, "created": not done.replaced}
+        if now is not None and item is not None:
+            body["item"] = item_json(done.instance, now.catalog, item)
+        return body
 
     def get_bundles(self) -> Response:
         bundles = []
@@ -232,18 +314,41 @@ class NativeContract(Contract):
             bundles.append({
                 "name": name,
                 "path": str(bundle.path),
-                "items": bundle.item_count,
+                "items": inst.catalog.count(),
                 "vectors": len(bundle.vectors),
                 "dims": bundle.dims,
                 "disk_bytes": bundle.disk_bytes,
                 "model_sha256": manifest.get("model", {}).get("sha256"),
                 "format_version": manifest.get("format_version"),
                 "manifest": manifest,
+                "live": inst.catalog.stats(),
             })
         return json_response({"bundles": bundles})
 
     def get_openapi(self) -> Response:
         return Response(OPENAPI_PATH.read_text(encoding="utf-8"), mimetype="application/yaml")
+
+
+def item_json(instance: str, catalog: Any, item: dict) -> dict[str, Any]:
+    """The ``Item`` shape of openapi.yaml."""
+    vectors = catalog.item_vectors(item["id"])
+    return {
+        "id": item["id"],
+        "instance": instance,
+        "metadata": item_metadata(item),
+        "concepts": item.get("concepts") or [],
+        "vectors": 0 if vectors is None else len(vectors),
+    }
+
+
+def _json_field(text: str | None) -> Any:
+    """A form / query parameter holding a JSON object (``fields``)."""
+    if text in (None, ""):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ApiError("bad_param", f"fields is not valid JSON ({exc})", "fields") from exc
 
 
 def _flat_to_body(flat: dict[str, str]) -> dict[str, Any]:

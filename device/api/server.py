@@ -5,6 +5,20 @@
 ``[bundles]`` (name = path); a bundle given on the command line is added as ``default``.
 Heavy imports (Flask, the TFLite runtime) happen inside functions so ``lensbox --help``
 stays instant.
+
+The daemon is the appliance layer around the app (:func:`open_daemon`): one
+:class:`~lensbox.device.api.engines.InterpreterPool`, a
+:class:`~lensbox.device.live.manager.BundleManager` that opens every bundle on it (live
+catalogs: journal, delta, tombstones, compaction; hot swaps from `lensbox deploy`, the slot
+watcher or SIGHUP) and a :class:`~lensbox.device.live.service.ServiceRuntime` that speaks
+sd_notify: READY=1 once the bundles are loaded *and* the port is bound, WATCHDOG=1 while
+healthy, RELOADING=1 around SIGHUP, STOPPING=1 on SIGTERM.
+
+With a ``[state]`` section (the appliance config) catalog changes are journaled under
+``state.dir`` and an instance that fails to load is reported on /readyz while the daemon
+waits for a good deploy. Without one (``lensbox serve catalog.lbx``, or a config with no
+``[state]``) the bundles are served as they are: read-only, and a bundle that does not
+load is a startup error.
 """
 
 from __future__ import annotations
@@ -14,6 +28,8 @@ import logging
 import signal
 import sys
 import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAIL = 0, 1
@@ -33,23 +49,58 @@ def waitress_options(server) -> dict[str, Any]:
     }
 
 
-def load_app(config):
-    """Open the configured bundles with ``server.interpreters`` interpreters -> Flask app."""
+@dataclass
+class Daemon:
+    """What `lensbox serve` runs: interpreters, live catalogs, systemd glue, the app."""
+
+    config: Any
+    pool: Any  # InterpreterPool
+    manager: Any  # BundleManager
+    runtime: Any  # ServiceRuntime
+    app: Any  # Flask
+
+    def close(self) -> None:
+        """Stop the app's extras (kiosk), then STOPPING=1 and close the catalogs."""
+        from lensbox.device.api.app import close_app
+
+        close_app(self.app)
+        self.runtime.stop()
+
+
+def open_daemon(config, *, notifier=None, configure_logging: bool = True,
+                background: bool = True) -> Daemon:
+    """Load the interpreters and every configured bundle (errors are kept per instance,
+    see ``manager.ready()``) and build the app over them. No port is bound yet."""
+    from contextlib import nullcontext
+
     from lensbox.device.api.app import create_app
-    from lensbox.device.api.engines import load_engines
+    from lensbox.device.api.engines import InterpreterPool
+    from lensbox.device.live.manager import BundleManager
+    from lensbox.device.live.service import ServiceRuntime
 
     if not config.bundles:
         raise ValueError("no bundle to serve: give a bundle path, or [bundles] in --config")
     server = config.server
-    engines = load_engines(
-        config.bundles,
-        interpreters=server.interpreters,
-        threads=server.interpreter_threads or config.search.threads,
-        runtime=config.search.runtime,
-        settings=config.search.settings(),
-        warmup=server.warmup,
-    )
-    return create_app(config, engines)
+    pool = InterpreterPool.load(server.interpreters,
+                                server.interpreter_threads or config.search.threads,
+                                config.search.runtime)
+    if server.warmup:
+        pool.warmup()
+    # Settings are read from the manager's config at each open (the lambda runs only once
+    # `manager` exists), so a SIGHUP that changes [search] applies to what it reloads.
+    opener = pool.opener(lambda: manager.config.search.settings())
+    # The pool's embedders lease an interpreter per call: no extra lock around them.
+    manager = BundleManager(config, engine_opener=opener, embed_lock=nullcontext(),
+                            background=background)
+    runtime = ServiceRuntime(config, None, manager=manager, notifier=notifier,
+                             configure_logging=configure_logging)
+    runtime.start()
+    try:
+        app = create_app(config, manager=manager, pool=pool)
+    except BaseException:
+        runtime.stop()
+        raise
+    return Daemon(config, pool, manager, runtime, app)
 
 
 class BackgroundServer:
@@ -62,6 +113,10 @@ class BackgroundServer:
         self.host = host
         self.port = int(self._server.effective_port)
         self._thread = threading.Thread(target=self._server.run, name="waitress", daemon=True)
+
+    def alive(self) -> bool:
+        """The serving thread runs (part of the watchdog's health check)."""
+        return self._thread.is_alive()
 
     @property
     def url(self) -> str:
@@ -106,12 +161,17 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
             "Alibaba SearchImageByPic, Huawei ImageSearch and Clarifai annotation searches, "
             "so existing clients can point at the box unchanged. /healthz, /readyz and "
             "Prometheus /metrics too. Bound to 127.0.0.1 it needs no API key; on any other "
-            "address set [server] api_keys in --config."
+            "address set [server] api_keys in --config. With a [state] section in --config "
+            "the catalog takes live changes (AddImage / DeleteImage, Huawei add / delete, "
+            "PUT/PATCH/DELETE /v1/items), journaled under state.dir, and new bundles from "
+            "`lensbox deploy` are swapped in without dropping requests; SIGHUP reloads the "
+            "config. Under systemd (Type=notify) it sends READY=1, WATCHDOG=1, STOPPING=1."
         ),
     )
     p.add_argument("bundle", nargs="?", help="bundle to serve as instance 'default'")
     p.add_argument("--config", default=None,
-                   help="TOML file with [server], [bundles], [fallback], [camera], [kiosk]")
+                   help="TOML file with [server], [bundles], [state], [service], [fallback], "
+                   "[camera], [kiosk]")
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="TCP port (default 8080; 0: any)")
     p.add_argument("--threads", type=int, default=None, help="waitress worker threads")
@@ -120,20 +180,42 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace) -> tuple[Any, bool]:
+    """(effective config, appliance): the file + environment + command line. Appliance
+    mode is a config with a ``[state]`` section (file or LENSBOX__STATE__*); without one the
+    bundles are served read-only (no journal is written anywhere)."""
     from lensbox.device.config.loader import LensboxConfig, load_config
     from lensbox.device.config.server import ServerConfig
 
     config = load_config(args.config)
+    appliance = "state" in config.model_fields_set
     updates = {k: v for k, v in {"host": args.host, "port": args.port, "threads": args.threads,
                                  "interpreters": args.interpreters}.items() if v is not None}
     bundles = dict(config.bundles)
     if args.bundle:
         bundles["default"] = args.bundle
     server = ServerConfig.model_validate({**config.server.model_dump(), **updates})
-    return LensboxConfig.model_validate(
-        {**config.model_dump(), "server": server.model_dump(), "bundles": bundles}
-    )
+    data = {**config.model_dump(), "server": server.model_dump(), "bundles": bundles}
+    if not appliance:
+        data["state"] = {**data["state"], "read_only": True}
+    return LensboxConfig.model_validate(data), appliance
+
+
+def _check_paths(bundles: dict[str, str]) -> None:
+    """Read-only mode: a bundle path that does not exist is an error right away."""
+    from lensbox.device.bundle.reader import open_bundle
+    from lensbox.device.live.slot import BundleSlot
+
+    for path in bundles.values():
+        if not Path(path).exists() and not BundleSlot(path).generations():
+            open_bundle(path)  # raises BundleError: no such bundle (and how to build one)
+
+
+def _quiet(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.getLogger("lensbox.access").setLevel(level)  # one line per request with -v
+    if not verbose:  # "task queue depth is 1" is routine when every thread is busy
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -141,39 +223,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from lensbox.device.config.loader import ConfigError, format_errors
     from pydantic import ValidationError
 
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if not args.verbose:  # "task queue depth is 1" is routine when every thread is busy
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     try:
-        config = _config(args)
-        app = load_app(config)
+        config, appliance = _config(args)
+        if not config.bundles:
+            raise ValueError("no bundle to serve: give a bundle path, or [bundles] in --config")
+        if not appliance:
+            _check_paths(config.bundles)
+        daemon = open_daemon(config)
     except ValidationError as exc:
         print(f"lensbox: error: invalid settings:\n{format_errors(exc)}", file=sys.stderr)
         return EXIT_FAIL
     except (ConfigError, BundleError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"lensbox: error: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    from lensbox.device.api.app import close_app
+    _quiet(args.verbose)
+    failed = {n: e["error"] for n, e in daemon.manager.ready()[1].items() if not e["ready"]}
+    if failed and not appliance:
+        for name, error in failed.items():
+            print(f"lensbox: error: instance {name}: {error}", file=sys.stderr)
+        daemon.close()
+        return EXIT_FAIL
+    return _run(args, config, daemon)
+
+
+def _run(args: argparse.Namespace, config, daemon: Daemon) -> int:
+    """Bind, READY=1, serve until SIGTERM / SIGINT; SIGHUP reloads the config."""
+    from lensbox.device.live.manager import install_sighup
 
     server = config.server
     try:
-        background = BackgroundServer(app, server.host, server.port, **waitress_options(server))
+        background = BackgroundServer(daemon.app, server.host, server.port,
+                                      **waitress_options(server))
     except OSError as exc:
-        close_app(app)
+        daemon.close()
         print(f"lensbox: error: cannot listen on {server.host}:{server.port}: {exc}",
               file=sys.stderr)
         return EXIT_FAIL
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    runtime = daemon.runtime
+    install_sighup(daemon.manager, args.config or "(command line)",
+                   loader=lambda _path: _config(args)[0], notifier=runtime.notifier)
+    runtime.health = background.alive
     names = ", ".join(sorted(config.bundles))
     print(f"lensbox: serving {names} on {background.url} "
           f"({server.threads} threads, {server.interpreters} interpreters, "
           f"auth {'on' if server.auth_required else 'off'})", flush=True)
     background.start()
+    waiting = [n for n, e in daemon.manager.ready()[1].items() if not e["ready"]]
+    runtime.ready(f"serving {names} on {background.url}" + (
+        f"; waiting for a bundle for {', '.join(waiting)}" if waiting else ""))
     while not stop.wait(0.5):
         pass
-    background.stop()
-    close_app(app)  # the in-daemon kiosk loop, camera and serial port
+    runtime.notifier.stopping("finishing requests")
+    background.stop()  # requests in flight finish first
+    daemon.close()  # the in-daemon kiosk (camera, serial port), STOPPING=1, the catalogs
     return EXIT_OK

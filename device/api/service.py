@@ -4,23 +4,34 @@ Steps for each query image: get the bytes (upload, base64, URL, or nothing at al
 id the server already knows), check them against the contract's limits from the header
 alone (decompression-bomb guard), decode, embed on a leased interpreter (region crop, or
 the device's own subject detection), then rank, filter and page.
+
+The catalog comes from the instance registry (instances.py): under `lensbox serve` the
+bundle manager's current live catalog. :meth:`SearchService.instance` takes it once per
+HTTP request (memoised on ``flask.g``), so everything one request does (search, item
+look-ups, rendering) sees the same catalog even if a hot swap happens meanwhile. The query
+cache keeps *embeddings* only (never results), keyed by the bundle's descriptor, so a
+cached query searches the catalog as it is now: added items show up, deleted ones do not.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from flask import g, has_request_context
 from lensbox.device.api import urlfetch
-from lensbox.device.api.engines import Instance, InterpreterSlots
+from lensbox.device.api.engines import InterpreterSlots
 from lensbox.device.api.errors import ApiError
 from lensbox.device.api.filters import build_predicate, concept_score
+from lensbox.device.api.instances import Instance
 from lensbox.device.api.limits import decode_base64
 from lensbox.device.api.metrics import Metrics
-from lensbox.device.api.query import ImageSource, SearchOutcome, SearchQuery
+from lensbox.device.api.query import ImageLimits, ImageSource, SearchOutcome, SearchQuery
 from lensbox.device.api.query_cache import QueryCache
 from lensbox.device.embedding.embedder import Concept
 from lensbox.device.embedding.subject import Box
@@ -65,7 +76,7 @@ def query_id_for(data: bytes, region: Box | None, crop: bool) -> str:
 class SearchService:
     def __init__(
         self,
-        instances: dict[str, Instance],
+        instances: Any,
         slots: InterpreterSlots,
         metrics: Metrics,
         cache_size: int = 256,
@@ -78,20 +89,64 @@ class SearchService:
         self.cache: QueryCache[PreparedQuery] = QueryCache(cache_size)
         self.url_policy = url_policy or urlfetch.UrlPolicy(())
         self.max_pixels = max_pixels
+        self._categories: dict[str, tuple[tuple, list[int]]] = {}
+        self._categories_lock = threading.Lock()
+        self._refreshing: set[str] = set()
 
     # -- instances ------------------------------------------------------------------------
     def names(self) -> list[str]:
-        return sorted(self.instances)
+        """Instance names serving now (a single bundle also answers to ``default``)."""
+        return self.instances.names()
+
+    def find(self, name: str | None) -> Instance | None:
+        """The instance, taken once per HTTP request (later calls get the same object)."""
+        key = name or "default"
+        memo = g.setdefault("lensbox_instances", {}) if has_request_context() else None
+        if memo is not None and key in memo:
+            return memo[key]
+        found = self.instances.get(key)
+        if memo is not None and found is not None:
+            memo[key] = found
+        return found
 
     def instance(self, name: str | None) -> Instance:
-        key = name or "default"
-        found = self.instances.get(key)
+        found = self.find(name)
         if found is None:
-            raise ApiError(
-                "unknown_instance",
-                f"no instance named {key!r}; this server has {', '.join(self.names())}",
-            )
+            key = name or "default"
+            have = ", ".join(self.names()) or "no instance loaded yet"
+            if key in self.instances.configured():
+                raise ApiError("not_ready", f"instance {key!r} is not loaded (see /readyz)")
+            raise ApiError("unknown_instance", f"no instance named {key!r}; this server has {have}")
         return found
+
+    def categories(self, inst: Instance) -> list[int]:
+        """Distinct category ids in the catalog (Alibaba's ``AllCategories``).
+
+        Computed once; after the catalog changed the previous list is answered while a
+        background thread recomputes it (a full scan of a large catalog must not hold up
+        a search after every AddImage)."""
+        version = inst.version()
+        with self._categories_lock:
+            cached = self._categories.get(inst.name)
+            if cached is not None:
+                if cached[0] != version and inst.name not in self._refreshing:
+                    self._refreshing.add(inst.name)
+                    threading.Thread(target=self._refresh_categories, args=(inst,),
+                                     name="lensbox-categories", daemon=True).start()
+                return cached[1]
+        return self._refresh_categories(inst)
+
+    def _refresh_categories(self, inst: Instance) -> list[int]:
+        version = inst.version()
+        try:
+            found = {it["category_id"] for _, it in inst.catalog.all_items()}
+            cats = sorted(c for c in found if c is not None)
+            with self._categories_lock:
+                self._categories[inst.name] = (version, cats)
+            return cats
+        finally:
+            with self._categories_lock:
+                self._refreshing.discard(inst.name)
 
     # -- search ---------------------------------------------------------------------------
     def run(self, query: SearchQuery) -> SearchOutcome:
@@ -120,13 +175,13 @@ class SearchService:
 
     def _rank(self, inst: Instance, vectors: np.ndarray, query: SearchQuery):
         predicate = build_predicate(query.filters)
-        engine = inst.engine
+        catalog = inst.catalog
         if not query.filters.distinct_product:
-            return engine.search_vectors(vectors, query.top_k, query.offset, predicate)
+            return catalog.search_vectors(vectors, query.top_k, query.offset, predicate)
         wanted = query.offset + query.top_k
         fetch = max(3 * wanted, 50)
         while True:
-            hits, total = engine.search_vectors(vectors, fetch, 0, predicate)
+            hits, total = catalog.search_vectors(vectors, fetch, 0, predicate)
             unique = distinct_products(hits)
             exhausted = fetch >= total
             if len(unique) >= wanted or exhausted:
@@ -140,7 +195,7 @@ class SearchService:
         terms = query.filters.concepts
         scored = [
             Hit(row, item["id"], round(min(1.0, concept_score(item, terms)), 4), item)
-            for row, item in inst.all_items()
+            for row, item in inst.catalog.all_items()
             if predicate is None or predicate(item)
         ]
         scored.sort(key=lambda h: (-h.score, h.row))
@@ -159,9 +214,9 @@ class SearchService:
         timings: dict[str, float] = {"decode_ms": 0.0, "embed_ms": 0.0}
         if source.kind == "id":
             return _Prepared(self._by_id(inst, source.text), True, timings)
-        data = self._bytes(source, query, timings)
+        data = self.image_bytes(source, query.limits, timings)
         query_id = query_id_for(data, query.region, query.crop)
-        hit = self.cache.get(inst.name, query_id)
+        hit = self.cache.get(inst.cache_key, query_id)
         if hit is not None:
             self.metrics.cache_lookup("hit")
             return _Prepared(hit, True, timings, data)
@@ -171,7 +226,7 @@ class SearchService:
         t0 = time.perf_counter()
         prepared = self._embed(inst, rgb, query, query_id)
         timings["embed_ms"] = (time.perf_counter() - t0) * 1e3
-        self.cache.put(inst.name, query_id, prepared)
+        self.cache.put(inst.cache_key, query_id, prepared)
         return _Prepared(prepared, False, timings, data)
 
     def query_image(self, query: SearchQuery) -> tuple[bytes, tuple[int, int]] | None:
@@ -180,12 +235,15 @@ class SearchService:
         no image). For answers that need no local search (a cloud-only answer)."""
         if not query.sources or query.sources[0].kind == "id":
             return None
-        data = self._bytes(query.sources[0], query, {})
-        info = self._check(data, query)
+        data = self.image_bytes(query.sources[0], query.limits)
+        info = self.check_image(data, query.limits)
         return data, (info.width, info.height)
 
-    def _bytes(self, source: ImageSource, query: SearchQuery, timings: dict) -> bytes:
-        max_bytes = query.limits.max_bytes
+    def image_bytes(self, source: ImageSource, limits: ImageLimits,
+                    timings: dict | None = None) -> bytes:
+        """The bytes of an upload / base64 text / allowed URL, within ``limits.max_bytes``."""
+        timings = {} if timings is None else timings
+        max_bytes = limits.max_bytes
         if source.kind == "base64":
             return decode_base64(source.text, max_bytes)
         if source.kind == "url":
@@ -208,15 +266,15 @@ class SearchService:
         return source.data
 
     def _decode(self, data: bytes, query: SearchQuery) -> np.ndarray:
-        self._check(data, query)
+        self.check_image(data, query.limits)
         try:
             return decode_image(data, query.limits.decode_limits(self.max_pixels))
         except ImageError as exc:
             raise ApiError.from_image_error(exc) from exc
 
-    def _check(self, data: bytes, query: SearchQuery) -> ImageInfo:
-        """Header-only checks (format, size, rotation flag): no pixel is decoded."""
-        limits = query.limits
+    def check_image(self, data: bytes, limits: ImageLimits) -> ImageInfo:
+        """Header-only checks against a contract's limits (format, size, rotation flag):
+        no pixel is decoded. For query images and for photos added to the catalog."""
         decode_limits = limits.decode_limits(self.max_pixels)
         try:
             info = probe_image(data, decode_limits)
@@ -265,7 +323,7 @@ class SearchService:
     def _model(self, inst: Instance, rgb: np.ndarray, region: Box | None) -> QueryEmbedding:
         with self.slots.lease() as (slot, waited):
             t0 = time.perf_counter()
-            emb = inst.engines[slot].embed_query(rgb, region)
+            emb = inst.embed(slot, rgb, region)
             elapsed = time.perf_counter() - t0
         self.metrics.embedded(inst.name, elapsed, waited)
         return emb
@@ -273,11 +331,11 @@ class SearchService:
     def _by_id(self, inst: Instance, query_id: str) -> PreparedQuery:
         if not isinstance(query_id, str) or not query_id.strip():
             raise ApiError("bad_param", "the id must be a non-empty string")
-        hit = self.cache.get(inst.name, query_id)
+        hit = self.cache.get(inst.cache_key, query_id)
         if hit is not None:
             self.metrics.cache_lookup("hit")
             return hit
-        found = inst.bundle.item_by_id(query_id)
+        found = inst.catalog.item_by_id(query_id)
         if found is None:
             self.metrics.cache_lookup("miss")
             raise ApiError(
@@ -286,9 +344,9 @@ class SearchService:
                 f"last {self.cache.capacity} searches)",
             )
         self.metrics.cache_lookup("item")
-        row, item = found
-        vectors = inst.bundle.item_vectors(row)
-        if not len(vectors):
+        _row, item = found
+        vectors = inst.catalog.item_vectors(query_id)
+        if vectors is None or not len(vectors):
             raise ApiError("not_found", f"catalog item {query_id!r} has no stored vectors")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)

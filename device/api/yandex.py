@@ -115,8 +115,7 @@ class YandexContract(Contract):
         raise ApiError("bad_param", f"unknown familyMode {value!r:.40}", "familyMode")
 
     def _instance(self, folder: str | None) -> str:
-        names = self.ctx.service.instances
-        return folder if folder in names else "default"
+        return folder if folder in self.ctx.service.names() else "default"
 
     def render(self, outcome: SearchOutcome, query: SearchQuery, req: Request) -> Response:
         size = query.top_k
