@@ -43,6 +43,8 @@ def _item_values(item: dict) -> tuple:
     return tuple(
         json.dumps(item.get(c) or empty.get(c, {}), sort_keys=True)
         if c in JSON_COLUMNS
+        else int(bool(item.get(c)))
+        if c == "adult"
         else item.get(c)
         for c in ITEM_COLUMNS
     )

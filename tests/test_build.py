@@ -136,3 +136,16 @@ def test_projection_is_learned_when_the_catalog_is_large_enough(tmp_path: Path) 
     bundle = open_bundle(tmp_path / "p.lbx")
     assert report.projection == "pca-whiten" and bundle.dims == 8
     assert bundle.projection is not None and len(bundle.vectors) == 36
+
+
+def test_items_without_optional_fields_are_written(tmp_path: Path) -> None:
+    """Synthetic or hand-made bundles give only an id; every other column has a default."""
+    import sqlite3
+
+    from lensbox.index_builder.writer import write_items_db
+
+    write_items_db(tmp_path / "items.sqlite", [{"id": "a"}, {"id": "b", "adult": True}])
+    rows = sqlite3.connect(tmp_path / "items.sqlite").execute(
+        "SELECT id, adult, tags FROM items ORDER BY row"
+    )
+    assert list(rows) == [("a", 0, "{}"), ("b", 1, "{}")]

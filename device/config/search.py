@@ -16,7 +16,7 @@ class SearchConfig(Section):
     candidates: int = Field(100, ge=1, le=10000, description="Annoy candidates per query view")
     search_k: int = Field(-1, ge=-1, description="Annoy search_k (-1: trees x candidates)")
     exact_below: int = Field(200_000, ge=0, description="exact scan below this many vectors")
-    exact_cache_mb: int = Field(64, ge=0, description="float32 copy for the exact scan, if it fits")
+    exact_cache_mb: int = Field(128, ge=0, description="float32 copy for exact scans")
 
     @field_validator("query_views")
     @classmethod

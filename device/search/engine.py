@@ -26,16 +26,17 @@ class SearchSettings:
 
     ``candidates`` vectors per query view come back from Annoy and are re-ranked exactly.
     Below ``exact_below`` stored vectors a brute-force scan is used instead: PCA-whitened
-    descriptors are nearly isotropic, the worst case for Annoy's random-projection trees, and
-    a BLAS scan of a float32 copy (kept while it fits in ``exact_cache_mb``) is exact and
-    takes a few milliseconds per 100k vectors (docs/benchmarks.md, section 4).
+    descriptors are nearly isotropic, the worst case for Annoy's random-projection trees
+    (recall@10 vs exact 0.23 at 100k with defaults), while an exact scan of a float32 copy
+    (kept while it fits in ``exact_cache_mb``: 100k x 256 dims is 98 MB) takes ~17 ms per
+    query at 100k on the benchmark machine (docs/benchmarks.md, sections 2 and 4).
     """
 
     query_views: tuple[str, ...] = QUERY_VIEWS
     candidates: int = 100
     search_k: int = -1
     exact_below: int = 200_000
-    exact_cache_mb: int = 64
+    exact_cache_mb: int = 128
 
     def __post_init__(self) -> None:
         validate_views(self.query_views)
