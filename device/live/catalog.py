@@ -42,7 +42,14 @@ from lensbox.device.live.journal import (
     read_journal,
     write_journal_file,
 )
-from lensbox.device.search.engine import Hit, Predicate, QueryEmbedding, SearchEngine, SearchResult
+from lensbox.device.search.engine import (
+    Hit,
+    Predicate,
+    QueryEmbedding,
+    SearchEngine,
+    SearchResult,
+    timed_image_search,
+)
 
 log = logging.getLogger("lensbox.live")
 
@@ -436,13 +443,7 @@ class LiveCatalog:
 
     def search_image(self, rgb: np.ndarray, top_k: int = 10, offset: int = 0,
                      predicate: Predicate | None = None, region=None) -> SearchResult:
-        t0 = time.perf_counter()
-        query = self.embed_query(rgb, region)
-        t1 = time.perf_counter()
-        hits, total = self.search_vectors(query.vectors, top_k, offset, predicate)
-        t2 = time.perf_counter()
-        return SearchResult(hits, total, query, {"embed_ms": (t1 - t0) * 1e3,
-                                                 "search_ms": (t2 - t1) * 1e3})
+        return timed_image_search(self, rgb, top_k, offset, predicate, region)
 
     def search_vectors(
         self,

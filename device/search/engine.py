@@ -227,14 +227,22 @@ class SearchEngine:
         predicate: Predicate | None = None,
         region: Box | None = None,
     ) -> SearchResult:
-        t0 = time.perf_counter()
-        query = self.embed_query(rgb, region)
-        t1 = time.perf_counter()
-        hits, total = self.search_vectors(query.vectors, top_k, offset, predicate)
-        t2 = time.perf_counter()
-        return SearchResult(
-            hits, total, query, {"embed_ms": (t1 - t0) * 1e3, "search_ms": (t2 - t1) * 1e3}
-        )
+        return timed_image_search(self, rgb, top_k, offset, predicate, region)
+
+
+def timed_image_search(
+    searcher, rgb: np.ndarray, top_k: int, offset: int, predicate: Predicate | None,
+    region: Box | None,
+) -> SearchResult:
+    """Embed then search with ``searcher`` (an engine or a live catalog), timing both steps."""
+    t0 = time.perf_counter()
+    query = searcher.embed_query(rgb, region)
+    t1 = time.perf_counter()
+    hits, total = searcher.search_vectors(query.vectors, top_k, offset, predicate)
+    t2 = time.perf_counter()
+    return SearchResult(
+        hits, total, query, {"embed_ms": (t1 - t0) * 1e3, "search_ms": (t2 - t1) * 1e3}
+    )
 
 
 def _hit(row: int, raw: float, item: Item) -> Hit:
