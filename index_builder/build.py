@@ -11,7 +11,12 @@ from pathlib import Path
 
 import numpy as np
 from lensbox.device import __version__
-from lensbox.device.bundle.format import FORMAT_NAME, FORMAT_VERSION
+from lensbox.device.bundle.format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    INDEX_SPACE_DESCRIPTOR,
+    INDEX_SPACE_PCA,
+)
 from lensbox.device.embedding.descriptor import (
     GEM_P,
     Projection,
@@ -282,7 +287,12 @@ def _manifest(
             "int8_scale": scale,
             "catalog_views": list(settings.catalog_views),
         },
-        "index": {"library": "annoy", "metric": "angular", "trees": settings.trees},
+        "index": {
+            "library": "annoy",
+            "metric": "angular",
+            "trees": settings.trees,
+            "space": INDEX_SPACE_PCA if projection is not None else INDEX_SPACE_DESCRIPTOR,
+        },
         "metric": "cosine similarity of L2-normalised descriptors, clipped to 0-1",
         "counts": {
             "items": report.items,

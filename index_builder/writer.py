@@ -22,6 +22,7 @@ from lensbox.device.bundle.format import (
     VECTOR_ITEMS,
     VECTORS,
 )
+from lensbox.device.bundle.reader import index_axis_scale
 from lensbox.device.embedding.descriptor import Projection
 
 
@@ -62,11 +63,20 @@ def write_items_db(path: Path, items: list[dict]) -> None:
         conn.close()
 
 
-def build_annoy(vectors: np.ndarray, scale: float, trees: int, path: Path, seed: int = 42) -> None:
+def build_annoy(
+    vectors: np.ndarray,
+    scale: float,
+    trees: int,
+    path: Path,
+    seed: int = 42,
+    axis_scale: np.ndarray | None = None,
+) -> None:
+    """Annoy index over the int8 ``vectors`` / ``scale``, times ``axis_scale`` if given."""
     index = AnnoyIndex(vectors.shape[1], "angular")
     index.set_seed(seed)
+    factor = (axis_scale if axis_scale is not None else 1.0) / scale
     for i, vec in enumerate(vectors):
-        index.add_item(i, (vec.astype(np.float32) / scale).tolist())
+        index.add_item(i, (vec.astype(np.float32) * factor).tolist())
     index.build(trees, n_jobs=1)
     index.save(str(path))
     index.unload()
@@ -85,6 +95,7 @@ def write_bundle(output: Path, content: BundleContent) -> None:
             content.manifest["descriptor"]["int8_scale"],
             content.manifest["index"]["trees"],
             tmp / ANNOY_INDEX,
+            axis_scale=index_axis_scale(content.manifest, content.projection),
         )
         (tmp / BUILD_REPORT).write_text(json.dumps(content.report, indent=2), encoding="utf-8")
         (tmp / MANIFEST).write_text(json.dumps(content.manifest, indent=2), encoding="utf-8")

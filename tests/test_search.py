@@ -64,3 +64,29 @@ def test_region_crops_before_embedding(engine) -> None:
 def test_settings_reject_unknown_views(engine) -> None:
     with pytest.raises(ValueError, match="unknown views"):
         SearchEngine(engine.bundle, engine.embedder, SearchSettings(query_views=("zoom",)))
+
+
+def test_annoy_on_a_whitened_bundle_searches_in_pca_space(tmp_path) -> None:
+    """Whitened bundles index un-whitened vectors; the shortlist must still match exact."""
+    from lensbox.device.search.engine import open_engine
+    from lensbox.index_builder.build import BuildSettings, build_bundle
+
+    settings = BuildSettings(
+        cache_dir=None,
+        workers=1,
+        dims=16,
+        min_photos_for_pca=16,
+        catalog_views=("full", "center", "tl", "br"),
+    )
+    build_bundle(SAMPLE_CATALOG, tmp_path / "w.lbx", settings, progress=False)
+    eng = open_engine(str(tmp_path / "w.lbx"), SearchSettings(exact_below=0), threads=1)
+    assert eng.bundle.manifest["index"]["space"] == "pca"
+    scale = eng.bundle.index_axis_scale
+    assert scale is not None and scale.std() > 0  # whitening really is undone per axis
+    q = eng.embed_query(load_image(SAMPLE_QUERIES / "rocket-photo.jpg")).vectors
+    ann_rows, ann_scores = eng.rank(q, 5, exact=False)
+    exact_rows, exact_scores = eng.rank(q, 5, exact=True)
+    assert list(ann_rows[:5]) == list(exact_rows)
+    np.testing.assert_allclose(ann_scores[:5], exact_scores, atol=1e-5)
+    hits = eng.search_image(load_image(SAMPLE_QUERIES / "rocket-photo.jpg"), 1).hits
+    assert hits[0].id == "rocket"

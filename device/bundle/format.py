@@ -72,5 +72,11 @@ CREATE INDEX items_product ON items(product_id);
 """
 
 
+# manifest["index"]["space"]: which vectors the Annoy index holds. "descriptor" (format 1's
+# original): the stored descriptors; "pca": the descriptors with the whitening undone.
+INDEX_SPACE_DESCRIPTOR = "descriptor"
+INDEX_SPACE_PCA = "pca"
+
+
 class BundleError(Exception):
     """A bundle that cannot be used; the message says what to do about it."""

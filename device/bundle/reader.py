@@ -16,6 +16,7 @@ from lensbox.device.bundle.format import (
     ANNOY_INDEX,
     FORMAT_NAME,
     FORMAT_VERSION,
+    INDEX_SPACE_PCA,
     ITEM_COLUMNS,
     ITEMS_DB,
     JSON_COLUMNS,
@@ -98,8 +99,20 @@ class Bundle:
         return self.vectors[mask].astype(np.float32) / self.int8_scale
 
     @cached_property
+    def index_axis_scale(self) -> np.ndarray | None:
+        """Factors applied to a vector before it meets the Annoy index (None: as stored)."""
+        return index_axis_scale(self.manifest, self.projection)
+
+    @cached_property
     def disk_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+
+def index_axis_scale(manifest: dict, projection: Projection | None) -> np.ndarray | None:
+    """The per-dimension scale of the Annoy space named in ``manifest`` (see format.py)."""
+    if manifest["index"].get("space") != INDEX_SPACE_PCA or projection is None:
+        return None
+    return projection.unwhiten_scale()
 
 
 def read_manifest(path: Path) -> dict:

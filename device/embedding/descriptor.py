@@ -79,6 +79,17 @@ class Projection:
             eigvec = eigvec / np.sqrt(eigval + shrinkage * eigval.mean() + 1e-12)
         return cls(mean.astype(np.float32), eigvec.astype(np.float32), whiten)
 
+    def unwhiten_scale(self) -> np.ndarray | None:
+        """Per-dimension factors that undo the whitening (sqrt of each kept eigenvalue).
+
+        Annoy indexes descriptors times these factors: plain PCA space keeps the dominant
+        directions that random-projection trees split on well, while whitened vectors are
+        nearly isotropic, the trees' worst case. Re-ranking stays in the whitened space.
+        """
+        if not self.whiten:
+            return None
+        return (1.0 / np.linalg.norm(self.components, axis=0)).astype(np.float32)
+
     def save(self, path: Path) -> None:
         with open(path, "wb") as fh:
             np.savez(fh, mean=self.mean, components=self.components, whiten=np.array(self.whiten))

@@ -105,6 +105,8 @@ def snapshot_content(view: _View, lineage: str, seq: int) -> dict[str, Any]:
 
 def write_content(tmp: Path, content: dict[str, Any]) -> None:
     """Write a bundle directory (the manifest last); the staging dir is fsync'd by the slot."""
+    from lensbox.device.bundle.reader import index_axis_scale
+    from lensbox.device.embedding.descriptor import Projection
     from lensbox.index_builder.writer import build_annoy, write_items_db
 
     manifest = content["manifest"]
@@ -115,8 +117,10 @@ def write_content(tmp: Path, content: dict[str, Any]) -> None:
     base: Path = content["base"]
     if (base / PROJECTION).is_file():
         shutil.copyfile(base / PROJECTION, tmp / PROJECTION)
+    projection = Projection.load(tmp / PROJECTION) if (tmp / PROJECTION).is_file() else None
     build_annoy(content["vectors"], manifest["descriptor"]["int8_scale"],
-                manifest["index"]["trees"], tmp / ANNOY_INDEX)
+                manifest["index"]["trees"], tmp / ANNOY_INDEX,
+                axis_scale=index_axis_scale(manifest, projection))
     report = {"compacted_from": str(base), "applied_seq": manifest["live"]["applied_seq"],
               "items": manifest["counts"]["items"], "vectors": manifest["counts"]["vectors"]}
     (tmp / BUILD_REPORT).write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -143,7 +143,8 @@ class SearchEngine:
     def _ann_ranking(self, queries: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
         n = max(self.settings.candidates, wanted)
         cand = set()
-        for q in queries:
+        axis = self.bundle.index_axis_scale
+        for q in queries if axis is None else queries * axis:
             cand.update(self.bundle.index.get_nns_by_vector(q.tolist(), n, self.settings.search_k))
         ids = np.fromiter(cand, dtype=np.int64, count=len(cand))
         scores = (self._dequantized(ids) @ queries.T).max(axis=1)
