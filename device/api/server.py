@@ -139,7 +139,10 @@ class BackgroundServer:
                 channel.close()
 
         if self._thread.is_alive():
-            server.trigger.pull_trigger(close_all)
+            try:
+                server.trigger.pull_trigger(close_all)
+            except OSError:  # the loop ended and closed its trigger since the check
+                close_all()  # nothing runs select() any more: safe from this thread
             self._thread.join(timeout=10)
         else:
             server.close()
