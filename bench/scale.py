@@ -210,12 +210,12 @@ def daemon_rss(bundle: Path, image: Path, searches: int = 20) -> dict:
 
 def index_space(real: RealData, bundle_path: Path, targets: np.ndarray,
                 truth: np.ndarray) -> list[dict]:
-    """Annoy built on whitened vectors (as lensbox does) vs on the same vectors un-whitened.
+    """Annoy built on whitened vectors vs on the same vectors un-whitened (what lensbox builds).
 
     Whitening makes descriptors nearly isotropic, the worst case for random-hyperplane
     trees. Multiplying each PCA dimension back by sqrt(its variance) restores the decaying
     spectrum; the shortlist then comes from that space and the re-rank stays in the whitened
-    one. An experiment for the lead, not what lensbox ships: see docs/benchmarks.md.
+    one. This comparison is why bundles record ``index.space = pca``: docs/benchmarks.md.
     """
     from annoy import AnnoyIndex
     from lensbox.device.bundle.reader import open_bundle
@@ -229,8 +229,9 @@ def index_space(real: RealData, bundle_path: Path, targets: np.ndarray,
         return y / np.linalg.norm(y, axis=-1, keepdims=True)
 
     rows = []
-    for space, data, queries in (("whitened (lensbox)", vecs, real.queries),
-                                 ("un-whitened PCA", unwhiten(vecs), unwhiten(real.queries))):
+    spaces = (("whitened (format before index.space)", vecs, real.queries),
+              ("un-whitened PCA (lensbox)", unwhiten(vecs), unwhiten(real.queries)))
+    for space, data, queries in spaces:
         index = AnnoyIndex(vecs.shape[1], "angular")
         index.set_seed(42)
         for i, v in enumerate(data):
