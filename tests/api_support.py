@@ -59,21 +59,15 @@ def write_manifest(folder: Path) -> Path:
     return manifest
 
 
-_BUNDLES: dict[str, Path] = {}
-
-
 def metadata_bundle(factory: pytest.TempPathFactory) -> Path:
-    """The sample catalog with metadata, built once per session."""
-    key = str(factory.getbasetemp())
-    if key not in _BUNDLES:
-        from lensbox.index_builder.build import BuildSettings, build_bundle
+    """The sample catalog with metadata (conftest's session fixture ``bundle`` builds it once)."""
+    from lensbox.index_builder.build import BuildSettings, build_bundle
 
-        folder = factory.mktemp("api-bundle")
-        out = folder / "catalog.lbx"
-        build_bundle(write_manifest(folder), out, BuildSettings(cache_dir=None, workers=1),
-                     progress=False)
-        _BUNDLES[key] = out
-    return _BUNDLES[key]
+    folder = factory.mktemp("api-bundle")
+    out = folder / "catalog.lbx"
+    build_bundle(write_manifest(folder), out, BuildSettings(cache_dir=None, workers=1),
+                 progress=False)
+    return out
 
 
 _ENGINES: dict[tuple[str, int], dict] = {}

@@ -42,3 +42,21 @@ def ukbench() -> Path:
     if not (UKBENCH / "images").is_dir():
         pytest.skip(f"dev data not found at {UKBENCH} (it lives in ../shared, never in the repo)")
     return UKBENCH
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample catalog with the metadata the API tests filter on (tests/api_support.py)."""
+    from tests.api_support import metadata_bundle
+
+    return metadata_bundle(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def images():
+    """A local HTTP host serving sample photos, for queries by URL."""
+    from tests.api_support import ImageHost
+
+    host = ImageHost()
+    yield host
+    host.close()

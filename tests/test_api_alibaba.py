@@ -13,7 +13,6 @@ from PIL import Image
 from tests.api_support import (
     b64,
     jpeg_bytes,
-    metadata_bundle,
     photo,
     png_bytes,
     running_server,
@@ -21,11 +20,6 @@ from tests.api_support import (
 
 ACTION = {"Action": "SearchImageByPic", "InstanceName": "default"}
 AUCTION_KEYS = {"CategoryId", "PicName", "ProductId", "Score", "SortExprValues"}
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return metadata_bundle(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

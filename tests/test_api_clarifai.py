@@ -11,23 +11,10 @@ import requests
 from tests.api_support import (
     ImageHost,
     b64,
-    metadata_bundle,
     metric,
     photo,
     running_server,
 )
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return metadata_bundle(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def images():
-    host = ImageHost()
-    yield host
-    host.close()
 
 
 @pytest.fixture(scope="module")

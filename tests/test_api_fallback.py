@@ -18,7 +18,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from PIL import Image
 
-from tests.api_support import Api, b64, metadata_bundle, metric, photo, running_server
+from tests.api_support import Api, b64, metric, photo, running_server
 from tests.fakes import SECRETS, Setup, provider_setup
 
 OPENAPI = Path(__file__).resolve().parent.parent / "device" / "api" / "openapi.yaml"
@@ -44,11 +44,6 @@ def gradient_png(width: int = 320, height: int = 240) -> bytes:
 
 WEAK = gradient_png()
 STRONG = photo("coffee-photo.jpg")
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return metadata_bundle(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

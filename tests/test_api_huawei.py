@@ -10,14 +10,9 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.api_support import b64, metadata_bundle, metric, photo, png_bytes, running_server
+from tests.api_support import b64, metric, photo, png_bytes, running_server
 
 PROJECT = "0a1b2c3d4e5f"
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return metadata_bundle(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

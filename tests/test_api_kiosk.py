@@ -12,15 +12,10 @@ import pytest
 import requests
 import yaml
 
-from tests.api_support import CATALOG, engines_for, metadata_bundle, running_server
+from tests.api_support import CATALOG, engines_for, running_server
 
 KEY = "kiosk-key-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return metadata_bundle(tmp_path_factory)
 
 
 def test_trigger_and_last_on_the_daemon(bundle: Path, tmp_path: Path) -> None:

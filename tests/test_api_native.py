@@ -22,7 +22,6 @@ from tests.api_support import (
     ImageHost,
     b64,
     jpeg_bytes,
-    metadata_bundle,
     metric,
     photo,
     png_bytes,
@@ -36,18 +35,6 @@ SPEC = yaml.safe_load(OPENAPI.read_text(encoding="utf-8"))
 def check_schema(name: str, body: object) -> None:
     schema = {"$ref": f"#/components/schemas/{name}", "components": SPEC["components"]}
     Draft202012Validator(schema).validate(body)
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return metadata_bundle(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def images():
-    host = ImageHost()
-    yield host
-    host.close()
 
 
 @pytest.fixture(scope="module")

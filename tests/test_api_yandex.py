@@ -11,7 +11,6 @@ import requests
 from tests.api_support import (
     ImageHost,
     b64,
-    metadata_bundle,
     metric,
     photo,
     png_bytes,
@@ -22,18 +21,6 @@ IMAGE_KEYS = {"url", "format", "width", "height", "passage", "host", "pageTitle"
 FORMATS = {"IMAGE_FORMAT_JPEG", "IMAGE_FORMAT_GIF", "IMAGE_FORMAT_PNG",
            "IMAGE_FORMAT_UNSPECIFIED"}
 PAGE_SIZE = 4
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return metadata_bundle(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def images():
-    host = ImageHost()
-    yield host
-    host.close()
 
 
 @pytest.fixture(scope="module")
