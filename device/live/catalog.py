@@ -48,6 +48,8 @@ from lensbox.device.search.engine import (
     QueryEmbedding,
     SearchEngine,
     SearchResult,
+    filter_hits,
+    make_hit,
     timed_image_search,
 )
 
@@ -855,20 +857,11 @@ def _items(view: _View, rows: Sequence[int]) -> list[Item]:
     return out
 
 
-def _hit(row: int, raw: float, item: Item) -> Hit:
-    return Hit(row, item["id"], round(min(1.0, max(0.0, raw)), 4), item)
-
-
 def _hits(view: _View, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
     items = _items(view, rows.tolist())
-    return [_hit(int(r), float(s), it) for r, s, it in zip(rows, scores, items) if it is not None]
+    return [make_hit(int(r), float(s), it) for r, s, it in zip(rows, scores, items)
+            if it is not None]
 
 
 def _filter(view: _View, rows: np.ndarray, scores: np.ndarray, predicate: Predicate) -> list[Hit]:
-    out = []
-    for start in range(0, len(rows), 512):
-        chunk = rows[start : start + 512].tolist()
-        for row, score, item in zip(chunk, scores[start : start + 512], _items(view, chunk)):
-            if item is not None and predicate(item):
-                out.append(_hit(int(row), float(score), item))
-    return out
+    return filter_hits(rows, scores, predicate, lambda chunk: _items(view, chunk))

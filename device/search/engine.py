@@ -198,7 +198,8 @@ class SearchEngine:
             keep = scores >= min_score
             rows, scores = rows[keep][offset:wanted], scores[keep][offset:wanted]
             items = self.bundle.items([int(r) for r in rows])
-            return [_hit(int(r), float(sc), it) for r, sc, it in zip(rows, scores, items)], total
+            hits = [make_hit(int(r), float(sc), it) for r, sc, it in zip(rows, scores, items)]
+            return hits, total
         exact = self.use_exact()
         rows, scores = self.rank(queries, None if exact else wanted, exact)
         keep = scores >= min_score
@@ -210,15 +211,7 @@ class SearchEngine:
         return passing[offset:wanted], len(passing)
 
     def _filter(self, rows: np.ndarray, scores: np.ndarray, predicate: Predicate) -> list[Hit]:
-        out = []
-        for start in range(0, len(rows), 512):
-            chunk = [int(r) for r in rows[start : start + 512]]
-            for row, score, item in zip(
-                chunk, scores[start : start + 512], self.bundle.items(chunk)
-            ):
-                if predicate(item):
-                    out.append(_hit(row, float(score), item))
-        return out
+        return filter_hits(rows, scores, predicate, self.bundle.items)
 
     def search_image(
         self,
@@ -246,8 +239,26 @@ def timed_image_search(
     )
 
 
-def _hit(row: int, raw: float, item: Item) -> Hit:
+def make_hit(row: int, raw: float, item: Item) -> Hit:
+    """A hit with its score as the API reports it: cosine clipped to 0-1, 4 decimals."""
     return Hit(row, item["id"], round(min(1.0, max(0.0, raw)), 4), item)
+
+
+def filter_hits(
+    rows: np.ndarray,
+    scores: np.ndarray,
+    predicate: Predicate,
+    fetch: Callable[[list[int]], list[Item | None]],
+) -> list[Hit]:
+    """Hits whose item passes ``predicate``, in rank order, fetching metadata in chunks;
+    ``fetch`` returns the items of the rows it is given, in order (None: gone)."""
+    out = []
+    for start in range(0, len(rows), 512):
+        chunk = [int(r) for r in rows[start : start + 512]]
+        for row, score, item in zip(chunk, scores[start : start + 512], fetch(chunk)):
+            if item is not None and predicate(item):
+                out.append(make_hit(row, float(score), item))
+    return out
 
 
 def open_engine(
