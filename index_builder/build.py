@@ -87,11 +87,10 @@ class BuildError(Exception):
 
 
 def _embed_all(
-    paths: list[str], settings: BuildSettings, model: Path, progress: bool
+    paths: list[str], settings: BuildSettings, model: Path, model_sha: str, progress: bool
 ) -> tuple[dict[str, dict], int]:
     """Embed every photo, from cache where possible; returns results by path, cache hits."""
     cache = EmbeddingCache(Path(settings.cache_dir) if settings.cache_dir else None)
-    model_sha = file_sha256(model)
     results: dict[str, dict] = {}
     todo: list[str] = []
     keys: dict[str, str] = {}
@@ -211,7 +210,8 @@ def build_bundle(
     except CatalogError as exc:
         raise BuildError(str(exc)) from exc
     paths = [str(p) for item in catalog for p in item.paths]
-    results, cached = _embed_all(paths, settings, model, progress)
+    model_sha = file_sha256(model)
+    results, cached = _embed_all(paths, settings, model, model_sha, progress)
     report = BuildReport(cached=cached, embedded=len(paths) - cached)
     items, pooled, owners = [], [], []
     for item in catalog:
@@ -250,7 +250,7 @@ def build_bundle(
         else ("pca" if projection is not None else "none")
     )
     report.seconds = time.perf_counter() - started
-    manifest = _manifest(settings, model, vectors.shape[1], scale, report, projection)
+    manifest = _manifest(settings, model, model_sha, vectors.shape[1], scale, report, projection)
     content = BundleContent(
         manifest=manifest,
         items=items,
@@ -267,6 +267,7 @@ def build_bundle(
 def _manifest(
     settings: BuildSettings,
     model: Path,
+    model_sha: str,
     dims: int,
     scale: float,
     report: BuildReport,
@@ -277,7 +278,7 @@ def _manifest(
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "lensbox_version": __version__,
-        "model": {"file": model.name, "sha256": file_sha256(model), "input_size": INPUT_SIZE},
+        "model": {"file": model.name, "sha256": model_sha, "input_size": INPUT_SIZE},
         "preprocessing": PREPROCESSING,
         "descriptor": {
             "pooling": settings.pooling,

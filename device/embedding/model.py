@@ -6,7 +6,6 @@ model on exactly this resize and scaling, and builder and device both call it.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from lensbox.device.embedding.runtime import make_interpreter, resolve_runtime
+from lensbox.models import model_sha256 as file_sha256  # one hash for model files
 
 INPUT_SIZE = 224
 PREPROCESSING = {
@@ -36,14 +36,6 @@ class ModelOutput:
 
     features: np.ndarray  # (N, h, w, C) float32, post-ReLU6
     logits: np.ndarray  # (N, 1000) float32
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
