@@ -13,14 +13,9 @@ from collections.abc import Callable
 
 from lensbox.device.api.server import add_serve
 from lensbox.device.capture.cli import add_kiosk
+from lensbox.device.console import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail
+from lensbox.device.console import error as console_error
 from lensbox.device.live.commands import add_config, add_deploy
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-def _err(message: str) -> int:
-    print(f"lensbox: error: {message}", file=sys.stderr)
-    return EXIT_FAIL
 
 
 # -- build --------------------------------------------------------------------------------
@@ -88,7 +83,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     try:
         report = build_bundle(args.catalog, args.output, settings, progress=not args.quiet)
     except (BuildError, ValueError) as exc:
-        return _err(str(exc))
+        return fail(str(exc))
     for skip in report.skipped:
         print(f"skipped: {skip['error']}", file=sys.stderr)
     print(f"wrote {args.output}: {report.summary()}")
@@ -146,7 +141,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         region = _parse_box(args.region)
         engine = open_engine(args.bundle, settings, args.threads, args.runtime)
     except (BundleError, ValueError, FileNotFoundError) as exc:
-        return _err(str(exc))
+        return fail(str(exc))
     predicate = None
     if args.category is not None:
         predicate = lambda item: item.get("category_id") == args.category  # noqa: E731
@@ -157,7 +152,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             rgb = load_image(query)
             res = engine.search_image(rgb, args.top_k, args.offset, predicate, region)
         except (ImageError, ValueError) as exc:
-            print(f"lensbox: error: {exc}", file=sys.stderr)
+            console_error(str(exc))
             failed = True
             continue
         results.append((query, res))
@@ -215,7 +210,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     try:
         bundle = open_bundle(args.bundle, file_sha256(MODEL_PATH))
     except BundleError as exc:
-        return _err(str(exc))
+        return fail(str(exc))
     print(json.dumps({**bundle.manifest, "disk_bytes": bundle.disk_bytes}, indent=2))
     return EXIT_OK
 

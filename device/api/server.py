@@ -26,13 +26,14 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAIL = 0, 1
+from lensbox.device.console import EXIT_FAIL, EXIT_OK, fail
+from lensbox.device.console import error as console_error
+
 log = logging.getLogger("lensbox.api")
 
 
@@ -234,16 +235,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             _check_paths(config.bundles)
         daemon = open_daemon(config)
     except ValidationError as exc:
-        print(f"lensbox: error: invalid settings:\n{format_errors(exc)}", file=sys.stderr)
-        return EXIT_FAIL
+        return fail(f"invalid settings:\n{format_errors(exc)}")
     except (ConfigError, BundleError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"lensbox: error: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        return fail(str(exc))
     _quiet(args.verbose)
     failed = {n: e["error"] for n, e in daemon.manager.ready()[1].items() if not e["ready"]}
     if failed and not appliance:
         for name, error in failed.items():
-            print(f"lensbox: error: instance {name}: {error}", file=sys.stderr)
+            console_error(f"instance {name}: {error}")
         daemon.close()
         return EXIT_FAIL
     return _run(args, config, daemon)
@@ -259,9 +258,7 @@ def _run(args: argparse.Namespace, config, daemon: Daemon) -> int:
                                       **waitress_options(server))
     except OSError as exc:
         daemon.close()
-        print(f"lensbox: error: cannot listen on {server.host}:{server.port}: {exc}",
-              file=sys.stderr)
-        return EXIT_FAIL
+        return fail(f"cannot listen on {server.host}:{server.port}: {exc}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

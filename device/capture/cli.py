@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-EXIT_OK, EXIT_FAIL = 0, 1
+from lensbox.device.console import EXIT_OK, fail
 
 
 def add_kiosk(sub: argparse._SubParsersAction) -> None:
@@ -97,8 +97,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
         camera, kiosk = _merged(cfg.camera, cam_up), _merged(cfg.kiosk, kiosk_up)
         http = _parse_hostport(args.http) if args.http else None
     except (ConfigError, ValidationError, ValueError) as exc:
-        print(f"lensbox: error: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        return fail(str(exc))
     from lensbox.device.capture.grabber import FrameGrabber
     from lensbox.device.capture.kiosk import KioskLoop
     from lensbox.device.search.engine import open_engine
@@ -110,8 +109,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     try:
         engine = reopen()
     except (BundleError, ValueError, FileNotFoundError) as exc:
-        print(f"lensbox: error: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        return fail(str(exc))
     loop = KioskLoop(engine, FrameGrabber(camera), kiosk)
     return _serve(loop, http, reopen)
 

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lensbox.device.console import fail
+
 DEFAULT_CONFIG = "/etc/lensbox/lensbox.toml"
 UNITS = ("lensbox.service", "lensbox-kiosk.service")
 _SECRET_HINTS = ("key", "secret", "token", "password", "credential", "value")
@@ -276,8 +278,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             print("\n".join(errors), file=sys.stderr)
             return 1
         if args.instance not in config.bundles:
-            print(f"lensbox: error: no instance {args.instance!r} in [bundles]", file=sys.stderr)
-            return 1
+            return fail(f"no instance {args.instance!r} in [bundles]")
         target = config.bundles[args.instance]
     try:
         if args.no_verify:
@@ -288,8 +289,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
             validate_engine(open_engine(args.bundle, threads=1))
     except (BundleError, FileNotFoundError, ValueError) as exc:
-        print(f"lensbox: error: refused: {exc}", file=sys.stderr)
-        return 1
+        return fail(f"refused: {exc}")
     slot = BundleSlot(target)
     try:
         previous = slot.current()
