@@ -13,7 +13,7 @@ from typing import Any
 
 from lensbox.device.embedding.embedder import Embedder
 from lensbox.device.embedding.model import TFLiteModel
-from lensbox.device.imaging.decode import ImageError, decode_image, probe_image
+from lensbox.device.imaging.decode import ImageError, decode_with_info
 
 _EMBEDDER: Embedder | None = None
 _VIEWS: tuple[str, ...] = ("full",)
@@ -34,8 +34,7 @@ def embed_file(path: str) -> dict[str, Any]:
     assert _EMBEDDER is not None, "init_worker was not called"
     try:
         data = Path(path).read_bytes()
-        info = probe_image(data, source=path)
-        rgb = decode_image(data, source=path)
+        rgb, info = decode_with_info(data, source=path)
         emb = _EMBEDDER.embed(rgb, _VIEWS)
     except ImageError as exc:
         return {"path": path, "error": str(exc), "code": exc.code}

@@ -110,10 +110,10 @@ def _check_size(info: ImageInfo, limits: DecodeLimits, source: str | None) -> No
         )
 
 
-def probe_image(
-    data: bytes, limits: DecodeLimits = DEFAULT_LIMITS, source: str | None = None
-) -> ImageInfo:
-    """Read format and size from the header only, and apply ``limits``."""
+def _probe(
+    data: bytes, limits: DecodeLimits, source: str | None
+) -> tuple[Image.Image, ImageInfo]:
+    """Open lazily (header only) and apply ``limits``; the pixels are not read yet."""
     if len(data) > limits.max_bytes:
         raise ImageError(
             "too_many_bytes", f"{len(data)} bytes is over the limit of {limits.max_bytes}", source
@@ -121,7 +121,14 @@ def probe_image(
     img = _open(data, source)
     info = ImageInfo(img.format or "", *img.size)
     _check_size(info, limits, source)
-    return info
+    return img, info
+
+
+def probe_image(
+    data: bytes, limits: DecodeLimits = DEFAULT_LIMITS, source: str | None = None
+) -> ImageInfo:
+    """Read format and size from the header only, and apply ``limits``."""
+    return _probe(data, limits, source)[1]
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -151,8 +158,14 @@ def decode_image(
     Raises :class:`ImageError` for anything that is not a usable image; never a bare
     Pillow or OpenCV exception, so callers can map errors onto their own contract.
     """
-    probe_image(data, limits, source)
-    img = _open(data, source)
+    return decode_with_info(data, limits, source)[0]
+
+
+def decode_with_info(
+    data: bytes, limits: DecodeLimits = DEFAULT_LIMITS, source: str | None = None
+) -> tuple[np.ndarray, ImageInfo]:
+    """:func:`decode_image` plus what the header said (format, stored size), parsed once."""
+    img, info = _probe(data, limits, source)
     try:
         img.seek(0)  # GIF / multi-page TIFF: the first frame.
         img.load()
@@ -164,9 +177,9 @@ def decode_image(
         raise ImageError(
             "truncated", f"the image data is damaged or truncated ({exc})", source
         ) from exc
-    info = ImageInfo(img.format or "", rgb.shape[1], rgb.shape[0])
-    _check_size(info, limits, source)  # EXIF rotation can swap sides.
-    return np.ascontiguousarray(rgb)
+    # EXIF rotation can swap the sides, so the decoded size is checked again.
+    _check_size(ImageInfo(info.format, rgb.shape[1], rgb.shape[0]), limits, source)
+    return np.ascontiguousarray(rgb), info
 
 
 def load_image(path: str | Path, limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
