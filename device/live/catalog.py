@@ -562,7 +562,7 @@ class LiveCatalog:
         fields). Raises ImageError for an unusable photo, ValueError for bad fields.
         ``embedder``: as in :meth:`embed_query` (runs unlocked, caller owns it).
         """
-        from lensbox.device.imaging.decode import DEFAULT_LIMITS, decode_image, probe_image
+        from lensbox.device.imaging.decode import DEFAULT_LIMITS, decode_with_info
 
         check_id(item_id)
         clean = normalize_fields(fields)
@@ -574,8 +574,9 @@ class LiveCatalog:
         infos, rgbs = [], []
         for n, data in enumerate(images):
             source = f"{item_id}[{n}]"
-            infos.append(probe_image(data, limits, source))
-            rgbs.append(decode_image(data, limits, source))
+            rgb, info = decode_with_info(data, limits, source)
+            rgbs.append(rgb)
+            infos.append(info)
         view = self._view
         views = tuple(view.engine.bundle.manifest["descriptor"].get("catalog_views") or ("full",))
         if embedder is not None:
