@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from lensbox.device import __version__
+from lensbox.device.bundle.atomic import UnsafeTargetError, check_replaceable
 from lensbox.device.bundle.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -192,6 +193,15 @@ def _fit_projection(pooled: np.ndarray, settings: BuildSettings) -> Projection |
     return Projection.fit(pooled, dims, settings.whiten)
 
 
+def _check_output(output: Path, source: Path, paths: list[str]) -> None:
+    """Refuse, before any work, an output that would replace the user's own files."""
+    inputs = [source] if source.is_dir() else [source, *map(Path, paths)]
+    try:
+        check_replaceable(output, inputs)
+    except UnsafeTargetError as exc:
+        raise BuildError(str(exc)) from exc
+
+
 def build_bundle(
     source: str | Path,
     output: str | Path,
@@ -210,6 +220,7 @@ def build_bundle(
     except CatalogError as exc:
         raise BuildError(str(exc)) from exc
     paths = [str(p) for item in catalog for p in item.paths]
+    _check_output(Path(output), Path(source), paths)
     model_sha = file_sha256(model)
     results, cached = _embed_all(paths, settings, model, model_sha, progress)
     report = BuildReport(cached=cached, embedded=len(paths) - cached)

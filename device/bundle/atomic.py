@@ -7,11 +7,65 @@ never a torn mix.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from lensbox.device.bundle.format import FORMAT_NAME, MANIFEST, BundleError
+
+
+class UnsafeTargetError(BundleError):
+    """Replacing the target would destroy something that is not a lensbox bundle."""
+
+
+def is_bundle_dir(path: Path) -> bool:
+    """True when ``path`` is a directory whose manifest names the lensbox bundle format.
+
+    Only such a directory (or an empty one) is ours to replace: anything else at the target
+    belongs to the user.
+    """
+    manifest = Path(path) / MANIFEST
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT_NAME
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_replaceable(target: Path, inputs: Iterable[Path] = (), what: str = "output") -> None:
+    """Refuse a target whose replacement could lose a user's files.
+
+    The target may be replaced only when it is absent, an empty directory, a lensbox bundle
+    (recognised by its manifest), or a symlink (a deployed slot) naming one; and never when
+    it is, contains or lies inside one of ``inputs``. Checked before any work starts, so a
+    refused build costs nothing and touches nothing.
+    """
+    target = Path(target).absolute()
+    real = target.resolve()
+    for src in inputs:
+        src_real = Path(src).absolute().resolve()
+        if _overlaps(real, src_real):
+            raise UnsafeTargetError(
+                f"{what} {target} overlaps the input {src}: choose an {what} path outside "
+                "it, e.g. -o catalog.lbx next to the photo folder"
+            )
+    if target.is_symlink():
+        if not target.exists() or is_bundle_dir(target):
+            return
+    elif not target.exists() or (target.is_dir() and (is_bundle_dir(target) or not any(target.iterdir()))):
+        return
+    kind = "a file" if target.is_file() else "a folder that is not a lensbox bundle"
+    raise UnsafeTargetError(
+        f"{what} {target} is {kind}; lensbox only replaces its own bundles: choose a new "
+        f"path (e.g. {target.name}.lbx) or remove it yourself"
+    )
 
 
 def fsync_dir(path: Path) -> None:
@@ -58,6 +112,7 @@ def staged_directory(target: Path) -> Iterator[Path]:
     that the next build cleans up), never a half-written bundle under the real name.
     """
     target = Path(target).absolute()
+    check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -65,6 +120,7 @@ def staged_directory(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         fsync_tree(tmp)
+        check_replaceable(target)  # again: the target may have changed during the build
         if target.exists():
             old = Path(
                 tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

@@ -280,6 +280,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if args.instance not in config.bundles:
             return fail(f"no instance {args.instance!r} in [bundles]")
         target = config.bundles[args.instance]
+    from lensbox.device.bundle.atomic import check_replaceable
+
+    try:
+        check_replaceable(Path(target), inputs=[Path(args.bundle)], what="deploy target")
+    except BundleError as exc:
+        return fail(f"refused: {exc}")
     try:
         if args.no_verify:
             open_bundle(args.bundle).index.unload()

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from lensbox.device.bundle.atomic import fsync_dir, fsync_tree
+from lensbox.device.bundle.atomic import check_replaceable, fsync_dir, fsync_tree
 from lensbox.device.bundle.format import MANIFEST, BundleError
 
 GEN_RE = re.compile(r"^(?P<name>.+)@g(?P<gen>\d{6,})$")
@@ -166,6 +166,7 @@ class BundleSlot:
     def _adopt_plain_dir(self) -> None:
         """A plain bundle directory becomes generation 0 (crash-safe: see ``current``)."""
         if self.path.is_dir() and not self.path.is_symlink():
+            check_replaceable(self.path, what="slot")
             gen0 = self._gen_path(0)
             if gen0.exists():
                 raise BundleError(f"{gen0} exists next to the plain directory {self.path}")
