@@ -77,8 +77,13 @@ def build(work: Path) -> Path:
     return out
 
 
-def measure(trigger: Callable[[int], tuple[bool, dict | None]], baseline: Callable[[], None],
-            n: int, warmup: int = 3, pause_s: float = 0.05) -> Run:
+def measure(
+    trigger: Callable[[int], tuple[bool, dict | None]],
+    baseline: Callable[[], None],
+    n: int,
+    warmup: int = 3,
+    pause_s: float = 0.05,
+) -> Run:
     """Time ``n`` triggers, each right after one baseline search.
 
     A random pause before each trigger puts it at a random phase of the camera's frame
@@ -107,6 +112,7 @@ def serial_trigger(port, loop=None) -> Callable[[int], tuple[bool, dict | None]]
     def fn(i: int) -> tuple[bool, dict | None]:
         answer = port.ask(f"LOOKUP {i}", timeout=10.0) or ""
         return answer.startswith(f"OK {i} coffee "), loop.last().timings if loop else None
+
     return fn
 
 
@@ -116,15 +122,17 @@ def direct_search(engine) -> Callable[[], None]:
     def fn() -> None:
         if engine.search_image(rgb, top_k=3).hits[0].id != "coffee":
             raise SystemExit("baseline search did not find coffee")
+
     return fn
 
 
-def bench_in_daemon(engine, video: Path, work: Path, n: int, max_age_ms: int = 0
-                    ) -> dict[str, Run]:
+def bench_in_daemon(engine, video: Path, work: Path, n: int, max_age_ms: int = 0) -> dict[str, Run]:
     """The loop in this process; with ``max_age_ms`` the grabber decodes every frame and a
     trigger reuses the newest (serial only), else it waits for the next (serial + HTTP)."""
     import requests
     from flask import Flask
+    from waitress import create_server
+
     from lensbox.device.capture.grabber import FrameGrabber
     from lensbox.device.capture.http import make_blueprint
     from lensbox.device.capture.kiosk import KioskLoop
@@ -135,11 +143,13 @@ def bench_in_daemon(engine, video: Path, work: Path, n: int, max_age_ms: int = 0
         SerialConfig,
         TriggerConfig,
     )
-    from waitress import create_server
 
     port = PtyPort(work / "ttyBENCH")
-    cfg = KioskConfig(serial=SerialConfig(port=str(port.path)), max_frame_age_ms=max_age_ms,
-                      trigger=TriggerConfig(debounce_ms=0, min_gap_ms=0))
+    cfg = KioskConfig(
+        serial=SerialConfig(port=str(port.path)),
+        max_frame_age_ms=max_age_ms,
+        trigger=TriggerConfig(debounce_ms=0, min_gap_ms=0),
+    )
     loop = KioskLoop(engine, FrameGrabber(CameraConfig(source=str(video))), cfg).start()
     app = Flask("bench")
     app.register_blueprint(make_blueprint(loop))
@@ -170,21 +180,34 @@ def bench_in_daemon(engine, video: Path, work: Path, n: int, max_age_ms: int = 0
     return out
 
 
-def bench_own_process(engine, bundle: Path, video: Path, work: Path, threads: int, n: int
-                      ) -> Run:
+def bench_own_process(engine, bundle: Path, video: Path, work: Path, threads: int, n: int) -> Run:
     from lensbox.device.capture.testing import PtyPort
 
     config = work / "kiosk.toml"
-    config.write_text(f"[search]\nthreads = {threads}\n\n"
-                      "[kiosk.trigger]\ndebounce_ms = 0\nmin_gap_ms = 0\n")
+    config.write_text(
+        f"[search]\nthreads = {threads}\n\n[kiosk.trigger]\ndebounce_ms = 0\nmin_gap_ms = 0\n"
+    )
     port = PtyPort(work / "ttyPROC")
     log_path = work / "kiosk.log"
     log_file = log_path.open("w")  # a file, not a pipe nobody drains while we measure
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lensbox.device.cli", "kiosk", str(bundle), "--camera",
-         str(video), "--serial", str(port.path), "--config", str(config),
-         "--log-level", "WARNING"],
-        stdout=subprocess.DEVNULL, stderr=log_file,
+        [
+            sys.executable,
+            "-m",
+            "lensbox.device.cli",
+            "kiosk",
+            str(bundle),
+            "--camera",
+            str(video),
+            "--serial",
+            str(port.path),
+            "--config",
+            str(config),
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log_file,
     )
     try:
         deadline = time.monotonic() + 30
@@ -215,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     log("building the sample bundle")
     bundle = build(args.work)
-    video = write_video(args.work / "camera.avi", [cv2.imread(str(QUERY))] * int(args.fps),
-                        fps=args.fps)
+    video = write_video(
+        args.work / "camera.avi", [cv2.imread(str(QUERY))] * int(args.fps), fps=args.fps
+    )
     engine = open_engine(str(bundle), threads=args.threads)
     log("in-daemon layout: KioskLoop + serial pty + HTTP")
     runs = bench_in_daemon(engine, video, args.work, args.triggers)
@@ -224,29 +248,52 @@ def main(argv: list[str] | None = None) -> int:
     runs.update(bench_in_daemon(engine, video, args.work, args.triggers, age))
     log("own-process layout: lensbox kiosk")
     runs["own process (lensbox kiosk), serial (pty)"] = bench_own_process(
-        engine, bundle, video, args.work, args.threads, args.triggers)
+        engine, bundle, video, args.work, args.threads, args.triggers
+    )
     table, results = [], {}
     for name, run in runs.items():
         st, base = summarise_ms(run.samples), summarise_ms(run.baseline)
         parts = run.breakdown()
-        results[name] = {**st, "baseline": base, "wrong": run.wrong, "breakdown_ms": parts,
-                         "rss_mb": run.rss_mb}
-        table.append([
-            name, st["n"], st["median_ms"], st["p99_ms"], base["median_ms"],
-            f"{st['median_ms'] / base['median_ms']:.2f}x", run.wrong,
-            " / ".join(f"{parts[k]:.1f}" for k in PARTS) if parts else "-",
-        ])
+        results[name] = {
+            **st,
+            "baseline": base,
+            "wrong": run.wrong,
+            "breakdown_ms": parts,
+            "rss_mb": run.rss_mb,
+        }
+        table.append(
+            [
+                name,
+                st["n"],
+                st["median_ms"],
+                st["p99_ms"],
+                base["median_ms"],
+                f"{st['median_ms'] / base['median_ms']:.2f}x",
+                run.wrong,
+                " / ".join(f"{parts[k]:.1f}" for k in PARTS) if parts else "-",
+            ]
+        )
     print_table(
         f"Trigger-to-answer latency (ms), camera {args.fps:g} fps, {args.threads} threads, "
         f"{args.triggers} triggers per row",
-        ["layout", "n", "p50", "p99", "baseline p50", "p50 / baseline", "wrong",
-         "frame wait / quality / embed / search (mean)"],
+        [
+            "layout",
+            "n",
+            "p50",
+            "p99",
+            "baseline p50",
+            "p50 / baseline",
+            "wrong",
+            "frame wait / quality / embed / search (mean)",
+        ],
         table,
     )
     own = runs["own process (lensbox kiosk), serial (pty)"].rss_mb
     if own is not None:
-        print(f"\n`lensbox kiosk` process resident memory: {own:.0f} MB "
-              f"(this bench process: {_rss_mb(os.getpid()):.0f} MB)")
+        print(
+            f"\n`lensbox kiosk` process resident memory: {own:.0f} MB "
+            f"(this bench process: {_rss_mb(os.getpid()):.0f} MB)"
+        )
     save_results("trigger", {"fps": args.fps, "threads": args.threads, "layouts": results})
     return 0
 

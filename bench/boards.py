@@ -48,20 +48,30 @@ def estimate(gmacs: float, views_per_query: int = 3) -> list[dict]:
     pi4 = 17.0 * gmacs / MOBILENET_V2_GMACS  # ARM64, 4 threads
     boards = [
         ("Raspberry Pi 4 (64-bit OS)", pi4, pi4, "xnnpack"),
-        ("Raspberry Pi 4 (32-bit OS)", 20.0 * gmacs / MOBILENET_V2_GMACS,
-         20.0 * gmacs / MOBILENET_V2_GMACS, "xnnpack"),
+        (
+            "Raspberry Pi 4 (32-bit OS)",
+            20.0 * gmacs / MOBILENET_V2_GMACS,
+            20.0 * gmacs / MOBILENET_V2_GMACS,
+            "xnnpack",
+        ),
         ("Raspberry Pi 5", pi4 / 4.8, pi4 / 2.0, "pi5"),
         ("Jetson Nano (CPU)", pi4 * 1.3, pi4 * 1.7, "nano"),
     ]
     rows = []
     for name, lo, hi, src in boards:
-        rows.append({
-            "board": name, "view_ms_low": lo, "view_ms_high": hi,
-            "query_ms_low": lo * views_per_query, "query_ms_high": hi * views_per_query,
-            # One XNNPACK thread instead of four: assumed ~3x slower (75% parallel efficiency).
-            "view_ms_1_thread_low": lo * 3, "view_ms_1_thread_high": hi * 3,
-            "source": src,
-        })
+        rows.append(
+            {
+                "board": name,
+                "view_ms_low": lo,
+                "view_ms_high": hi,
+                "query_ms_low": lo * views_per_query,
+                "query_ms_high": hi * views_per_query,
+                # One XNNPACK thread instead of four: assumed ~3x slower (75% parallel efficiency).
+                "view_ms_1_thread_low": lo * 3,
+                "view_ms_1_thread_high": hi * 3,
+                "source": src,
+            }
+        )
     return rows
 
 
@@ -70,13 +80,25 @@ def run(host_view_ms: float | None = None) -> dict:
         macs = macs_of_model()
     else:  # the published count, when torch is not installed to count it
         macs = {"gmacs": 0.407, "conv_gmacs": None, "params_m": 4.7, "note": "published"}
-    res = {"macs": macs, "mobilenet_v2_gmacs": MOBILENET_V2_GMACS,
-           "estimates": estimate(macs["gmacs"]), "sources": SOURCES,
-           "host_view_ms": host_view_ms}
-    print_table("ESTIMATED EfficientNet-Lite0 int8 per view (4 threads)",
-                ["board", "ms/view", "ms/query (3 views)"],
-                [[r["board"], f"{r['view_ms_low']:.0f}-{r['view_ms_high']:.0f}",
-                  f"{r['query_ms_low']:.0f}-{r['query_ms_high']:.0f}"] for r in res["estimates"]])
+    res = {
+        "macs": macs,
+        "mobilenet_v2_gmacs": MOBILENET_V2_GMACS,
+        "estimates": estimate(macs["gmacs"]),
+        "sources": SOURCES,
+        "host_view_ms": host_view_ms,
+    }
+    print_table(
+        "ESTIMATED EfficientNet-Lite0 int8 per view (4 threads)",
+        ["board", "ms/view", "ms/query (3 views)"],
+        [
+            [
+                r["board"],
+                f"{r['view_ms_low']:.0f}-{r['view_ms_high']:.0f}",
+                f"{r['query_ms_low']:.0f}-{r['query_ms_high']:.0f}",
+            ]
+            for r in res["estimates"]
+        ],
+    )
     return res
 
 

@@ -34,8 +34,9 @@ class BenchConfig:
     """Options shared by every part; ``quick`` shrinks query sets and catalog sizes."""
 
     quick: bool = False
-    data: Path = field(default_factory=lambda: Path(
-        os.environ.get("LENSBOX_UKBENCH", str(DEFAULT_UKBENCH))))
+    data: Path = field(
+        default_factory=lambda: Path(os.environ.get("LENSBOX_UKBENCH", str(DEFAULT_UKBENCH)))
+    )
     work: Path = field(default_factory=lambda: Path("/tmp/lensbox-bench"))
     cache: Path | None = None  # embeddings of query sets, to iterate on the report quickly
     threads: int = 2
@@ -56,11 +57,11 @@ def log(message: str) -> None:
 
 def group_of(path: Path) -> int:
     """UKBench object id: ukbenchNNNNN belongs to group NNNNN // 4."""
-    return int(path.stem[len("ukbench"):]) // 4
+    return int(path.stem[len("ukbench") :]) // 4
 
 
 def view_of(path: Path) -> int:
-    return int(path.stem[len("ukbench"):]) % 4
+    return int(path.stem[len("ukbench") :]) % 4
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -116,10 +117,20 @@ def _version(module: str) -> str | None:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=False)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"],
-                               capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
         if out.returncode:
             return None
         return out.stdout.strip() + ("+uncommitted" if dirty.stdout.strip() else "")
@@ -192,6 +203,7 @@ class TorchFloatModel:
 
     def __init__(self, threads: int = 2) -> None:
         import torch
+
         from lensbox.models.efficientnet_lite0 import load_pretrained
 
         torch.set_num_threads(threads)
@@ -205,7 +217,7 @@ class TorchFloatModel:
         feats, logits = [], []
         with self._torch.inference_mode():
             for i in range(0, len(batch), max_batch):
-                chunk = np.ascontiguousarray(batch[i:i + max_batch])
+                chunk = np.ascontiguousarray(batch[i : i + max_batch])
                 f, lg = self.net(self._torch.from_numpy(chunk))
                 feats.append(f.numpy())
                 logits.append(lg.numpy())
@@ -215,6 +227,7 @@ class TorchFloatModel:
 def macs_of_model() -> dict[str, float]:
     """Multiply-accumulates of one 224x224 forward pass, counted from the module's layers."""
     import torch
+
     from lensbox.models.efficientnet_lite0 import EfficientNetLite0
 
     net = EfficientNetLite0().eval()
@@ -243,8 +256,9 @@ def macs_of_model() -> dict[str, float]:
 ALL_POOLINGS = ("gem", "avg")
 
 
-def embed_views(model, images: list[np.ndarray], views: tuple[str, ...],
-                batch: int = 8) -> dict[str, np.ndarray]:
+def embed_views(
+    model, images: list[np.ndarray], views: tuple[str, ...], batch: int = 8
+) -> dict[str, np.ndarray]:
     """Pooled features of every image under every view, for both poolings.
 
     Mirrors :meth:`Embedder.embed_many` (full views batched, subject box from the full view's
@@ -260,7 +274,7 @@ def embed_views(model, images: list[np.ndarray], views: tuple[str, ...],
     out = {p: np.zeros((len(images), len(views), 1280), np.float32) for p in ALL_POOLINGS}
     size = model.input_size
     for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
+        chunk = images[start : start + batch]
         full = model.run(np.stack([preprocess(im, size) for im in chunk]))
         crops, slots = [], []
         for j, rgb in enumerate(chunk):
@@ -269,7 +283,7 @@ def embed_views(model, images: list[np.ndarray], views: tuple[str, ...],
             for v, (view, crop) in enumerate(zip(views, crop_views(rgb, views, box))):
                 if view == "full":
                     for p in ALL_POOLINGS:
-                        out[p][start + j, v] = pool(full.features[j:j + 1], p)[0]
+                        out[p][start + j, v] = pool(full.features[j : j + 1], p)[0]
                 else:
                     crops.append(preprocess(crop, size))
                     slots.append((start + j, v))
@@ -286,8 +300,9 @@ def cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def cached(cfg: BenchConfig, name: str, key: str, compute: Callable[[], dict[str, np.ndarray]]
-           ) -> dict[str, np.ndarray]:
+def cached(
+    cfg: BenchConfig, name: str, key: str, compute: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """``compute()`` unless ``cfg.cache`` holds the result for ``key`` (development aid)."""
     if cfg.cache is None:
         return compute()
@@ -302,8 +317,9 @@ def cached(cfg: BenchConfig, name: str, key: str, compute: Callable[[], dict[str
 
 
 # -- metrics ---------------------------------------------------------------------------------
-def ranks_from_scores(scores: np.ndarray, relevant: np.ndarray, seed: int = 0,
-                      higher_is_better: bool = True) -> np.ndarray:
+def ranks_from_scores(
+    scores: np.ndarray, relevant: np.ndarray, seed: int = 0, higher_is_better: bool = True
+) -> np.ndarray:
     """1-based rank of ``relevant[i]`` in row ``i`` of ``scores`` (Q, N); ties broken randomly.
 
     A fixed-seed random tie-break keeps a coarse score (pHash's 0..64 Hamming distance) from

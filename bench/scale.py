@@ -54,9 +54,8 @@ class RealData:
 
 def real_data(cfg: BenchConfig, n_queries: int) -> RealData:
     """Build the 1000-photo bundle (PCA-whitened 256) and embed real queries through the engine."""
-    from lensbox.device.imaging.decode import decode_image
-
     from bench.quality import build, open_engine
+    from lensbox.device.imaging.decode import decode_image
 
     paths = cfg.images()
     bundle = build("all1000", paths, cfg)
@@ -80,8 +79,11 @@ def ensure_synthetic(cfg: BenchConfig, n: int) -> tuple[Path, np.ndarray]:
     qpath = cfg.work / "scale" / "queries.npy"
     sha = file_sha256(wait_for_model())
     manifest = out / "manifest.json"
-    if manifest.is_file() and qpath.is_file() and json.loads(manifest.read_text())[
-            "model"]["sha256"] == sha:
+    if (
+        manifest.is_file()
+        and qpath.is_file()
+        and json.loads(manifest.read_text())["model"]["sha256"] == sha
+    ):
         return out, np.load(qpath)
     real = real_data(cfg, 60 if cfg.quick else 150)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +104,7 @@ def fit_sampler(corpus: np.ndarray, seed: int):
         for s in range(0, n, 100_000):
             k = min(100_000, n - s)
             x = rng.standard_normal((k, corpus.shape[1]), dtype=np.float32) @ chol.T + mean
-            out[s:s + k] = x / np.linalg.norm(x, axis=1, keepdims=True)
+            out[s : s + k] = x / np.linalg.norm(x, axis=1, keepdims=True)
         return out
 
     return sample
@@ -118,21 +120,35 @@ def write_synthetic(real: RealData, n: int, sample, out: Path, trees: int) -> di
     synth = sample(n - len(real.catalog))
     vectors = np.concatenate([real.catalog, synth])
     # adult is NOT NULL and the writer passes every column explicitly, so it must be given.
-    items = [{"id": f"ukbench{4 * g:05d}", "title": f"object {g}", "adult": 0}
-             for g in range(len(real.catalog))]
+    items = [
+        {"id": f"ukbench{4 * g:05d}", "title": f"object {g}", "adult": 0}
+        for g in range(len(real.catalog))
+    ]
     items += [{"id": f"syn{i:07d}", "adult": 0} for i in range(len(synth))]
     manifest = json.loads(json.dumps(src.manifest))
     manifest["counts"] = {"items": n, "photos": n, "vectors": n, "skipped": 0}
     manifest["index"]["trees"] = trees
     manifest["synthetic"] = "250 real UKBench items + Gaussian-sampled descriptors (bench/scale.py)"
-    content = BundleContent(manifest, items, quantize_int8(vectors, src.int8_scale),
-                            np.arange(n, dtype=np.int32), src.projection, {"synthetic": True})
+    content = BundleContent(
+        manifest,
+        items,
+        quantize_int8(vectors, src.int8_scale),
+        np.arange(n, dtype=np.int32),
+        src.projection,
+        {"synthetic": True},
+    )
     t0 = time.perf_counter()
     write_bundle(out, content)
     seconds = time.perf_counter() - t0
     files = {f.name: f.stat().st_size for f in out.iterdir() if f.is_file()}
-    return {"items": n, "trees": trees, "write_seconds": seconds, "files": files,
-            "bytes": sum(files.values()), "bytes_per_1k": sum(files.values()) / n * 1000}
+    return {
+        "items": n,
+        "trees": trees,
+        "write_seconds": seconds,
+        "files": files,
+        "bytes": sum(files.values()),
+        "bytes_per_1k": sum(files.values()) / n * 1000,
+    }
 
 
 def exact_top(bundle, queries: np.ndarray, k: int = 10) -> np.ndarray:
@@ -141,7 +157,7 @@ def exact_top(bundle, queries: np.ndarray, k: int = 10) -> np.ndarray:
     best = np.full((len(queries), 0), 0, np.int64)
     scores_all = np.full((len(queries), 0), -2.0, np.float32)
     for s in range(0, len(bundle.vectors), 131072):
-        block = bundle.vectors[s:s + 131072].astype(np.float32) / bundle.int8_scale
+        block = bundle.vectors[s : s + 131072].astype(np.float32) / bundle.int8_scale
         sc = (block @ q).reshape(len(block), len(queries), -1).max(axis=2).T  # (Q, B)
         top = np.argpartition(-sc, min(k, sc.shape[1] - 1), axis=1)[:, :k]
         scores_all = np.concatenate([scores_all, np.take_along_axis(sc, top, 1)], axis=1)
@@ -152,8 +168,9 @@ def exact_top(bundle, queries: np.ndarray, k: int = 10) -> np.ndarray:
     return best
 
 
-def search_curve(engine, queries: np.ndarray, truth: np.ndarray, targets: np.ndarray,
-                 n_exact_timed: int) -> dict:
+def search_curve(
+    engine, queries: np.ndarray, truth: np.ndarray, targets: np.ndarray, n_exact_timed: int
+) -> dict:
     """ANN recall@10 vs exact, recall@1 of the true item, and latency (ANN and exact)."""
     recalls, hits1, times = [], [], []
     for q, want, target in zip(queries, truth, targets):
@@ -167,10 +184,14 @@ def search_curve(engine, queries: np.ndarray, truth: np.ndarray, targets: np.nda
         t0 = time.perf_counter()
         engine.rank(q, 10, exact=True)
         exact_ms.append((time.perf_counter() - t0) * 1e3)
-    return {"recall@10_vs_exact": float(np.mean(recalls)), "ann_recall@1": float(np.mean(hits1)),
-            "exact_recall@1": float(np.mean(truth[:, 0] == targets)),
-            "ann_ms_median": float(np.median(times)), "ann_ms_p99": float(np.percentile(times, 99)),
-            "exact_ms_median": float(np.median(exact_ms)) if exact_ms else None}
+    return {
+        "recall@10_vs_exact": float(np.mean(recalls)),
+        "ann_recall@1": float(np.mean(hits1)),
+        "exact_recall@1": float(np.mean(truth[:, 0] == targets)),
+        "ann_ms_median": float(np.median(times)),
+        "ann_ms_p99": float(np.percentile(times, 99)),
+        "exact_ms_median": float(np.median(exact_ms)) if exact_ms else None,
+    }
 
 
 RSS_SCRIPT = r"""
@@ -201,15 +222,22 @@ print(json.dumps({"imports": before, "opened": opened, "searched": status(), "pa
 
 def daemon_rss(bundle: Path, image: Path, searches: int = 20) -> dict:
     """RSS of a fresh process that opens the bundle with the real model and searches."""
-    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(bundle), str(image), str(searches)],
-                         capture_output=True, text=True, timeout=600, cwd=str(ROOT), check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_SCRIPT, str(bundle), str(image), str(searches)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(ROOT),
+        check=False,
+    )
     if out.returncode:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def index_space(real: RealData, bundle_path: Path, targets: np.ndarray,
-                truth: np.ndarray) -> list[dict]:
+def index_space(
+    real: RealData, bundle_path: Path, targets: np.ndarray, truth: np.ndarray
+) -> list[dict]:
     """Annoy built on whitened vectors vs on the same vectors un-whitened (what lensbox builds).
 
     Whitening makes descriptors nearly isotropic, the worst case for random-hyperplane
@@ -218,6 +246,7 @@ def index_space(real: RealData, bundle_path: Path, targets: np.ndarray,
     one. This comparison is why bundles record ``index.space = pca``: docs/benchmarks.md.
     """
     from annoy import AnnoyIndex
+
     from lensbox.device.bundle.reader import open_bundle
 
     bundle = open_bundle(bundle_path)
@@ -229,8 +258,10 @@ def index_space(real: RealData, bundle_path: Path, targets: np.ndarray,
         return y / np.linalg.norm(y, axis=-1, keepdims=True)
 
     rows = []
-    spaces = (("whitened (format before index.space)", vecs, real.queries),
-              ("un-whitened PCA (lensbox)", unwhiten(vecs), unwhiten(real.queries)))
+    spaces = (
+        ("whitened (format before index.space)", vecs, real.queries),
+        ("un-whitened PCA (lensbox)", unwhiten(vecs), unwhiten(real.queries)),
+    )
     for space, data, queries in spaces:
         index = AnnoyIndex(vecs.shape[1], "angular")
         index.set_seed(42)
@@ -249,18 +280,26 @@ def index_space(real: RealData, bundle_path: Path, targets: np.ndarray,
                 times.append((time.perf_counter() - t0) * 1e3)
                 hits1.append(bool(top[0] == target))
                 recall.append(len(set(top.tolist()) & set(want.tolist())) / 10)
-            rows.append({"index space": space, "trees": 16, "candidates": cand,
-                         "ann_recall@1": float(np.mean(hits1)),
-                         "recall@10_vs_exact": float(np.mean(recall)),
-                         "ann_ms_median": float(np.median(times))})
+            rows.append(
+                {
+                    "index space": space,
+                    "trees": 16,
+                    "candidates": cand,
+                    "ann_recall@1": float(np.mean(hits1)),
+                    "recall@10_vs_exact": float(np.mean(recall)),
+                    "ann_ms_median": float(np.median(times)),
+                }
+            )
         index.unload()
     return rows
 
 
-def tree_sweep(real: RealData, bundle_path: Path, targets: np.ndarray, truth: np.ndarray,
-               cfg: BenchConfig) -> list[dict]:
+def tree_sweep(
+    real: RealData, bundle_path: Path, targets: np.ndarray, truth: np.ndarray, cfg: BenchConfig
+) -> list[dict]:
     """recall@10 and latency for Annoy trees x candidates on one bundle size."""
     from annoy import AnnoyIndex
+
     from lensbox.device.bundle.reader import open_bundle
     from lensbox.device.search.engine import SearchEngine, SearchSettings
 
@@ -286,10 +325,19 @@ def tree_sweep(real: RealData, bundle_path: Path, targets: np.ndarray, truth: np
         grid = [(cand, -1) for cand in CANDIDATES] + [(100, trees * 100 * m) for m in SEARCH_K_X]
         for cand, search_k in grid:
             settings = SearchSettings(candidates=cand, search_k=search_k, exact_below=0)
-            res = search_curve(SearchEngine(swapped, None, settings), real.queries, truth,
-                               targets, 0)
-            rows.append({"trees": trees, "candidates": cand, "search_k": search_k,
-                         "build_s": build_s, "index_bytes": path.stat().st_size, **res})
+            res = search_curve(
+                SearchEngine(swapped, None, settings), real.queries, truth, targets, 0
+            )
+            rows.append(
+                {
+                    "trees": trees,
+                    "candidates": cand,
+                    "search_k": search_k,
+                    "build_s": build_s,
+                    "index_bytes": path.stat().st_size,
+                    **res,
+                }
+            )
         loaded.unload()
         path.unlink()
     return rows
@@ -314,18 +362,23 @@ def run(cfg: BenchConfig) -> dict:
         trees = 16 if n < 1_000_000 else 4
         out = root / f"synthetic-{n}.lbx"
         info = write_synthetic(real, n, sample, out, trees)
-        log(f"wrote {n} items ({trees} trees) in {info['write_seconds']:.1f} s, "
-            f"{info['bytes'] / 1e6:.1f} MB")
+        log(
+            f"wrote {n} items ({trees} trees) in {info['write_seconds']:.1f} s, "
+            f"{info['bytes'] / 1e6:.1f} MB"
+        )
         bundle = open_bundle(out)
         engine = SearchEngine(bundle, None, SearchSettings(exact_below=0))
         truth = exact_top(bundle, real.queries)
-        curve = search_curve(engine, real.queries, truth, real.query_groups,
-                             5 if n >= 1_000_000 else 20)
+        curve = search_curve(
+            engine, real.queries, truth, real.query_groups, 5 if n >= 1_000_000 else 20
+        )
         info.update(curve)
         info["rss"] = daemon_rss(out, image)
         results["sizes"].append(info)
-        log(f"{n}: recall@10 vs exact {curve['recall@10_vs_exact']:.3f}, "
-            f"ANN {curve['ann_ms_median']:.2f} ms, exact {curve['exact_ms_median']:.1f} ms")
+        log(
+            f"{n}: recall@10 vs exact {curve['recall@10_vs_exact']:.3f}, "
+            f"ANN {curve['ann_ms_median']:.2f} ms, exact {curve['exact_ms_median']:.1f} ms"
+        )
         if n == (10_000 if cfg.quick else 100_000):
             results["sweep_items"] = n
             results["sweep"] = tree_sweep(real, out, real.query_groups, truth, cfg)
@@ -347,10 +400,12 @@ def synthetic_check(real: RealData, sample) -> dict:
         sc_real[g] = -2
         real_other.append(float(np.sort(sc_real)[-1]))
         synth_best.append(float((synth[:250] @ qv.T).max()))
-    return {"best_real_non_match_median": float(np.median(real_other)),
-            "best_synthetic_median": float(np.median(synth_best)),
-            "note": "best cosine of a real query among 249 real non-matching items vs among 250 "
-                    "synthetic ones"}
+    return {
+        "best_real_non_match_median": float(np.median(real_other)),
+        "best_synthetic_median": float(np.median(synth_best)),
+        "note": "best cosine of a real query among 249 real non-matching items vs among 250 "
+        "synthetic ones",
+    }
 
 
 def _remove_tree(path: Path) -> None:
@@ -364,11 +419,32 @@ def print_summary(res: dict) -> None:
     for s in res["sizes"]:
         rss = s.get("rss", {})
         searched = rss.get("searched", {})
-        rows.append([s["items"], s["trees"], s["bytes"] / 1e6, s["bytes_per_1k"] / 1e3,
-                     searched.get("VmRSS", 0) / 1e6, s["recall@10_vs_exact"], s["ann_ms_median"],
-                     s["exact_ms_median"] or float("nan")])
-    print_table("Scale", ["items", "trees", "bundle MB", "KB/1k items", "RSS MB",
-                          "recall@10 vs exact", "ANN ms", "exact ms"], rows)
+        rows.append(
+            [
+                s["items"],
+                s["trees"],
+                s["bytes"] / 1e6,
+                s["bytes_per_1k"] / 1e3,
+                searched.get("VmRSS", 0) / 1e6,
+                s["recall@10_vs_exact"],
+                s["ann_ms_median"],
+                s["exact_ms_median"] or float("nan"),
+            ]
+        )
+    print_table(
+        "Scale",
+        [
+            "items",
+            "trees",
+            "bundle MB",
+            "KB/1k items",
+            "RSS MB",
+            "recall@10 vs exact",
+            "ANN ms",
+            "exact ms",
+        ],
+        rows,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

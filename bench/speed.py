@@ -50,9 +50,10 @@ def _reps(cfg: BenchConfig, n: int) -> int:
 def pipeline_stages(cfg: BenchConfig, jpeg: bytes) -> dict:
     """Decode and preprocess one 640x480 JPEG; pHash on the same image as a baseline."""
     import imagehash
+    from PIL import Image
+
     from lensbox.device.embedding.model import preprocess
     from lensbox.device.imaging.decode import decode_image
-    from PIL import Image
 
     rgb = decode_image(jpeg)
     pil = Image.fromarray(rgb)
@@ -79,18 +80,30 @@ def model_runs(cfg: BenchConfig, rgb: np.ndarray) -> list[dict]:
             # A slow runtime gets fewer repetitions; its number is still a median.
             n8 = 3 if single["median_ms"] > 40 else _reps(cfg, 8)
             batch = time_calls(lambda m=model: m.run(x8), n8, warmup=1)
-            rows.append({"system": f"lensbox int8, {runtime}", "threads": threads,
-                         "single_ms": single["median_ms"], "batch8_per_image_ms":
-                         batch["median_ms"] / 8, "n": single["n"]})
+            rows.append(
+                {
+                    "system": f"lensbox int8, {runtime}",
+                    "threads": threads,
+                    "single_ms": single["median_ms"],
+                    "batch8_per_image_ms": batch["median_ms"] / 8,
+                    "n": single["n"],
+                }
+            )
             log(f"{runtime} x{threads}: {single['median_ms']:.1f} ms/image")
     if torch_available():
         for threads in (1, 2):
             model = TorchFloatModel(threads)
             single = time_calls(lambda m=model: m.run(x1), _reps(cfg, 15))
             batch = time_calls(lambda m=model: m.run(x8), _reps(cfg, 4), warmup=1)
-            rows.append({"system": "PyTorch float32 (baseline)", "threads": threads,
-                         "single_ms": single["median_ms"],
-                         "batch8_per_image_ms": batch["median_ms"] / 8, "n": single["n"]})
+            rows.append(
+                {
+                    "system": "PyTorch float32 (baseline)",
+                    "threads": threads,
+                    "single_ms": single["median_ms"],
+                    "batch8_per_image_ms": batch["median_ms"] / 8,
+                    "n": single["n"],
+                }
+            )
     return rows
 
 
@@ -125,12 +138,19 @@ def search_speed(cfg: BenchConfig, bundle_path: Path, queries: np.ndarray) -> di
     it = iter(qs * 100)
     cached_ms = time_calls(lambda: cached.rank(next(it), 10, exact=True), _reps(cfg, 10))
     defaults = SearchSettings()
-    return {"items": bundle.item_count, "views_per_query": int(queries.shape[1]),
-            "annoy": ann_ms, "exact": exact_ms, "exact_float_cached": cached_ms,
-            "float_copy_mb": float_mb, "default_exact_cache_mb": defaults.exact_cache_mb,
-            "default_exact_below": defaults.exact_below,
-            "default_path": "exact scan" if len(bundle.vectors) < defaults.exact_below
-            else "Annoy + re-rank"}
+    return {
+        "items": bundle.item_count,
+        "views_per_query": int(queries.shape[1]),
+        "annoy": ann_ms,
+        "exact": exact_ms,
+        "exact_float_cached": cached_ms,
+        "float_copy_mb": float_mb,
+        "default_exact_cache_mb": defaults.exact_cache_mb,
+        "default_exact_below": defaults.exact_below,
+        "default_path": "exact scan"
+        if len(bundle.vectors) < defaults.exact_below
+        else "Annoy + re-rank",
+    }
 
 
 # -- build -----------------------------------------------------------------------------------
@@ -150,11 +170,19 @@ def build_speed(cfg: BenchConfig) -> list[dict]:
         for state in ("cold", "warm"):
             settings = BuildSettings(cache_dir=str(cache), workers=workers)
             t0 = time.perf_counter()
-            report = build_bundle(root / "photos", root / f"out-{workers}-{state}.lbx", settings,
-                                  progress=False)
+            report = build_bundle(
+                root / "photos", root / f"out-{workers}-{state}.lbx", settings, progress=False
+            )
             seconds = time.perf_counter() - t0
-            rows.append({"workers": workers, "cache": state, "photos": report.photos,
-                         "seconds": seconds, "images_per_s": report.photos / seconds})
+            rows.append(
+                {
+                    "workers": workers,
+                    "cache": state,
+                    "photos": report.photos,
+                    "seconds": seconds,
+                    "images_per_s": report.photos / seconds,
+                }
+            )
             log(f"build workers={workers} {state}: {report.photos / seconds:.1f} images/s")
     shutil.rmtree(root, ignore_errors=True)
     return rows
@@ -166,9 +194,14 @@ def running_server(bundle: Path, env: dict[str, str], timeout_s: float = 180.0):
     """``lensbox serve BUNDLE --port 0`` as a child process; yields its base URL."""
     exe = Path(sys.executable).with_name("lensbox")
     cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "lensbox.device.cli"]
-    proc = subprocess.Popen([*cmd, "serve", str(bundle), "--port", "0"], cwd=str(ROOT),
-                            env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*cmd, "serve", str(bundle), "--port", "0"],
+        cwd=str(ROOT),
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = None
         deadline = time.monotonic() + timeout_s
@@ -203,8 +236,7 @@ def _wait_ready(url: str, timeout_s: float = 120.0) -> None:
     raise RuntimeError(f"{url}/readyz never answered 200")
 
 
-def _load(url: str, images: list[bytes], concurrency: int, total: int,
-          max_seconds: float) -> dict:
+def _load(url: str, images: list[bytes], concurrency: int, total: int, max_seconds: float) -> dict:
     """``total`` multipart POST /v1/search from ``concurrency`` threads; bounded in time."""
     import requests
 
@@ -223,9 +255,12 @@ def _load(url: str, images: list[bytes], concurrency: int, total: int,
                 return
             t0 = time.perf_counter()
             try:
-                r = session.post(f"{url}/v1/search", files={"image": (
-                    "q.jpg", images[i % len(images)], "image/jpeg")}, data={"top_k": "10"},
-                    timeout=60)
+                r = session.post(
+                    f"{url}/v1/search",
+                    files={"image": ("q.jpg", images[i % len(images)], "image/jpeg")},
+                    data={"top_k": "10"},
+                    timeout=60,
+                )
                 ok = r.status_code == 200
             except requests.RequestException as exc:
                 ok, r = False, exc
@@ -244,9 +279,15 @@ def _load(url: str, images: list[bytes], concurrency: int, total: int,
         t.join()
     wall = time.perf_counter() - t0
     stats = summarise_ms(latencies) if latencies else {}
-    return {"concurrency": concurrency, "requests": len(latencies), "errors": len(errors),
-            "error_sample": errors[:3], "wall_s": wall,
-            "throughput_rps": len(latencies) / wall if wall else 0.0, **stats}
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": len(errors),
+        "error_sample": errors[:3],
+        "wall_s": wall,
+        "throughput_rps": len(latencies) / wall if wall else 0.0,
+        **stats,
+    }
 
 
 def http_speed(cfg: BenchConfig, bundle: Path) -> dict:
@@ -269,25 +310,39 @@ def http_speed(cfg: BenchConfig, bundle: Path) -> dict:
             _load(url, images, 2, 6, 60)  # warm-up
             runs = []
             for c in HTTP_CONCURRENCY:
-                total = (12 if cfg.quick else 40) * max(1, c // 2) if c > 1 else (
-                    15 if cfg.quick else 40)
+                total = (
+                    (12 if cfg.quick else 40) * max(1, c // 2)
+                    if c > 1
+                    else (15 if cfg.quick else 40)
+                )
                 runs.append(_load(url, images, c, total, 45 if cfg.quick else 90))
-                log(f"HTTP c={c}: p50 {runs[-1].get('median_ms', 0):.0f} ms, "
-                    f"{runs[-1]['throughput_rps']:.1f} req/s")
+                log(
+                    f"HTTP c={c}: p50 {runs[-1].get('median_ms', 0):.0f} ms, "
+                    f"{runs[-1]['throughput_rps']:.1f} req/s"
+                )
     except (RuntimeError, OSError) as exc:
         return {"skipped": f"HTTP server not available: {exc}"}
     engine = open_engine(str(bundle), threads=1)
     blobs = iter(images * 4)
-    baseline = time_calls(lambda: engine.search_image(decode_image(next(blobs)), top_k=10),
-                          _reps(cfg, 20))
+    baseline = time_calls(
+        lambda: engine.search_image(decode_image(next(blobs)), top_k=10), _reps(cfg, 20)
+    )
     from lensbox.device.search.engine import SearchSettings
 
-    path = ("exact scan" if len(engine.bundle.vectors) < SearchSettings().exact_below
-            else "Annoy + re-rank")
-    return {"runs": runs, "baseline_in_process": baseline, "image_size": "640x480",
-            "search_path": path,
-            "server": "lensbox serve defaults (4 waitress threads, 2 interpreters x 1 thread); "
-                      "rate limit and query cache off", "bundle_items": _items(bundle)}
+    path = (
+        "exact scan"
+        if len(engine.bundle.vectors) < SearchSettings().exact_below
+        else "Annoy + re-rank"
+    )
+    return {
+        "runs": runs,
+        "baseline_in_process": baseline,
+        "image_size": "640x480",
+        "search_path": path,
+        "server": "lensbox serve defaults (4 waitress threads, 2 interpreters x 1 thread); "
+        "rate limit and query cache off",
+        "bundle_items": _items(bundle),
+    }
 
 
 def _items(bundle: Path) -> int:
@@ -297,9 +352,8 @@ def _items(bundle: Path) -> int:
 
 
 def run(cfg: BenchConfig) -> dict:
-    from lensbox.device.imaging.decode import decode_image
-
     from bench.scale import ensure_synthetic
+    from lensbox.device.imaging.decode import decode_image
 
     wait_for_model()
     photo = next(p for p in cfg.images() if view_of(p) == 1)
@@ -318,32 +372,67 @@ def run(cfg: BenchConfig) -> dict:
 
 
 def print_summary(res: dict) -> None:
-    base = next((r for r in res["model"] if r["system"].startswith("PyTorch")
-                 and r["threads"] == 1), None)
-    print_table("Model run (224x224, one view)",
-                ["system", "threads", "ms/image", "batch 8 ms/image", "x faster than float"],
-                [[r["system"], r["threads"], r["single_ms"], r["batch8_per_image_ms"],
-                  base["single_ms"] / r["single_ms"] if base else float("nan")]
-                 for r in res["model"]])
+    base = next(
+        (r for r in res["model"] if r["system"].startswith("PyTorch") and r["threads"] == 1), None
+    )
+    print_table(
+        "Model run (224x224, one view)",
+        ["system", "threads", "ms/image", "batch 8 ms/image", "x faster than float"],
+        [
+            [
+                r["system"],
+                r["threads"],
+                r["single_ms"],
+                r["batch8_per_image_ms"],
+                base["single_ms"] / r["single_ms"] if base else float("nan"),
+            ]
+            for r in res["model"]
+        ],
+    )
     s = res["search"]
-    print_table(f"Search, {s['items']} items", ["method", "median ms", "x exact"],
-                [["Annoy + re-rank", s["annoy"]["median_ms"],
-                  s["exact"]["median_ms"] / s["annoy"]["median_ms"]],
-                 ["exact, float32 copy", s["exact_float_cached"]["median_ms"],
-                  s["exact"]["median_ms"] / s["exact_float_cached"]["median_ms"]],
-                 ["exact numpy scan", s["exact"]["median_ms"], 1.0]])
+    print_table(
+        f"Search, {s['items']} items",
+        ["method", "median ms", "x exact"],
+        [
+            [
+                "Annoy + re-rank",
+                s["annoy"]["median_ms"],
+                s["exact"]["median_ms"] / s["annoy"]["median_ms"],
+            ],
+            [
+                "exact, float32 copy",
+                s["exact_float_cached"]["median_ms"],
+                s["exact"]["median_ms"] / s["exact_float_cached"]["median_ms"],
+            ],
+            ["exact numpy scan", s["exact"]["median_ms"], 1.0],
+        ],
+    )
     b0 = res["build"][0]["images_per_s"]
-    print_table("Build", ["workers", "cache", "images/s", "x 1 worker cold"],
-                [[r["workers"], r["cache"], r["images_per_s"], r["images_per_s"] / b0]
-                 for r in res["build"]])
+    print_table(
+        "Build",
+        ["workers", "cache", "images/s", "x 1 worker cold"],
+        [
+            [r["workers"], r["cache"], r["images_per_s"], r["images_per_s"] / b0]
+            for r in res["build"]
+        ],
+    )
     http = res["http"]
     if "runs" in http:
         base_ms = http["baseline_in_process"]["median_ms"]
-        print_table("HTTP POST /v1/search", ["concurrency", "p50 ms", "p99 ms", "req/s",
-                                             "p50 / in-process"],
-                    [[r["concurrency"], r.get("median_ms"), r.get("p99_ms"),
-                      r["throughput_rps"], r.get("median_ms", 0) / base_ms]
-                     for r in http["runs"]])
+        print_table(
+            "HTTP POST /v1/search",
+            ["concurrency", "p50 ms", "p99 ms", "req/s", "p50 / in-process"],
+            [
+                [
+                    r["concurrency"],
+                    r.get("median_ms"),
+                    r.get("p99_ms"),
+                    r["throughput_rps"],
+                    r.get("median_ms", 0) / base_ms,
+                ]
+                for r in http["runs"]
+            ],
+        )
     else:
         print(f"\nHTTP: {http.get('skipped')}")
 

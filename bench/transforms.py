@@ -21,8 +21,9 @@ def rng_for(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(key.encode())])
 
 
-def perspective(rgb: np.ndarray, rng: np.random.Generator, lo: float = 0.05,
-                hi: float = 0.14) -> np.ndarray:
+def perspective(
+    rgb: np.ndarray, rng: np.random.Generator, lo: float = 0.05, hi: float = 0.14
+) -> np.ndarray:
     """An oblique view: a jittered inner quadrilateral is stretched to fill the frame.
 
     Mapping an inner quad onto the whole frame (rather than the frame onto a smaller quad)
@@ -36,8 +37,9 @@ def perspective(rgb: np.ndarray, rng: np.random.Generator, lo: float = 0.05,
     amount[rng.integers(0, 4)] *= 1.5
     quad = (frame + sign * amount).astype(np.float32)
     matrix = cv2.getPerspectiveTransform(quad, frame)
-    return cv2.warpPerspective(rgb, matrix, (w, h), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpPerspective(
+        rgb, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def texture(rng: np.random.Generator, width: int = 640, height: int = 480) -> np.ndarray:
@@ -45,22 +47,33 @@ def texture(rng: np.random.Generator, width: int = 640, height: int = 480) -> np
     hue = rng.uniform(0, 180)
     hsv = np.uint8([[[hue, rng.uniform(20, 110), rng.uniform(80, 220)]]])
     colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
-    shade = cv2.resize(rng.uniform(0.75, 1.2, size=(3, 4)).astype(np.float32), (width, height),
-                       interpolation=cv2.INTER_CUBIC)
+    shade = cv2.resize(
+        rng.uniform(0.75, 1.2, size=(3, 4)).astype(np.float32),
+        (width, height),
+        interpolation=cv2.INTER_CUBIC,
+    )
     img = colour[None, None, :] * shade[..., None]
-    grain = cv2.GaussianBlur(rng.normal(0, 10, size=(height, width)).astype(np.float32), (0, 0),
-                             1.2)
+    grain = cv2.GaussianBlur(
+        rng.normal(0, 10, size=(height, width)).astype(np.float32), (0, 0), 1.2
+    )
     img += grain[..., None]
     for _ in range(int(rng.integers(2, 7))):
         y = int(rng.integers(0, height))
         tone = tuple(float(c) for c in colour * rng.uniform(0.6, 1.3))
-        cv2.line(img, (0, y), (width, y + int(rng.integers(-60, 60))), tone,
-                 int(rng.integers(1, 4)))
+        cv2.line(
+            img, (0, y), (width, y + int(rng.integers(-60, 60))), tone, int(rng.integers(1, 4))
+        )
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def framing(rgb: np.ndarray, rng: np.random.Generator, background: Background,
-            lo: float = 0.4, hi: float = 0.7, max_angle: float = 0.0) -> np.ndarray:
+def framing(
+    rgb: np.ndarray,
+    rng: np.random.Generator,
+    background: Background,
+    lo: float = 0.4,
+    hi: float = 0.7,
+    max_angle: float = 0.0,
+) -> np.ndarray:
     """The photo at ``lo``-``hi`` of the frame, tilted up to ``max_angle`` degrees, on a scene.
 
     The whole photo stays inside the frame: the object is small, not cut off.
@@ -86,14 +99,15 @@ def framing(rgb: np.ndarray, rng: np.random.Generator, background: Background,
             alpha = cv2.resize(alpha, (int(bw * f), int(bh * f)), interpolation=cv2.INTER_AREA)
         ph, pw = patch.shape[:2]
     x, y = int(rng.integers(0, w - pw + 1)), int(rng.integers(0, h - ph + 1))
-    region = scene[y:y + ph, x:x + pw].astype(np.float32)
+    region = scene[y : y + ph, x : x + pw].astype(np.float32)
     a = alpha[..., None]
-    scene[y:y + ph, x:x + pw] = np.clip(patch * a + region * (1 - a), 0, 255).astype(np.uint8)
+    scene[y : y + ph, x : x + pw] = np.clip(patch * a + region * (1 - a), 0, 255).astype(np.uint8)
     return scene
 
 
-def rotation(rgb: np.ndarray, rng: np.random.Generator, lo: float = 5,
-             hi: float = 20) -> np.ndarray:
+def rotation(
+    rgb: np.ndarray, rng: np.random.Generator, lo: float = 5, hi: float = 20
+) -> np.ndarray:
     """In-plane rotation by ``lo``-``hi`` degrees either way (camera held askew).
 
     Zoomed just enough to cover the frame, as a real rotated camera sees more scene rather
@@ -132,8 +146,11 @@ def noise(rgb: np.ndarray, rng: np.random.Generator, lo: float = 8, hi: float = 
 
 def exposure(rgb: np.ndarray, rng: np.random.Generator, strong: bool = True) -> np.ndarray:
     """Under- or over-exposure with a gamma shift and a white-balance cast."""
-    gain = (rng.uniform(0.45, 0.7) if rng.random() < 0.5 else rng.uniform(1.35, 1.8)) if strong \
+    gain = (
+        (rng.uniform(0.45, 0.7) if rng.random() < 0.5 else rng.uniform(1.35, 1.8))
+        if strong
         else rng.uniform(0.75, 1.3)
+    )
     gamma = rng.uniform(0.8, 1.25)
     cast = rng.uniform(0.9, 1.1, size=3).astype(np.float32)
     x = (rgb.astype(np.float32) / 255.0) ** gamma * gain * cast
@@ -158,8 +175,9 @@ def glare(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def jpeg(rgb: np.ndarray, rng: np.random.Generator, lo: int = 30, hi: int = 60) -> np.ndarray:
     """Re-encode at JPEG quality ``lo``-``hi`` (a webcam stream or a messaging app)."""
     quality = int(rng.integers(lo, hi + 1))
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -178,8 +196,9 @@ def kiosk(rgb: np.ndarray, rng: np.random.Generator, background: Background) -> 
     return jpeg(x, rng, 30, 60)
 
 
-def make_transforms(background: Background) -> dict[str, Callable[[np.ndarray, np.random.Generator],
-                                                                  np.ndarray]]:
+def make_transforms(
+    background: Background,
+) -> dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]]:
     """Name -> transform, in the order the report lists them."""
     return {
         "perspective": perspective,
@@ -194,8 +213,9 @@ def make_transforms(background: Background) -> dict[str, Callable[[np.ndarray, n
     }
 
 
-def background_source(scene_images: list[np.ndarray], exclude: Callable[[int], bool] | None = None
-                      ) -> Background:
+def background_source(
+    scene_images: list[np.ndarray], exclude: Callable[[int], bool] | None = None
+) -> Background:
     """Half procedural textures, half other UKBench photos (never the query's own object)."""
 
     def pick(rng: np.random.Generator) -> np.ndarray:

@@ -217,7 +217,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # Subcommands register here; later stages (serve, ...) add their own `add_*` function.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_build, add_search, add_info, add_kiosk, add_serve, add_config, add_deploy,
+    add_build,
+    add_search,
+    add_info,
+    add_kiosk,
+    add_serve,
+    add_config,
+    add_deploy,
 ]
 
 

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
 from lensbox.device import __version__
 from lensbox.device.bundle.atomic import UnsafeTargetError, check_replaceable
 from lensbox.device.bundle.format import (
@@ -31,7 +33,6 @@ from lensbox.index_builder import workers
 from lensbox.index_builder.cache import CachedEmbedding, EmbeddingCache, default_cache_dir
 from lensbox.index_builder.catalog import CatalogError, CatalogItem, read_catalog
 from lensbox.index_builder.writer import BundleContent, write_bundle
-from tqdm import tqdm
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from annoy import AnnoyIndex
+
 from lensbox.device.bundle.atomic import staged_directory
 from lensbox.device.bundle.format import (
     ANNOY_INDEX,

@@ -29,19 +29,40 @@ CARDS = {f"card-0{i}" for i in range(6)}
 
 def _row(path: Path) -> dict[str, str]:
     item = path.stem
-    row = {"path": str(path), "id": item, "title": item.replace("-", " ").title(),
-           "host": "misc.example.net", "category_id": "9", "tags": "kind=thing",
-           "product_id": "", "custom_content": "", "adult": "", "int_attr": "10",
-           "str_attr": "plain", "page_url": f"https://misc.example.net/{item}"}
+    row = {
+        "path": str(path),
+        "id": item,
+        "title": item.replace("-", " ").title(),
+        "host": "misc.example.net",
+        "category_id": "9",
+        "tags": "kind=thing",
+        "product_id": "",
+        "custom_content": "",
+        "adult": "",
+        "int_attr": "10",
+        "str_attr": "plain",
+        "page_url": f"https://misc.example.net/{item}",
+    }
     if item == "coffee":
-        row.update(host="shop.example.com", category_id="3", tags="kind=drink;color=brown",
-                   product_id="P-coffee", custom_content="a cup of coffee", int_attr="150",
-                   str_attr="hot", page_url="https://shop.example.com/coffee")
+        row.update(
+            host="shop.example.com",
+            category_id="3",
+            tags="kind=drink;color=brown",
+            product_id="P-coffee",
+            custom_content="a cup of coffee",
+            int_attr="150",
+            str_attr="hot",
+            page_url="https://shop.example.com/coffee",
+        )
     elif item in SPACE:
-        row.update(host="space.example.org", category_id="5", tags="kind=space",
-                   int_attr="300" if item == "rocket" else "50",
-                   str_attr="fast" if item == "rocket" else "plain",
-                   page_url=f"https://space.example.org/{item}")
+        row.update(
+            host="space.example.org",
+            category_id="5",
+            tags="kind=space",
+            int_attr="300" if item == "rocket" else "50",
+            str_attr="fast" if item == "rocket" else "plain",
+            page_url=f"https://space.example.org/{item}",
+        )
     elif item in CARDS:
         row.update(category_id="7", tags="kind=card", product_id="P-cards")
     elif item == "chelsea-cat":
@@ -65,8 +86,9 @@ def metadata_bundle(factory: pytest.TempPathFactory) -> Path:
 
     folder = factory.mktemp("api-bundle")
     out = folder / "catalog.lbx"
-    build_bundle(write_manifest(folder), out, BuildSettings(cache_dir=None, workers=1),
-                 progress=False)
+    build_bundle(
+        write_manifest(folder), out, BuildSettings(cache_dir=None, workers=1), progress=False
+    )
     return out
 
 
@@ -80,7 +102,9 @@ def engines_for(bundles: dict[str, Path], interpreters: int = 1) -> dict:
     key = (repr(sorted((k, str(v)) for k, v in bundles.items())), interpreters)
     if key not in _ENGINES:
         _ENGINES[key] = load_engines(
-            {k: str(v) for k, v in bundles.items()}, interpreters=interpreters, threads=1,
+            {k: str(v) for k, v in bundles.items()},
+            interpreters=interpreters,
+            threads=1,
             warmup=False,
         )
     return _ENGINES[key]
@@ -94,7 +118,9 @@ class Api:
 
 @contextmanager
 def running_server(
-    bundles: dict[str, Path], interpreters: int = 1, sections: dict | None = None,
+    bundles: dict[str, Path],
+    interpreters: int = 1,
+    sections: dict | None = None,
     **server: object,
 ) -> Iterator[Api]:
     """A real waitress server over a real app on a free loopback port.
@@ -109,8 +135,7 @@ def running_server(
 
     settings = {"rate_limit": 0, **server}
     config = LensboxConfig.model_validate(
-        {**(sections or {}), "server": settings,
-         "bundles": {k: str(v) for k, v in bundles.items()}}
+        {**(sections or {}), "server": settings, "bundles": {k: str(v) for k, v in bundles.items()}}
     )
     app = create_app(config, engines_for(bundles, interpreters))
     try:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import pytest
+
 from lensbox.device.api.alibaba_filter import MAX_DEPTH, FilterError, parse_filter, tokenize
 
 ITEMS = [
-    {"id": "a", "int_attrs": {"int_attr": 1000, "int_attr2": 3},
-     "str_attrs": {"str_attr": "value1"}},
-    {"id": "b", "int_attrs": {"int_attr": 50},
-     "str_attrs": {"str_attr": "value2", "str_attr4": "x"}},
+    {
+        "id": "a",
+        "int_attrs": {"int_attr": 1000, "int_attr2": 3},
+        "str_attrs": {"str_attr": "value1"},
+    },
+    {
+        "id": "b",
+        "int_attrs": {"int_attr": 50},
+        "str_attrs": {"str_attr": "value2", "str_attr4": "x"},
+    },
     {"id": "c", "int_attrs": {"int_attr": 150, "int_attr4": -7}, "str_attrs": {}},
     {"id": "d", "int_attrs": {}, "str_attrs": {"str_attr": 'say "hi"'}},
 ]

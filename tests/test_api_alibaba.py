@@ -114,8 +114,7 @@ def test_crop_false_region_and_crop(api) -> None:
     given = ok(call(api, {**ACTION, "PicContent": data, "Region": "100,560,80,400"}))
     assert given["PicInfo"]["Region"] == "100,560,80,400", "the given region prevails"
     assert names(given)[0] == "card-04.jpg"
-    failed(call(api, {**ACTION, "PicContent": data, "Region": "560,100,80,400"}), 400,
-           "BadRequest")
+    failed(call(api, {**ACTION, "PicContent": data, "Region": "560,100,80,400"}), 400, "BadRequest")
     failed(call(api, {**ACTION, "PicContent": data, "Region": "a,b,c,d"}), 400, "BadRequest")
     failed(call(api, {**ACTION, "PicContent": data, "Crop": "maybe"}), 400, "BadRequest")
 
@@ -124,8 +123,7 @@ def test_filter_category_and_distinct(api) -> None:
     data = b64(photo("card-02-photo.jpg"))
     cards = ok(call(api, {**ACTION, "PicContent": data, "Num": 20}))
     assert [a["ProductId"] for a in cards["Auctions"]].count("P-cards") == 6
-    distinct = ok(call(api, {**ACTION, "PicContent": data, "Num": 20,
-                             "DistinctProductId": "true"}))
+    distinct = ok(call(api, {**ACTION, "PicContent": data, "Num": 20, "DistinctProductId": "true"}))
     products = [a["ProductId"] for a in distinct["Auctions"]]
     assert products.count("P-cards") == 1 and len(products) == len(set(products)) == 13
     assert names(distinct)[0] == "card-02.jpg"
@@ -134,19 +132,49 @@ def test_filter_category_and_distinct(api) -> None:
     assert category["PicInfo"]["CategoryId"] == 5, "a given category prevails"
     generic = ok(call(api, {**ACTION, "PicContent": data, "CategoryId": 88888888}))
     assert generic["Head"]["DocsReturn"] == 18, "88888888 is the generic search"
-    flt = ok(call(api, {**ACTION, "PicContent": data, "Num": 20,
-                        "Filter": 'int_attr>=100 AND str_attr!="hot"'}))
+    flt = ok(
+        call(
+            api,
+            {
+                **ACTION,
+                "PicContent": data,
+                "Num": 20,
+                "Filter": 'int_attr>=100 AND str_attr!="hot"',
+            },
+        )
+    )
     assert names(flt) == ["rocket.jpg"]
-    flt = ok(call(api, {**ACTION, "PicContent": data, "Num": 20,
-                        "Filter": '(int_attr = 50 OR str_attr = "hot") AND int_attr < 100'}))
+    flt = ok(
+        call(
+            api,
+            {
+                **ACTION,
+                "PicContent": data,
+                "Num": 20,
+                "Filter": '(int_attr = 50 OR str_attr = "hot") AND int_attr < 100',
+            },
+        )
+    )
     assert sorted(names(flt)) == ["astronaut.jpg", "hubble.jpg"]
 
 
-@pytest.mark.parametrize("clause", ['int_attr >>= 3', 'str_attr > "a"', "price = 1",
-                                    "(int_attr = 1", 'str_attr = unquoted', "int_attr = 1 OR"])
+@pytest.mark.parametrize(
+    "clause",
+    [
+        "int_attr >>= 3",
+        'str_attr > "a"',
+        "price = 1",
+        "(int_attr = 1",
+        "str_attr = unquoted",
+        "int_attr = 1 OR",
+    ],
+)
 def test_invalid_filter_clause(api, clause: str) -> None:
-    body = failed(call(api, {**ACTION, "PicContent": b64(png_bytes(120, 120)),
-                             "Filter": clause}), 400, "InvalidFilterClause")
+    body = failed(
+        call(api, {**ACTION, "PicContent": b64(png_bytes(120, 120)), "Filter": clause}),
+        400,
+        "InvalidFilterClause",
+    )
     assert body["Message"].startswith("The specified filtering condition is invalid.")
 
 
@@ -159,10 +187,12 @@ def test_paging_and_its_limits(api) -> None:
     failed(call(api, {**ACTION, "PicContent": data, "Num": 101}), 400, "OverflowMaxReturnNum")
     failed(call(api, {**ACTION, "PicContent": data, "Num": 0}), 400, "InvalidNumParameter")
     failed(call(api, {**ACTION, "PicContent": data, "Num": "ten"}), 400, "InvalidNumParameter")
-    failed(call(api, {**ACTION, "PicContent": data, "Start": 495, "Num": 10}), 400,
-           "OverflowMaxResultNum")
-    failed(call(api, {**ACTION, "PicContent": data, "CategoryId": "shoes"}), 400,
-           "InvalidCategory")
+    failed(
+        call(api, {**ACTION, "PicContent": data, "Start": 495, "Num": 10}),
+        400,
+        "OverflowMaxResultNum",
+    )
+    failed(call(api, {**ACTION, "PicContent": data, "CategoryId": "shoes"}), 400, "InvalidCategory")
 
 
 def test_picture_errors(api) -> None:
@@ -185,13 +215,20 @@ def test_action_and_instance(api) -> None:
     failed(call(api, {"InstanceName": "default", "PicContent": data}), 400, "BadRequest")
     # AddImage / DeleteImage are served now (tests/test_api_live.py); SearchImageByName
     # is a real Image Search action lensbox does not implement.
-    failed(call(api, {**ACTION, "Action": "SearchImageByName", "PicContent": data}), 500,
-           "UnsupportedOperationType")
-    failed(call(api, {**ACTION, "InstanceName": "someone-else", "PicContent": data}), 400,
-           "InvalidInstance")
+    failed(
+        call(api, {**ACTION, "Action": "SearchImageByName", "PicContent": data}),
+        500,
+        "UnsupportedOperationType",
+    )
+    failed(
+        call(api, {**ACTION, "InstanceName": "someone-else", "PicContent": data}),
+        400,
+        "InvalidInstance",
+    )
     failed(call(api, {"Action": ACTION["Action"], "PicContent": data}), 400, "InvalidInstance")
-    resp = requests.post(f"{api.url}/", data=b"{not json", timeout=10,
-                         headers={"Content-Type": "application/json"})
+    resp = requests.post(
+        f"{api.url}/", data=b"{not json", timeout=10, headers={"Content-Type": "application/json"}
+    )
     failed(resp, 400, "BadRequest")
     failed(requests.delete(f"{api.url}/", timeout=10), 400, "BadRequest")
 
@@ -204,21 +241,27 @@ def test_internal_errors_keep_the_shape(api) -> None:
 
     original, service.run = service.run, boom
     try:
-        body = failed(call(api, {**ACTION, "PicContent": b64(png_bytes(120, 120))}), 500,
-                      "UnknownException")
+        body = failed(
+            call(api, {**ACTION, "PicContent": b64(png_bytes(120, 120))}), 500, "UnknownException"
+        )
         assert "internals" not in body["Message"]
     finally:
         service.run = original
 
 
 def test_access_key_and_flow_control(bundle: Path) -> None:
-    with running_server({"default": bundle}, require_auth=True, api_keys=["LTAI-key"],
-                        rate_limit=0.5, rate_burst=2) as a:
+    with running_server(
+        {"default": bundle}, require_auth=True, api_keys=["LTAI-key"], rate_limit=0.5, rate_burst=2
+    ) as a:
         params = {**ACTION, "PicContent": b64(small_jpeg("coffee-photo.jpg", 200))}
         failed(call(a, params), 403, "NoPermission")
         failed(call(a, {**params, "AccessKeyId": "LTAI-wrong"}), 403, "NoPermission")
-        signed = {**params, "AccessKeyId": "LTAI-key", "Signature": "ignored",
-                  "SignatureMethod": "HMAC-SHA1"}
+        signed = {
+            **params,
+            "AccessKeyId": "LTAI-key",
+            "Signature": "ignored",
+            "SignatureMethod": "HMAC-SHA1",
+        }
         assert names(ok(call(a, signed, how="form")))[0] == "coffee.jpg"
         assert names(ok(call(a, signed)))[0] == "coffee.jpg"
         denied = failed(call(a, signed), 403, "DeniedRequest")

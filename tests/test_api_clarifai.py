@@ -19,8 +19,9 @@ from tests.api_support import (
 
 @pytest.fixture(scope="module")
 def api(bundle: Path, images: ImageHost):
-    with running_server({"default": bundle, "my-app": bundle},
-                        url_allow_hosts=[f"127.0.0.1:{images.port}"]) as srv:
+    with running_server(
+        {"default": bundle, "my-app": bundle}, url_allow_hosts=[f"127.0.0.1:{images.port}"]
+    ) as srv:
         yield srv
 
 
@@ -32,8 +33,12 @@ def concept_rank(*concepts: tuple[str, int], key: str = "name") -> dict:
     return {"annotation": {"data": {"concepts": [{key: c, "value": v} for c, v in concepts]}}}
 
 
-def searches(*ranks: dict, filters: list | None = None, pagination: dict | None = None,
-             app: str | None = None) -> dict:
+def searches(
+    *ranks: dict,
+    filters: list | None = None,
+    pagination: dict | None = None,
+    app: str | None = None,
+) -> dict:
     query: dict = {"ranks": list(ranks)}
     if filters:
         query["filters"] = filters
@@ -73,8 +78,9 @@ def inputs(body: dict) -> list[str]:
 
 
 def concepts_of(api, item: str) -> list[str]:
-    return [c["name"] for c in requests.get(f"{api.url}/v1/items/{item}", timeout=10)
-            .json()["concepts"]]
+    return [
+        c["name"] for c in requests.get(f"{api.url}/v1/items/{item}", timeout=10).json()["concepts"]
+    ]
 
 
 def test_image_rank_by_base64_and_url(api, images: ImageHost) -> None:
@@ -82,12 +88,12 @@ def test_image_rank_by_base64_and_url(api, images: ImageHost) -> None:
     assert inputs(body)[0] == "coffee" and len(body["hits"]) == 18
     hit = body["hits"][0]
     assert hit["input"]["data"]["metadata"] == {"kind": "drink", "color": "brown"}
-    assert [c["name"] for c in hit["annotation"]["data"]["concepts"]] == \
-        concepts_of(api, "coffee")
+    assert [c["name"] for c in hit["annotation"]["data"]["concepts"]] == concepts_of(api, "coffee")
     body = ok(post(api, searches(image_rank(url=images.url("/img/chelsea-cat-photo.jpg")))))
     assert inputs(body)[0] == "chelsea-cat"
-    failed(post(api, searches(image_rank(url=images.url("/img/x.jpg", host="localhost")))),
-           400, 30106)
+    failed(
+        post(api, searches(image_rank(url=images.url("/img/x.jpg", host="localhost")))), 400, 30106
+    )
     failed(post(api, searches(image_rank(url=images.url("/missing")))), 400, 30002)
 
 
@@ -97,8 +103,9 @@ def test_input_id_rank_reuses_the_query(api) -> None:
     embeddings = metric(api.url, "lensbox_embeddings_total")
     query_id = resp.headers["X-Lensbox-Query-Id"]
     again = ok(post(api, searches({"annotation": {"input_id": query_id}})))
-    assert [(h["input"]["id"], h["score"]) for h in again["hits"]] == \
-        [(h["input"]["id"], h["score"]) for h in first["hits"]]
+    assert [(h["input"]["id"], h["score"]) for h in again["hits"]] == [
+        (h["input"]["id"], h["score"]) for h in first["hits"]
+    ]
     assert metric(api.url, "lensbox_embeddings_total") == embeddings
     item = ok(post(api, searches({"annotation": {"input_id": "astronaut"}})))
     assert inputs(item)[0] == "astronaut" and item["hits"][0]["score"] > 0.99
@@ -131,8 +138,15 @@ def test_image_rank_combined_with_concepts(api) -> None:
     assert inputs(without) == [i for i in plain if concept not in concepts_of(api, i)]
     only = ok(post(api, searches(image_rank(base64=data), concept_rank((concept, 1)))))
     assert inputs(only)[0] == "coffee"
-    meta = ok(post(api, searches(image_rank(base64=data), filters=[
-        {"annotation": {"data": {"metadata": {"kind": "card"}}}}])))
+    meta = ok(
+        post(
+            api,
+            searches(
+                image_rank(base64=data),
+                filters=[{"annotation": {"data": {"metadata": {"kind": "card"}}}}],
+            ),
+        )
+    )
     assert sorted(inputs(meta)) == [f"card-0{i}" for i in range(6)]
 
 
@@ -141,12 +155,16 @@ def test_pagination_and_apps(api) -> None:
     whole = inputs(ok(post(api, searches(query, pagination={"page": 1, "per_page": 6}))))
     page2 = inputs(ok(post(api, searches(query, pagination={"page": 2, "per_page": 3}))))
     assert page2 == whole[3:6]
-    scoped = post(api, searches(query, pagination={"per_page": 3}),
-                  path="/v2/users/me/apps/my-app/annotations/searches")
+    scoped = post(
+        api,
+        searches(query, pagination={"per_page": 3}),
+        path="/v2/users/me/apps/my-app/annotations/searches",
+    )
     assert inputs(ok(scoped))[0] == "card-04"
     assert inputs(ok(post(api, searches(query, app="my-app"))))[0] == "card-04"
-    failed(post(api, searches(query), path="/v2/users/me/apps/nope/annotations/searches"),
-           404, 11101)
+    failed(
+        post(api, searches(query), path="/v2/users/me/apps/nope/annotations/searches"), 404, 11101
+    )
     failed(post(api, searches(query, app="nope")), 404, 11101)
     failed(post(api, searches(query, pagination={"page": 0})), 400, 40002)
 
@@ -158,15 +176,20 @@ def test_bad_requests(api) -> None:
     failed(post(api, searches(concept_rank(("cat", "yes")))), 400, 40002)
     failed(post(api, searches(image_rank(base64="*** not base64 ***"))), 400, 30101)
     failed(post(api, searches(image_rank(base64=b64(b"GIF87a? no")))), 400, 30101)
-    resp = requests.post(f"{api.url}/v2/annotations/searches", data=b"[", timeout=10,
-                         headers={"Content-Type": "application/json"})
+    resp = requests.post(
+        f"{api.url}/v2/annotations/searches",
+        data=b"[",
+        timeout=10,
+        headers={"Content-Type": "application/json"},
+    )
     failed(resp, 400, 11100)
     failed(requests.get(f"{api.url}/v2/annotations/searches", timeout=10), 405, 11103)
 
 
 def test_key_auth_and_throttling(bundle: Path) -> None:
-    with running_server({"default": bundle}, require_auth=True, api_keys=["ck"],
-                        rate_limit=0.5, rate_burst=2) as a:
+    with running_server(
+        {"default": bundle}, require_auth=True, api_keys=["ck"], rate_limit=0.5, rate_burst=2
+    ) as a:
         body = searches({"annotation": {"input_id": "coffee"}})
         failed(post(a, body), 401, 11009)
         failed(post(a, body, headers={"Authorization": "Key other"}), 401, 11008)

@@ -70,17 +70,27 @@ def reset_fake(yandex: Setup) -> Iterator[None]:
 @contextmanager
 def serve(bundle: Path, yandex: Setup, enabled: bool = True, **fallback: Any) -> Iterator[Api]:
     settings = {
-        "enabled": enabled, "order": ["yandex"], "yandex": yandex.section,
-        "threshold": THRESHOLD, "backoff_base_s": 0.01, "backoff_max_s": 0.05,
-        "breaker_failures": 100, **fallback,
+        "enabled": enabled,
+        "order": ["yandex"],
+        "yandex": yandex.section,
+        "threshold": THRESHOLD,
+        "backoff_base_s": 0.01,
+        "backoff_max_s": 0.05,
+        "breaker_failures": 100,
+        **fallback,
     }
     with running_server({"default": bundle}, sections={"fallback": settings}) as api:
         yield api
 
 
 def native(api: Api, data: bytes, **params: Any) -> requests.Response:
-    return requests.post(f"{api.url}/v1/search", data=data, params=params,
-                         headers={"Content-Type": "application/octet-stream"}, timeout=30)
+    return requests.post(
+        f"{api.url}/v1/search",
+        data=data,
+        params=params,
+        headers={"Content-Type": "application/octet-stream"},
+        timeout=30,
+    )
 
 
 def ok_native(resp: requests.Response) -> dict:
@@ -92,25 +102,34 @@ def ok_native(resp: requests.Response) -> dict:
 
 
 def yandex_shape(api: Api, data: bytes) -> requests.Response:
-    return requests.post(f"{api.url}/v2/image/search_by_image",
-                         json={"data": b64(data), "folderId": "any"}, timeout=30)
+    return requests.post(
+        f"{api.url}/v2/image/search_by_image",
+        json={"data": b64(data), "folderId": "any"},
+        timeout=30,
+    )
 
 
 def huawei_shape(api: Api, data: bytes, instance: str = "default") -> requests.Response:
-    return requests.post(f"{api.url}/v1/proj1/{instance}/image/search",
-                         json={"file": b64(data)}, timeout=30)
+    return requests.post(
+        f"{api.url}/v1/proj1/{instance}/image/search", json={"file": b64(data)}, timeout=30
+    )
 
 
 def alibaba_shape(api: Api, data: bytes, instance: str = "default") -> requests.Response:
-    return requests.post(f"{api.url}/", data={"Action": "SearchImageByPic",
-                                              "InstanceName": instance,
-                                              "PicContent": b64(data)}, timeout=30)
+    return requests.post(
+        f"{api.url}/",
+        data={"Action": "SearchImageByPic", "InstanceName": instance, "PicContent": b64(data)},
+        timeout=30,
+    )
 
 
 def clarifai_shape(api: Api, data: bytes) -> requests.Response:
-    body = {"searches": [{"query": {"ranks": [
-        {"annotation": {"data": {"image": {"base64": b64(data)}}}}]}}],
-        "pagination": {"page": 1, "per_page": 10}}
+    body = {
+        "searches": [
+            {"query": {"ranks": [{"annotation": {"data": {"image": {"base64": b64(data)}}}}]}}
+        ],
+        "pagination": {"page": 1, "per_page": 10},
+    }
     return requests.post(f"{api.url}/v2/annotations/searches", json=body, timeout=30)
 
 
@@ -160,7 +179,8 @@ def test_weak_query_is_answered_by_the_cloud_in_every_shape(bundle: Path, yandex
         assert clarifai.status_code == 200, clarifai.text
         hits = clarifai.json()["hits"]
         assert hits and {h["input"]["data"]["metadata"]["lensbox_source"] for h in hits} == {
-            "cloud:yandex"}
+            "cloud:yandex"
+        }
         assert hits[0]["input"]["data"]["image"]["url"] == cloud_urls[0]
 
         ya = yandex_shape(api, WEAK)
@@ -183,8 +203,7 @@ def test_weak_query_is_answered_by_the_cloud_in_every_shape(bundle: Path, yandex
         assert health["fallback"]["breakers"] == {"yandex": "closed"}
 
 
-def test_local_then_cloud_appends_cloud_hits_after_local_ones(bundle: Path,
-                                                              yandex: Setup) -> None:
+def test_local_then_cloud_appends_cloud_hits_after_local_ones(bundle: Path, yandex: Setup) -> None:
     """The catalog has 18 items: the page 15-19 holds its last 3, then 2 cloud hits."""
     with serve(bundle, yandex, policy="local_then_cloud") as api:
         first = ok_native(native(api, WEAK, top_k=5))
@@ -203,8 +222,13 @@ def test_strong_local_answer_sends_nothing(bundle: Path, yandex: Setup) -> None:
         body = ok_native(resp)
         assert body["hits"][0]["id"] == "coffee" and body["hits"][0]["score"] >= THRESHOLD
         assert {h["source"] for h in body["hits"]} == {"local"}
-        assert body["fallback"] == {"state": "not_asked", "reason": "local_strong",
-                                    "provider": None, "hits": 0, "elapsed_ms": 0.0}
+        assert body["fallback"] == {
+            "state": "not_asked",
+            "reason": "local_strong",
+            "provider": None,
+            "hits": 0,
+            "elapsed_ms": 0.0,
+        }
         assert resp.headers["X-Lensbox-Fallback"] == "not_asked; reason=local_strong"
         huawei = huawei_shape(api, STRONG).json()
         assert set(huawei["result"][0]) == {"path", "sim", "tags"}  # documented body, unchanged
@@ -225,7 +249,8 @@ def test_disabled_fallback_sends_nothing(bundle: Path, yandex: Setup) -> None:
         unknown = native(api, WEAK, instance="elsewhere")
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_instance"
         assert requests.get(f"{api.url}/healthz", timeout=10).json()["fallback"] == {
-            "enabled": False}
+            "enabled": False
+        }
         assert yandex.fake.count == before
 
 
@@ -260,8 +285,10 @@ def test_throttled_provider_with_on_error_error(bundle: Path, yandex: Setup) -> 
         assert ali.status_code == 403 and ali.json()["Code"] == "DeniedRequest"
         for r in (resp, ya, hw, ali):
             no_secret(r)
-        assert metric(api.url, "lensbox_fallback_errors_total", provider="yandex",
-                      kind="throttled") == 4
+        assert (
+            metric(api.url, "lensbox_fallback_errors_total", provider="yandex", kind="throttled")
+            == 4
+        )
 
 
 def test_slow_provider_times_out_with_on_error_error(bundle: Path, yandex: Setup) -> None:
@@ -313,6 +340,7 @@ def test_unknown_instance_is_answered_by_the_cloud(bundle: Path, yandex: Setup) 
         assert ali.status_code == 200, ali.text
         assert {a["LensboxSource"] for a in ali.json()["Auctions"]} == {"cloud:yandex"}
         # A search by id names an embedding: nothing to send, the contract's error stands.
-        by_id = requests.post(f"{api.url}/v1/search",
-                              json={"id": "coffee", "instance": "elsewhere"}, timeout=30)
+        by_id = requests.post(
+            f"{api.url}/v1/search", json={"id": "coffee", "instance": "elsewhere"}, timeout=30
+        )
         assert by_id.status_code == 404 and by_id.json()["error"]["code"] == "unknown_instance"

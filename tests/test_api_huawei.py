@@ -55,8 +55,11 @@ def encoded(data: bytes, fmt: str) -> bytes:
 def test_file_search_finds_the_item_with_tags(api) -> None:
     resp = post(api, {"file": b64(photo("coffee-photo.jpg")), "limit": 5})
     body = ok(resp)
-    assert body["result"][0] == {"path": "coffee", "sim": body["result"][0]["sim"],
-                                 "tags": {"kind": "drink", "color": "brown"}}
+    assert body["result"][0] == {
+        "path": "coffee",
+        "sim": body["result"][0]["sim"],
+        "tags": {"kind": "drink", "color": "brown"},
+    }
     assert body["count"] == 18 and len(body["result"]) == 5
     assert resp.headers["X-Lensbox-Query-Id"]
 
@@ -86,8 +89,9 @@ def test_tags_limit_offset(api) -> None:
     spaced = ok(post(api, {"path": "coffee", "tags": {"kind": "space"}}))
     assert sorted(paths(spaced)) == ["astronaut", "hubble", "rocket"] and spaced["count"] == 3
     assert all(r["tags"] == {"kind": "space"} for r in spaced["result"])
-    assert ok(post(api, {"path": "coffee", "tags": {"kind": "drink", "color": "red"}}))[
-        "count"] == 0
+    assert (
+        ok(post(api, {"path": "coffee", "tags": {"kind": "drink", "color": "red"}}))["count"] == 0
+    )
     whole = paths(ok(post(api, {"path": "coffee", "limit": 6})))
     head = paths(ok(post(api, {"path": "coffee", "limit": 3, "offset": 0})))
     tail = paths(ok(post(api, {"path": "coffee", "limit": 3, "offset": 3})))
@@ -103,15 +107,25 @@ def test_tags_limit_offset(api) -> None:
 
 def test_crop_box_and_subject(api) -> None:
     data = b64(photo("card-02-photo.jpg"))
-    boxed = ok(post(api, {"file": data, "is_crop": True,
-                          "box": {"x": 80, "y": 50, "width": 520, "height": 370}}))
+    boxed = ok(
+        post(
+            api,
+            {"file": data, "is_crop": True, "box": {"x": 80, "y": 50, "width": 520, "height": 370}},
+        )
+    )
     assert paths(boxed)[0] == "card-02"
     subject = ok(post(api, {"file": data, "is_crop": True}))
     assert paths(subject)[0] == "card-02"
     ignored = ok(post(api, {"file": data, "box": {"x": 0, "y": 0, "width": 5, "height": 5}}))
     assert paths(ignored)[0] == "card-02", "without is_crop the box is not used"
-    failed(post(api, {"file": data, "is_crop": True,
-                      "box": {"x": 9000, "y": 0, "width": 50, "height": 50}}), 400, "IS.0002")
+    failed(
+        post(
+            api,
+            {"file": data, "is_crop": True, "box": {"x": 9000, "y": 0, "width": 50, "height": 50}},
+        ),
+        400,
+        "IS.0002",
+    )
     failed(post(api, {"file": data, "is_crop": True, "box": {"x": 1}}), 400, "IS.0002")
 
 
@@ -123,24 +137,34 @@ def test_documented_errors(api) -> None:
     failed(post(api, {"file": b64(b"definitely not an image")}), 400, "IS.0002")
     failed(post(api, {"file": "not base64 at all!"}), 400, "IS.0002")
     failed(post(api, {"file": b64(png_bytes(120, 120))}, instance="nope"), 400, "IS.0007")
-    failed(requests.post(f"{api.url}/v1/{PROJECT}/products/image/search", data=b"{oops",
-                         headers={"Content-Type": "application/json"}, timeout=10),
-           400, "IS.0008")
+    failed(
+        requests.post(
+            f"{api.url}/v1/{PROJECT}/products/image/search",
+            data=b"{oops",
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        ),
+        400,
+        "IS.0008",
+    )
     failed(post(api, ["file"]), 400, "IS.0008")
-    failed(requests.get(f"{api.url}/v1/{PROJECT}/products/image/search", timeout=10), 400,
-           "IS.0010")
+    failed(
+        requests.get(f"{api.url}/v1/{PROJECT}/products/image/search", timeout=10), 400, "IS.0010"
+    )
     failed(post(api, {"file": b64(b"\0" * (10 * 1024 * 1024 + 1))}), 400, "IS.0006")
     huge = failed(post(api, {"file": "A" * (15 * 1024 * 1024)}), 400, "IS.0006")
     assert "request body is over the limit" in huge["error_msg"], "refused before parsing"
 
 
 def test_token_and_throttling(bundle: Path) -> None:
-    with running_server({"default": bundle}, require_auth=True, api_keys=["tok"],
-                        rate_limit=0.5, rate_burst=2) as a:
+    with running_server(
+        {"default": bundle}, require_auth=True, api_keys=["tok"], rate_limit=0.5, rate_burst=2
+    ) as a:
         body = {"path": "coffee", "limit": 1}
         failed(post(a, body, "default"), 400, "IS.0005")
         failed(post(a, body, "default", {"X-Auth-Token": "expired"}), 400, "IS.0004")
-        assert ok(post(a, body, "default", {"X-Auth-Token": "tok"}))["result"][0]["path"] == \
-            "coffee"
+        assert (
+            ok(post(a, body, "default", {"X-Auth-Token": "tok"}))["result"][0]["path"] == "coffee"
+        )
         assert ok(post(a, body, "default", {"X-Auth-Token": "tok"}))
         failed(post(a, body, "default", {"X-Auth-Token": "tok"}), 429, "APIGW.0308")

@@ -24,12 +24,16 @@ def test_trigger_and_last_on_the_daemon(bundle: Path, tmp_path: Path) -> None:
     coffee = cv2.imread(str(CATALOG / "coffee.jpg"))
     video = write_video(tmp_path / "camera.avi", [coffee] * 5, fps=10)
     sections = {
-        "camera": {"source": str(video), "reconnect_min_seconds": 0.05,
-                   "reconnect_max_seconds": 0.2},
+        "camera": {
+            "source": str(video),
+            "reconnect_min_seconds": 0.05,
+            "reconnect_max_seconds": 0.2,
+        },
         "kiosk": {"in_daemon": True, "trigger": {"debounce_ms": 0, "min_gap_ms": 0}},
     }
-    with running_server({"default": bundle}, sections=sections, require_auth=True,
-                        api_keys=[KEY]) as api:
+    with running_server(
+        {"default": bundle}, sections=sections, require_auth=True, api_keys=[KEY]
+    ) as api:
         loop = api.app.extensions["lensbox"]["kiosk"]
         assert loop is not None
         assert wait_until(lambda: loop.grabber.connected, 5.0)
@@ -64,8 +68,12 @@ def test_trigger_and_last_on_the_daemon(bundle: Path, tmp_path: Path) -> None:
         assert health["lookups"] == 1 and health["last"]["status"] == "ok"
 
         # The HTTP API keeps working beside it (the two share the interpreter pool).
-        search = requests.post(f"{url}/v1/search", data=(CATALOG / "coffee.jpg").read_bytes(),
-                               headers={**AUTH, "Content-Type": "image/jpeg"}, timeout=30)
+        search = requests.post(
+            f"{url}/v1/search",
+            data=(CATALOG / "coffee.jpg").read_bytes(),
+            headers={**AUTH, "Content-Type": "image/jpeg"},
+            timeout=30,
+        )
         assert search.status_code == 200 and search.json()["hits"][0]["id"] == "coffee"
         spec = yaml.safe_load(requests.get(f"{url}/v1/openapi.yaml", timeout=10).text)
         assert {"/v1/trigger", "/v1/last", "/v1/kiosk/health"} <= spec["paths"].keys()

@@ -49,7 +49,8 @@ def check_schema(name: str, body: object) -> None:
 # -- photos that are not in the sample catalog ----------------------------------------------
 def _examples():
     spec = importlib.util.spec_from_file_location(
-        "make_sample_catalog", ROOT / "examples" / "make_sample_catalog.py")
+        "make_sample_catalog", ROOT / "examples" / "make_sample_catalog.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -104,12 +105,14 @@ def b64(data: bytes) -> str:
 def _config(state: Path, server: dict | None = None, **state_extra):
     from lensbox.device.config.loader import LensboxConfig
 
-    return LensboxConfig.model_validate({
-        "bundles": {"default": str(state / "bundles" / "default")},
-        "state": {"dir": str(state), "watch_interval_seconds": 0.05, **state_extra},
-        "server": {"rate_limit": 0, "interpreters": 1, "warmup": False, **(server or {})},
-        "search": {"threads": 1},
-    })
+    return LensboxConfig.model_validate(
+        {
+            "bundles": {"default": str(state / "bundles" / "default")},
+            "state": {"dir": str(state), "watch_interval_seconds": 0.05, **state_extra},
+            "server": {"rate_limit": 0, "interpreters": 1, "warmup": False, **(server or {})},
+            "search": {"threads": 1},
+        }
+    )
 
 
 @contextlib.contextmanager
@@ -122,8 +125,7 @@ def live_server(state: Path, server: dict | None = None, **state_extra):
     config = _config(state, server, **state_extra)
     daemon = open_daemon(config, notifier=Notifier(socket_path=""), configure_logging=False)
     try:
-        with BackgroundServer(daemon.app, "127.0.0.1", 0,
-                              **waitress_options(config.server)) as srv:
+        with BackgroundServer(daemon.app, "127.0.0.1", 0, **waitress_options(config.server)) as srv:
             daemon.url = srv.url
             yield daemon
     finally:
@@ -144,8 +146,13 @@ def live(tmp_path_factory, sample_bundle):
 
 
 def native_search(url: str, data: bytes, **params) -> dict:
-    resp = requests.post(f"{url}/v1/search", data=data, params=params, timeout=30,
-                         headers={"Content-Type": "image/jpeg"})
+    resp = requests.post(
+        f"{url}/v1/search",
+        data=data,
+        params=params,
+        timeout=30,
+        headers={"Content-Type": "image/jpeg"},
+    )
     assert resp.status_code == 200, resp.text
     return resp.json()
 
@@ -170,11 +177,17 @@ def huawei_search(url: str, **body) -> dict:
     return resp.json()
 
 
-def put_item(url: str, item_id: str, data: bytes, fields: dict | None = None,
-             **params) -> requests.Response:
+def put_item(
+    url: str, item_id: str, data: bytes, fields: dict | None = None, **params
+) -> requests.Response:
     form = {"fields": json.dumps(fields)} if fields is not None else {}
-    return requests.put(f"{url}/v1/items/{item_id}", files={"image": ("p.png", data)},
-                        data=form, params=params, timeout=30)
+    return requests.put(
+        f"{url}/v1/items/{item_id}",
+        files={"image": ("p.png", data)},
+        data=form,
+        params=params,
+        timeout=30,
+    )
 
 
 # -- (a) additions ----------------------------------------------------------------------------
@@ -182,8 +195,12 @@ def test_added_item_is_found_at_once_in_every_contract(live):
     url = live.url
     before = native_search(url, SIGN_QUERY)
     assert "sign-9" not in ids(before)
-    fields = {"title": "Sign nine", "tags": {"kind": "sign"}, "product_id": "P-sign",
-              "int_attrs": {"int_attr": 7}}
+    fields = {
+        "title": "Sign nine",
+        "tags": {"kind": "sign"},
+        "product_id": "P-sign",
+        "int_attrs": {"int_attr": 7},
+    }
     resp = put_item(url, "sign-9", SIGN_PNG, fields)
     assert resp.status_code == 201, resp.text
     body = resp.json()
@@ -193,16 +210,30 @@ def test_added_item_is_found_at_once_in_every_contract(live):
 
     hits = native_search(url, SIGN_QUERY)["hits"]
     assert hits[0]["id"] == "sign-9" and hits[0]["metadata"]["tags"] == {"kind": "sign"}
-    yandex = requests.post(f"{url}/v2/image/search_by_image", json={"data": b64(SIGN_QUERY)},
-                           timeout=30).json()
+    yandex = requests.post(
+        f"{url}/v2/image/search_by_image", json={"data": b64(SIGN_QUERY)}, timeout=30
+    ).json()
     assert yandex["images"][0]["url"].endswith("/v1/items/sign-9")
     assert yandex["images"][0]["pageTitle"] == "Sign nine"
     huawei = huawei_search(url, file=b64(SIGN_QUERY))
-    assert huawei["result"][0] == {"path": "sign-9", "sim": huawei["result"][0]["sim"],
-                                   "tags": {"kind": "sign"}}
-    clarifai = requests.post(f"{url}/v2/annotations/searches", timeout=30, json={
-        "searches": [{"query": {"ranks": [{"annotation": {"data": {"image": {
-            "base64": b64(SIGN_QUERY)}}}}]}}]}).json()
+    assert huawei["result"][0] == {
+        "path": "sign-9",
+        "sim": huawei["result"][0]["sim"],
+        "tags": {"kind": "sign"},
+    }
+    clarifai = requests.post(
+        f"{url}/v2/annotations/searches",
+        timeout=30,
+        json={
+            "searches": [
+                {
+                    "query": {
+                        "ranks": [{"annotation": {"data": {"image": {"base64": b64(SIGN_QUERY)}}}}]
+                    }
+                }
+            ]
+        },
+    ).json()
     assert clarifai["hits"][0]["input"]["id"] == "sign-9"
     auctions = alibaba_search(url, SIGN_QUERY)["Auctions"]
     assert auctions[0]["ProductId"] == "P-sign" and auctions[0]["IntAttr"] == 7
@@ -219,9 +250,17 @@ def test_added_item_is_found_at_once_in_every_contract(live):
 def test_alibaba_add_image_then_search(live):
     url = live.url
     assert all(a["ProductId"] != "P-star" for a in alibaba_search(url, STAR_QUERY)["Auctions"])
-    resp = alibaba(url, Action="AddImage", ProductId="P-star", PicName="star.png",
-                   PicContent=b64(STAR_PNG), CategoryId="12", IntAttr="42", StrAttr="new",
-                   CustomContent="an orange star")
+    resp = alibaba(
+        url,
+        Action="AddImage",
+        ProductId="P-star",
+        PicName="star.png",
+        PicContent=b64(STAR_PNG),
+        CategoryId="12",
+        IntAttr="42",
+        StrAttr="new",
+        CustomContent="an orange star",
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["Success"] is True and body["Code"] == 0 and body["Message"] == "success"
@@ -235,8 +274,14 @@ def test_alibaba_add_image_then_search(live):
     assert ids(native_search(url, STAR_QUERY))[0] == "P-star/star.png"
     # The same ProductId + PicName replaces that photo instead of adding one.
     count = live.manager["default"].count()
-    again = alibaba(url, Action="AddImage", ProductId="P-star", PicName="star.png",
-                    PicContent=b64(STAR_PNG), IntAttr="43")
+    again = alibaba(
+        url,
+        Action="AddImage",
+        ProductId="P-star",
+        PicName="star.png",
+        PicContent=b64(STAR_PNG),
+        IntAttr="43",
+    )
     assert again.status_code == 200 and live.manager["default"].count() == count
     assert alibaba_search(url, STAR_QUERY)["Auctions"][0]["IntAttr"] == 43
 
@@ -250,8 +295,9 @@ def test_cached_query_embeddings_search_the_current_catalog(live):
     again = requests.post(f"{url}/v1/search", json={"id": first["query_id"]}, timeout=30)
     assert again.headers["X-Lensbox-Cached"] == "true"  # the embedding came from the cache
     assert "sign-cache" in ids(again.json())  # the results did not
-    patched = requests.patch(f"{url}/v1/items/sign-cache", timeout=30,
-                             json={"fields": {"title": "Renamed"}})
+    patched = requests.patch(
+        f"{url}/v1/items/sign-cache", timeout=30, json={"fields": {"title": "Renamed"}}
+    )
     assert patched.status_code == 200, patched.text
     check_schema("ItemChange", patched.json())
     hit = next(h for h in native_search(url, query)["hits"] if h["id"] == "sign-cache")
@@ -275,18 +321,15 @@ def test_bad_changes_are_refused_in_each_contract_and_lose_nothing(live):
     assert fields.status_code == 400 and fields.json()["error"]["code"] == "bad_param"
     types = put_item(url, "coffee", SIGN_PNG, {"category_id": "three"})
     assert types.status_code == 400 and "category_id" in types.json()["error"]["message"]
-    pixels = alibaba(url, Action="AddImage", ProductId="P", PicName="x.png",
-                     PicContent=b64(tiny))
+    pixels = alibaba(url, Action="AddImage", ProductId="P", PicName="x.png", PicContent=b64(tiny))
     assert pixels.status_code == 400 and pixels.json()["Code"] == "UnsupportedPicPixels"
     nopic = alibaba(url, Action="AddImage", ProductId="P", PicName="x.png")
     assert nopic.json()["Code"] == "NoSpecifiedPic"
     hw = requests.post(f"{url}{HUAWEI}", json={"path": "x", "file": b64(tiny)}, timeout=30)
     assert hw.status_code == 400 and hw.json()["error_code"] == "IS.0002"
     hw = requests.post(f"{url}{HUAWEI}", json={"file": b64(SIGN_PNG)}, timeout=30)
-    assert hw.json() == {"error_code": "IS.0003",
-                         "error_msg": "Arguments of path can not be null."}
-    missing = requests.patch(f"{url}/v1/items/nope", json={"fields": {"title": "x"}},
-                             timeout=30)
+    assert hw.json() == {"error_code": "IS.0003", "error_msg": "Arguments of path can not be null."}
+    missing = requests.patch(f"{url}/v1/items/nope", json={"fields": {"title": "x"}}, timeout=30)
     assert missing.status_code == 404
     assert catalog.count() == count and catalog.get("coffee") == coffee
 
@@ -294,8 +337,16 @@ def test_bad_changes_are_refused_in_each_contract_and_lose_nothing(live):
 # -- (b) deletions ----------------------------------------------------------------------------
 def test_deletions_vanish_from_results_at_once(live):
     url = live.url
-    assert alibaba(url, Action="AddImage", ProductId="P-del", PicName="star-del.png",
-                   PicContent=b64(STAR_PNG)).status_code == 200
+    assert (
+        alibaba(
+            url,
+            Action="AddImage",
+            ProductId="P-del",
+            PicName="star-del.png",
+            PicContent=b64(STAR_PNG),
+        ).status_code
+        == 200
+    )
     assert alibaba_search(url, STAR_QUERY)["Auctions"][0]["ProductId"] in ("P-del", "P-star")
     resp = alibaba(url, Action="DeleteImage", ProductId="P-del", PicName="star-del.png")
     assert resp.status_code == 200, resp.text
@@ -305,19 +356,24 @@ def test_deletions_vanish_from_results_at_once(live):
     assert nothing.json()["Success"] is True and nothing.json()["Data"]["PicNames"] == []
 
     # Huawei: add by file, search, delete; then delete an item of the bundle itself
-    added = requests.post(f"{url}{HUAWEI}", timeout=30, json={
-        "file": b64(SIGN_PNG), "path": "hw-sign", "tags": {"shelf": "3"}})
+    added = requests.post(
+        f"{url}{HUAWEI}",
+        timeout=30,
+        json={"file": b64(SIGN_PNG), "path": "hw-sign", "tags": {"shelf": "3"}},
+    )
     assert added.json() == {"result": "success"}
-    assert huawei_search(url, file=b64(SIGN_QUERY), tags={"shelf": "3"})["result"][0][
-        "path"] == "hw-sign"
-    tagged = requests.put(f"{url}{HUAWEI}", json={"path": "hw-sign", "tags": {"shelf": "4"}},
-                          timeout=30)
+    assert (
+        huawei_search(url, file=b64(SIGN_QUERY), tags={"shelf": "3"})["result"][0]["path"]
+        == "hw-sign"
+    )
+    tagged = requests.put(
+        f"{url}{HUAWEI}", json={"path": "hw-sign", "tags": {"shelf": "4"}}, timeout=30
+    )
     assert tagged.json() == {"result": "success"}
     assert huawei_search(url, file=b64(SIGN_QUERY), tags={"shelf": "3"})["count"] == 0
     deleted = requests.delete(f"{url}{HUAWEI}", json={"path": "hw-sign"}, timeout=30)
     assert deleted.json() == {"result": "Success"}
-    assert "hw-sign" not in [r["path"] for r in huawei_search(url, file=b64(SIGN_QUERY))[
-        "result"]]
+    assert "hw-sign" not in [r["path"] for r in huawei_search(url, file=b64(SIGN_QUERY))["result"]]
 
     coffee = photo("coffee-photo.jpg")
     assert huawei_search(url, file=b64(coffee))["result"][0]["path"] == "coffee"
@@ -347,8 +403,7 @@ def test_readyz_and_metrics_report_the_live_catalog(live):
     assert entry["ready"] and entry["writable"] and entry["error"] is None
     assert entry["pending_changes"] >= 1 and entry["delta_items"] >= 1
     assert metric(url, "lensbox_index_items", instance="default") == entry["items"]
-    assert metric(url, "lensbox_pending_changes", instance="default") == \
-        entry["pending_changes"]
+    assert metric(url, "lensbox_pending_changes", instance="default") == entry["pending_changes"]
     assert metric(url, "lensbox_delta_items", instance="default") == entry["delta_items"]
     assert metric(url, "lensbox_index_vectors", instance="default") == 18
     assert metric(url, "lensbox_instance_ready", instance="default") == 1
@@ -360,8 +415,10 @@ def test_readyz_and_metrics_report_the_live_catalog(live):
     assert metric(url, "lensbox_pending_changes", instance="default") == 0
     assert metric(url, "lensbox_delta_items", instance="default") == 0
     assert metric(url, "lensbox_index_vectors", instance="default") == entry["items"]
-    assert metric(url, "lensbox_last_compaction_timestamp_seconds",
-                  instance="default") > time.time() - 600
+    assert (
+        metric(url, "lensbox_last_compaction_timestamp_seconds", instance="default")
+        > time.time() - 600
+    )
     assert "sign-metrics" in ids(native_search(url, SIGN_QUERY))  # now in the bundle itself
     bundles = requests.get(f"{url}/v1/bundles", timeout=10).json()
     check_schema("BundleList", bundles)
@@ -377,11 +434,16 @@ def test_readyz_is_503_until_a_bundle_is_deployed(tmp_path, sample_bundle, capsy
         assert ready.status_code == 503
         check_schema("Ready", ready.json())
         assert "no bundle deployed" in ready.json()["details"]["default"]["error"]
-        early = requests.post(f"{url}/v1/search", data=photo("coffee-photo.jpg"), timeout=30,
-                              headers={"Content-Type": "image/jpeg"})
+        early = requests.post(
+            f"{url}/v1/search",
+            data=photo("coffee-photo.jpg"),
+            timeout=30,
+            headers={"Content-Type": "image/jpeg"},
+        )
         assert early.status_code == 503 and early.json()["error"]["code"] == "not_ready"
-        assert cli(["deploy", str(sample_bundle), "--to",
-                    str(tmp_path / "bundles" / "default")]) == 0
+        assert (
+            cli(["deploy", str(sample_bundle), "--to", str(tmp_path / "bundles" / "default")]) == 0
+        )
         assert _wait(lambda: requests.get(f"{url}/readyz", timeout=10).status_code == 200)
         assert ids(native_search(url, photo("coffee-photo.jpg")))[0] == "coffee"
     capsys.readouterr()
@@ -393,14 +455,17 @@ def test_read_only_boxes_refuse_changes_in_each_contract(tmp_path, sample_bundle
         resp = put_item(url, "x", SIGN_PNG)
         assert resp.status_code == 503 and resp.json()["error"]["code"] == "read_only"
         check_schema("Error", resp.json())
-        ali = alibaba(url, Action="AddImage", ProductId="P", PicName="x.png",
-                      PicContent=b64(SIGN_PNG))
+        ali = alibaba(
+            url, Action="AddImage", ProductId="P", PicName="x.png", PicContent=b64(SIGN_PNG)
+        )
         assert ali.status_code == 409 and ali.json()["Code"] == "InstanceStatusError"
         hw = requests.delete(f"{url}{HUAWEI}", json={"path": "coffee"}, timeout=30)
         assert hw.status_code == 502 and hw.json()["error_code"] == "APIGW.0202"
         assert ids(native_search(url, photo("coffee-photo.jpg")))[0] == "coffee"
-        assert requests.get(f"{url}/readyz", timeout=10).json()["details"]["default"][
-            "writable"] is False
+        assert (
+            requests.get(f"{url}/readyz", timeout=10).json()["details"]["default"]["writable"]
+            is False
+        )
     with running_server({"default": sample_bundle}) as fixed:  # fixed engines: read-only
         resp = requests.delete(f"{fixed.url}/v1/items/coffee", timeout=30)
         assert resp.status_code == 503 and resp.json()["error"]["code"] == "read_only"
@@ -417,8 +482,12 @@ def test_changes_need_the_api_key_of_each_contract(tmp_path, sample_bundle):
         hw = requests.delete(f"{url}{HUAWEI}", json={"path": "coffee"}, timeout=30)
         assert hw.json()["error_code"] == "IS.0005"
         assert "coffee" in daemon.manager["default"]
-        ok = requests.put(f"{url}/v1/items/x", files={"image": ("p.png", SIGN_PNG)},
-                          headers={"X-API-Key": "k-1"}, timeout=30)
+        ok = requests.put(
+            f"{url}/v1/items/x",
+            files={"image": ("p.png", SIGN_PNG)},
+            headers={"X-API-Key": "k-1"},
+            timeout=30,
+        )
         assert ok.status_code == 201
         ali = alibaba(url, Action="DeleteImage", ProductId="coffee", AccessKeyId="k-1")
         assert ali.json()["Data"] == {"PicNames": ["coffee.jpg"]}
@@ -465,8 +534,12 @@ def test_hot_swap_under_load_fails_no_request(tmp_path, sample_bundle, capsys):
                 if stop.wait(0.005):
                     return
                 try:
-                    resp = requests.post(f"{url}/v1/search", data=query, timeout=30,
-                                         headers={"Content-Type": "image/jpeg"})
+                    resp = requests.post(
+                        f"{url}/v1/search",
+                        data=query,
+                        timeout=30,
+                        headers={"Content-Type": "image/jpeg"},
+                    )
                     top = resp.json()["hits"][0]["id"] if resp.status_code == 200 else None
                     results.append((resp.status_code, top))
                 except requests.RequestException as exc:
@@ -511,8 +584,12 @@ def test_hot_swap_under_load_fails_no_request(tmp_path, sample_bundle, capsys):
 
 
 # -- (c) journal replay after kill -9, (f) sd_notify ------------------------------------------
-def _serve(config: Path, notify: str, log: Path, **env_extra: str,
-           ) -> tuple[subprocess.Popen, str]:
+def _serve(
+    config: Path,
+    notify: str,
+    log: Path,
+    **env_extra: str,
+) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": notify, **env_extra}
     cmd = [sys.executable, "-m", "lensbox.device.cli", "serve", "--config", str(config)]
     with open(log, "ab") as err:
@@ -538,7 +615,7 @@ def test_restart_after_kill_replays_the_journal_and_speaks_sd_notify(tmp_path, s
     state = _deployed(tmp_path, sample_bundle)
     config = tmp_path / "lensbox.toml"
     config.write_text(
-        f'[server]\nport = 0\ninterpreters = 1\nwarmup = false\n'
+        f"[server]\nport = 0\ninterpreters = 1\nwarmup = false\n"
         f'[bundles]\ndefault = "{state / "bundles" / "default"}"\n'
         f'[state]\ndir = "{state}"\nwatch_interval_seconds = 0\n'
         f'[service]\nlog_format = "json"\n'

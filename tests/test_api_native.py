@@ -112,8 +112,10 @@ def test_url_queries_are_confined_to_the_allow_list(api, images: ImageHost) -> N
     other = images.url("/img/astronaut-photo.jpg", host="localhost")
     error(search(api, json={"url": other}), 403, "url_not_allowed")
     redirect_out = images.url("/redirect/localhost/astronaut-photo.jpg")
-    assert "localhost" in error(search(api, json={"url": redirect_out}), 403,
-                                "url_not_allowed")["message"]
+    assert (
+        "localhost"
+        in error(search(api, json={"url": redirect_out}), 403, "url_not_allowed")["message"]
+    )
     error(search(api, json={"url": "file:///etc/passwd"}), 403, "url_not_allowed")
     error(search(api, json={"url": images.url("/missing")}), 502, "url_fetch_failed")
     error(search(api, json={"url": images.url("/big")}), 413, "too_many_bytes")
@@ -174,8 +176,9 @@ def test_metadata_filters(api) -> None:
     assert ids(run({"host": "shop.example.com"})) == ["coffee"]
     assert sorted(ids(run({"expression": "int_attr >= 100"}))) == ["coffee", "rocket"]
     assert ids(run({"expression": 'int_attr >= 100 AND str_attr != "hot"'})) == ["rocket"]
-    error(search(api, json={"id": qid, "filters": {"expression": "int_attr >> 1"}}), 400,
-          "bad_filter")
+    error(
+        search(api, json={"id": qid, "filters": {"expression": "int_attr >> 1"}}), 400, "bad_filter"
+    )
     error(search(api, json={"id": qid, "filters": {"colour": "red"}}), 400, "bad_param")
 
 
@@ -184,8 +187,7 @@ def test_distinct_product_and_family_mode(api) -> None:
     plain = ok(search(api, json={"id": qid, "top_k": 20}))
     products = [h["metadata"]["product_id"] for h in plain["hits"]]
     assert products.count("P-cards") == 6
-    distinct = ok(search(api, json={"id": qid, "top_k": 20,
-                                    "filters": {"distinct_product": True}}))
+    distinct = ok(search(api, json={"id": qid, "top_k": 20, "filters": {"distinct_product": True}}))
     products = [h["metadata"]["product_id"] for h in distinct["hits"]]
     assert products.count("P-cards") == 1 and distinct["total"] == 13
     assert ids(distinct)[0] == "card-02", "the best card represents the product"
@@ -193,8 +195,9 @@ def test_distinct_product_and_family_mode(api) -> None:
     cat = ok(raw(api, photo("chelsea-cat-photo.jpg"), {"top_k": 20}))
     assert "chelsea-cat" in ids(cat)
     for mode in ("moderate", "strict"):
-        safe = ok(search(api, json={"id": cat["query_id"], "top_k": 20,
-                                    "filters": {"family_mode": mode}}))
+        safe = ok(
+            search(api, json={"id": cat["query_id"], "top_k": 20, "filters": {"family_mode": mode}})
+        )
         assert "chelsea-cat" not in ids(safe) and safe["total"] == 17
 
 
@@ -203,15 +206,19 @@ def test_concepts_include_and_exclude(api) -> None:
     check_schema("Item", item)
     concept = item["concepts"][0]["name"]
     qid = ok(raw(api, photo("coffee-photo.jpg")))["query_id"]
-    inc = ok(search(api, json={"id": qid, "top_k": 20,
-                               "filters": {"concepts": {"include": [concept]}}}))
+    inc = ok(
+        search(api, json={"id": qid, "top_k": 20, "filters": {"concepts": {"include": [concept]}}})
+    )
     assert ids(inc)[0] == "coffee"
     for hit in inc["hits"]:
-        names = [c["name"] for c in requests.get(
-            f"{api.url}/v1/items/{hit['id']}", timeout=10).json()["concepts"]]
+        names = [
+            c["name"]
+            for c in requests.get(f"{api.url}/v1/items/{hit['id']}", timeout=10).json()["concepts"]
+        ]
         assert concept in names
-    exc = ok(search(api, json={"id": qid, "top_k": 20,
-                               "filters": {"concepts": {"exclude": [concept]}}}))
+    exc = ok(
+        search(api, json={"id": qid, "top_k": 20, "filters": {"concepts": {"exclude": [concept]}}})
+    )
     assert "coffee" not in ids(exc)
     assert inc["total"] + exc["total"] == 18
 
@@ -236,7 +243,7 @@ def _bomb_png(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     chunk = b"IHDR" + ihdr
     patched = struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
-    return data[:8] + patched + data[8 + 25:]
+    return data[:8] + patched + data[8 + 25 :]
 
 
 def test_bad_images_get_precise_errors(api) -> None:
@@ -248,8 +255,7 @@ def test_bad_images_get_precise_errors(api) -> None:
     error(search(api, json={"base64": ""}), 400, "missing_image")
     error(search(api, json={"base64": b64(b"x"), "id": "coffee"}), 400, "ambiguous_image")
     error(search(api, data=b"", headers={"Content-Type": "image/jpeg"}), 400, "missing_image")
-    error(search(api, data=b"{nope", headers={"Content-Type": "application/json"}), 400,
-          "bad_json")
+    error(search(api, data=b"{nope", headers={"Content-Type": "application/json"}), 400, "bad_json")
     error(search(api, json=[1, 2]), 400, "bad_json")
     error(search(api, files={"other": ("a", b"b")}), 400, "missing_image")
 
@@ -302,11 +308,16 @@ def test_metrics_exposition(api) -> None:
     assert "# TYPE lensbox_http_requests_total counter" in text.text
     assert "# TYPE lensbox_http_request_duration_seconds histogram" in text.text
     assert metric(api.url, "lensbox_http_requests_total", route="/v1/search", status="200") > 0
-    assert metric(api.url, "lensbox_http_requests_total", route="/v1/items/<path:item_id>",
-                  status="404") >= 1
+    assert (
+        metric(
+            api.url, "lensbox_http_requests_total", route="/v1/items/<path:item_id>", status="404"
+        )
+        >= 1
+    )
     count = metric(api.url, "lensbox_http_request_duration_seconds_count", route="/v1/search")
-    inf = metric(api.url, "lensbox_http_request_duration_seconds_bucket", route="/v1/search",
-                 le="+Inf")
+    inf = metric(
+        api.url, "lensbox_http_request_duration_seconds_bucket", route="/v1/search", le="+Inf"
+    )
     assert count == inf > 0
     assert metric(api.url, "lensbox_embed_seconds_count") > 0
     assert metric(api.url, "lensbox_search_seconds_count") > 0
@@ -316,21 +327,38 @@ def test_metrics_exposition(api) -> None:
 def test_api_keys_when_required(bundle: Path) -> None:
     with running_server({"default": bundle}, require_auth=True, api_keys=["k-one", "k-two"]) as a:
         error(requests.get(f"{a.url}/v1/bundles", timeout=10), 401, "unauthenticated")
-        error(requests.get(f"{a.url}/v1/bundles", headers={"X-API-Key": "nope"}, timeout=10),
-              403, "forbidden")
-        error(requests.get(f"{a.url}/v1/bundles", headers={"Authorization": "Basic k-one"},
-                           timeout=10), 401, "unauthenticated")
-        assert requests.get(f"{a.url}/v1/bundles", headers={"Authorization": "Bearer k-one"},
-                            timeout=10).status_code == 200
-        assert requests.get(f"{a.url}/v1/bundles", headers={"X-API-Key": "k-two"},
-                            timeout=10).status_code == 200
+        error(
+            requests.get(f"{a.url}/v1/bundles", headers={"X-API-Key": "nope"}, timeout=10),
+            403,
+            "forbidden",
+        )
+        error(
+            requests.get(
+                f"{a.url}/v1/bundles", headers={"Authorization": "Basic k-one"}, timeout=10
+            ),
+            401,
+            "unauthenticated",
+        )
+        assert (
+            requests.get(
+                f"{a.url}/v1/bundles", headers={"Authorization": "Bearer k-one"}, timeout=10
+            ).status_code
+            == 200
+        )
+        assert (
+            requests.get(
+                f"{a.url}/v1/bundles", headers={"X-API-Key": "k-two"}, timeout=10
+            ).status_code
+            == 200
+        )
         assert requests.get(f"{a.url}/healthz", timeout=10).status_code == 200
         assert requests.get(f"{a.url}/metrics", timeout=10).status_code == 200
 
 
 def test_non_loopback_without_keys_is_refused_at_startup() -> None:
-    from lensbox.device.config.server import ServerConfig
     from pydantic import ValidationError
+
+    from lensbox.device.config.server import ServerConfig
 
     with pytest.raises(ValidationError, match="api_keys"):
         ServerConfig(host="0.0.0.0")
@@ -354,19 +382,25 @@ def test_rate_limit_answers_429_with_retry_after(bundle: Path) -> None:
 def test_request_body_cap(bundle: Path) -> None:
     with running_server({"default": bundle}, max_request_bytes=64 * 1024) as a:
         big = photo("coffee-photo.jpg") * 2
-        resp = requests.post(f"{a.url}/v1/search", data=big,
-                             headers={"Content-Type": "image/jpeg"}, timeout=10)
+        resp = requests.post(
+            f"{a.url}/v1/search", data=big, headers={"Content-Type": "image/jpeg"}, timeout=10
+        )
         error(resp, 413, "request_too_large")
 
 
 # -- concurrency -------------------------------------------------------------------------
 def test_concurrent_requests_get_the_answers_of_sequential_ones(bundle: Path) -> None:
     names = ["coffee-photo.jpg", "rocket-photo.jpg", "card-04-photo.jpg", "astronaut-photo.jpg"]
-    with running_server({"default": bundle}, interpreters=2, threads=4,
-                        query_cache_size=0) as a:
+    with running_server({"default": bundle}, interpreters=2, threads=4, query_cache_size=0) as a:
+
         def one(name: str) -> list:
-            resp = requests.post(f"{a.url}/v1/search", data=photo(name), timeout=60,
-                                 headers={"Content-Type": "image/jpeg"}, params={"top_k": 5})
+            resp = requests.post(
+                f"{a.url}/v1/search",
+                data=photo(name),
+                timeout=60,
+                headers={"Content-Type": "image/jpeg"},
+                params={"top_k": 5},
+            )
             assert resp.status_code == 200, resp.text
             return [(h["id"], h["score"]) for h in resp.json()["hits"]]
 
@@ -394,8 +428,13 @@ def test_concurrent_requests_get_the_answers_of_sequential_ones(bundle: Path) ->
 # -- the command -------------------------------------------------------------------------
 def _serve(*args: str) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "lensbox.device.cli", "serve", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     line = proc.stdout.readline()
     if "serving" not in line:
         proc.kill()
@@ -417,8 +456,12 @@ def test_lensbox_serve_with_just_a_bundle(bundle: Path) -> None:
     try:
         assert url.startswith("http://127.0.0.1:")
         assert requests.get(f"{url}/readyz", timeout=10).json()["instances"] == ["default"]
-        hits = requests.post(f"{url}/v1/search", data=photo("coffee-photo.jpg"), timeout=30,
-                             headers={"Content-Type": "image/jpeg"}).json()["hits"]
+        hits = requests.post(
+            f"{url}/v1/search",
+            data=photo("coffee-photo.jpg"),
+            timeout=30,
+            headers={"Content-Type": "image/jpeg"},
+        ).json()["hits"]
         assert hits[0]["id"] == "coffee"
     finally:
         _stop(proc)
@@ -432,12 +475,12 @@ def test_lensbox_serve_with_a_config_file(bundle: Path, tmp_path: Path) -> None:
     )
     proc, url = _serve("--config", str(config))
     try:
-        assert requests.get(f"{url}/readyz", timeout=10).json()["instances"] == ["default",
-                                                                                 "shop"]
+        assert requests.get(f"{url}/readyz", timeout=10).json()["instances"] == ["default", "shop"]
         body = {"id": "coffee", "instance": "shop"}
         assert requests.post(f"{url}/v1/search", json=body, timeout=30).status_code == 401
-        hits = requests.post(f"{url}/v1/search", json=body, timeout=30,
-                             headers={"X-API-Key": "cfg-key"}).json()["hits"]
+        hits = requests.post(
+            f"{url}/v1/search", json=body, timeout=30, headers={"X-API-Key": "cfg-key"}
+        ).json()["hits"]
         assert hits[0]["id"] == "coffee"
     finally:
         _stop(proc)
@@ -447,11 +490,16 @@ def test_lensbox_serve_reports_bad_setups(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "lensbox.device.cli", "serve", str(tmp_path / "none.lbx")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "no such bundle" in done.stderr
-    done = subprocess.run([*cmd[:-1], "--host", "0.0.0.0", str(tmp_path)], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [*cmd[:-1], "--host", "0.0.0.0", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 1 and "api_keys" in done.stderr
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "lensbox.device.cli", "serve"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "lensbox.device.cli", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1 and "no bundle" in done.stderr
     assert time.perf_counter() - started < 30

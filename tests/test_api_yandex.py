@@ -18,21 +18,24 @@ from tests.api_support import (
 )
 
 IMAGE_KEYS = {"url", "format", "width", "height", "passage", "host", "pageTitle", "pageUrl"}
-FORMATS = {"IMAGE_FORMAT_JPEG", "IMAGE_FORMAT_GIF", "IMAGE_FORMAT_PNG",
-           "IMAGE_FORMAT_UNSPECIFIED"}
+FORMATS = {"IMAGE_FORMAT_JPEG", "IMAGE_FORMAT_GIF", "IMAGE_FORMAT_PNG", "IMAGE_FORMAT_UNSPECIFIED"}
 PAGE_SIZE = 4
 
 
 @pytest.fixture(scope="module")
 def api(bundle: Path, images: ImageHost):
-    with running_server({"default": bundle, "shop": bundle}, yandex_page_size=PAGE_SIZE,
-                        url_allow_hosts=[f"127.0.0.1:{images.port}"]) as srv:
+    with running_server(
+        {"default": bundle, "shop": bundle},
+        yandex_page_size=PAGE_SIZE,
+        url_allow_hosts=[f"127.0.0.1:{images.port}"],
+    ) as srv:
         yield srv
 
 
 def post(api, body: dict, headers: dict | None = None) -> requests.Response:
-    return requests.post(f"{api.url}/v2/image/search_by_image", json=body, headers=headers,
-                         timeout=30)
+    return requests.post(
+        f"{api.url}/v2/image/search_by_image", json=body, headers=headers, timeout=30
+    )
 
 
 def ok(resp: requests.Response) -> dict:
@@ -75,8 +78,9 @@ def test_data_search_finds_the_item(api) -> None:
 
 
 def test_cbir_id_pages_without_embedding_again(api) -> None:
-    first = ok(post(api, {"data": b64(photo("rocket-photo.jpg")),
-                          "familyMode": "FAMILY_MODE_NONE"}))
+    first = ok(
+        post(api, {"data": b64(photo("rocket-photo.jpg")), "familyMode": "FAMILY_MODE_NONE"})
+    )
     assert urls(first)[0] == "https://space.example.org/rocket"
     embeddings = metric(api.url, "lensbox_embeddings_total")
     pages = [first]
@@ -94,8 +98,7 @@ def test_cbir_id_pages_without_embedding_again(api) -> None:
 def test_url_search(api, images: ImageHost) -> None:
     body = ok(post(api, {"url": images.url("/img/card-04-photo.jpg")}))
     assert urls(body)[0] == "https://misc.example.net/card-04"
-    grpc_error(post(api, {"url": images.url("/img/card-04-photo.jpg", host="localhost")}),
-               403, 7)
+    grpc_error(post(api, {"url": images.url("/img/card-04-photo.jpg", host="localhost")}), 403, 7)
     grpc_error(post(api, {"url": images.url("/missing")}), 400, 9)
 
 
@@ -103,8 +106,9 @@ def test_site_and_family_mode(api) -> None:
     qid = ok(post(api, {"data": b64(photo("chelsea-cat-photo.jpg"))}))["id"]
     everything = []
     for page in range(5):
-        everything += urls(ok(post(api, {"id": qid, "page": page,
-                                          "familyMode": "FAMILY_MODE_NONE"})))
+        everything += urls(
+            ok(post(api, {"id": qid, "page": page, "familyMode": "FAMILY_MODE_NONE"}))
+        )
     assert "https://misc.example.net/chelsea-cat" in everything
     for mode in (None, "FAMILY_MODE_MODERATE", "FAMILY_MODE_STRICT", "strict", 3):
         body = {"id": qid} if mode is None else {"id": qid, "familyMode": mode}
@@ -114,8 +118,9 @@ def test_site_and_family_mode(api) -> None:
         assert "https://misc.example.net/chelsea-cat" not in safe
         assert len(safe) == 17
     site = ok(post(api, {"id": qid, "site": "space.example.org"}))
-    assert sorted(urls(site)) == sorted(f"https://space.example.org/{n}"
-                                        for n in ("astronaut", "hubble", "rocket"))
+    assert sorted(urls(site)) == sorted(
+        f"https://space.example.org/{n}" for n in ("astronaut", "hubble", "rocket")
+    )
     assert site["maxPage"] == "0"
     grpc_error(post(api, {"id": qid, "familyMode": "FAMILY_MODE_SOMETIMES"}), 400, 3)
 
@@ -138,16 +143,21 @@ def test_request_errors_are_grpc_statuses(api) -> None:
     grpc_error(post(api, {"id": "no-such-cbir-id"}), 404, 5)
     grpc_error(post(api, {"id": "coffee", "page": -1}), 400, 3)
     grpc_error(post(api, {"id": "coffee", "page": "two"}), 400, 3)
-    resp = requests.post(f"{api.url}/v2/image/search_by_image", data=b"{", timeout=10,
-                         headers={"Content-Type": "application/json"})
+    resp = requests.post(
+        f"{api.url}/v2/image/search_by_image",
+        data=b"{",
+        timeout=10,
+        headers={"Content-Type": "application/json"},
+    )
     grpc_error(resp, 400, 3)
     grpc_error(requests.get(f"{api.url}/v2/image/search_by_image", timeout=10), 501, 12)
     grpc_error(requests.post(f"{api.url}/v2/image/nothing", json={}, timeout=10), 404, 5)
 
 
 def test_auth_styles_and_throttling(bundle: Path) -> None:
-    with running_server({"default": bundle}, require_auth=True, api_keys=["secret"],
-                        rate_limit=0.5, rate_burst=3) as a:
+    with running_server(
+        {"default": bundle}, require_auth=True, api_keys=["secret"], rate_limit=0.5, rate_burst=3
+    ) as a:
         body = {"id": "coffee"}
         grpc_error(post(a, body), 401, 16)
         grpc_error(post(a, body, {"Authorization": "Api-Key wrong"}), 403, 7)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lensbox.device.bundle import open_bundle
 from lensbox.index_builder.build import BuildError, BuildSettings, build_bundle
 from lensbox.index_builder.catalog import CatalogError, read_catalog

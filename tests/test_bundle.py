@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from lensbox.device.bundle import BundleError, open_bundle
 from lensbox.device.bundle.format import MANIFEST, VECTORS
 

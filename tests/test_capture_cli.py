@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import requests
+
 from lensbox.device.capture.testing import PtyPort, write_video
 
 from .conftest import SAMPLE_CATALOG, SAMPLE_QUERIES
@@ -43,16 +44,28 @@ def _bundle_without_coffee(tmp_path: Path) -> Path:
 def test_kiosk_process_answers_on_serial_and_http(tmp_path: Path, sample_bundle: Path) -> None:
     slot = tmp_path / "slot"  # a deploy slot: its content is replaced below
     shutil.copytree(sample_bundle, slot)
-    video = write_video(tmp_path / "cam.avi",
-                        [cv2.imread(str(SAMPLE_QUERIES / "coffee-photo.jpg"))] * 5)
+    video = write_video(
+        tmp_path / "cam.avi", [cv2.imread(str(SAMPLE_QUERIES / "coffee-photo.jpg"))] * 5
+    )
     config = tmp_path / "lensbox.toml"
     config.write_text("[kiosk]\nmin_score = 0.5\n\n[kiosk.trigger]\nmin_gap_ms = 0\n")
     port = PtyPort(tmp_path / "ttyUSB0")
     http = _free_port()
     proc = subprocess.Popen(
-        _kiosk_cmd(str(slot), "--camera", str(video), "--serial", str(port.path),
-                   "--config", str(config), "--http", f"127.0.0.1:{http}"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        _kiosk_cmd(
+            str(slot),
+            "--camera",
+            str(video),
+            "--serial",
+            str(port.path),
+            "--config",
+            str(config),
+            "--http",
+            f"127.0.0.1:{http}",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     err = ""
     try:
@@ -93,7 +106,11 @@ def test_kiosk_process_answers_on_serial_and_http(tmp_path: Path, sample_bundle:
 def test_kiosk_rejects_a_bad_config_before_loading_anything(tmp_path: Path) -> None:
     config = tmp_path / "lensbox.toml"
     config.write_text("[kiosk]\nmin_score = 2\n\n[kiosk.serial]\nbaud = 'fast'\n")
-    done = subprocess.run(_kiosk_cmd("nowhere.lbx", "--config", str(config)),
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        _kiosk_cmd("nowhere.lbx", "--config", str(config)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 1
     assert "kiosk.min_score" in done.stderr and "kiosk.serial.baud" in done.stderr

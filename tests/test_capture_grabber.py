@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from lensbox.device.capture.grabber import FrameGrabber
 from lensbox.device.capture.motion import MotionDetector
 from lensbox.device.capture.quality import assess
@@ -97,8 +98,7 @@ def test_missing_camera_file_is_opened_once_it_appears(tmp_path: Path, grabbers)
     assert frame is not None and g.connected
 
 
-def test_camera_that_stops_delivering_is_reported_stalled(tmp_path: Path, grabbers,
-                                                          caplog) -> None:
+def test_camera_that_stops_delivering_is_reported_stalled(tmp_path: Path, grabbers, caplog) -> None:
     caplog.set_level(logging.INFO, logger="lensbox.capture.camera")
     video = write_video(tmp_path / "v.avi", [COFFEE] * 3, fps=20)
     g = grabbers(camera(video, loop=False, stall_seconds=0.4))

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import requests
+
 from lensbox.device.capture.grabber import FrameGrabber
 from lensbox.device.capture.kiosk import KioskLoop
 from lensbox.device.capture.testing import MjpegServer, PtyPort, wait_until, write_video
@@ -40,16 +41,33 @@ def kiosk(tmp_path: Path, engine):
     """make(frames, fps=.., camera={..}, serial={..}, trigger={..}, **kiosk) -> (loop, port)."""
     started: list[tuple[KioskLoop, PtyPort]] = []
 
-    def make(frames=None, fps: float = 10.0, video: Path | str | None = None, wait_camera=True,
-             camera=None, serial=None, trigger=None, lease=None, **kiosk_kw):
+    def make(
+        frames=None,
+        fps: float = 10.0,
+        video: Path | str | None = None,
+        wait_camera=True,
+        camera=None,
+        serial=None,
+        trigger=None,
+        lease=None,
+        **kiosk_kw,
+    ):
         n = len(started)
         if video is None:
             video = write_video(tmp_path / f"cam{n}.avi", frames, fps=fps)
         port = PtyPort(tmp_path / f"tty{n}")
-        cam = CameraConfig(source=str(video), reconnect_min_seconds=0.05,
-                           reconnect_max_seconds=0.2, **(camera or {}))
-        ser = SerialConfig(port=str(port.path), reconnect_min_seconds=0.05,
-                           reconnect_max_seconds=0.2, **(serial or {}))
+        cam = CameraConfig(
+            source=str(video),
+            reconnect_min_seconds=0.05,
+            reconnect_max_seconds=0.2,
+            **(camera or {}),
+        )
+        ser = SerialConfig(
+            port=str(port.path),
+            reconnect_min_seconds=0.05,
+            reconnect_max_seconds=0.2,
+            **(serial or {}),
+        )
         trig = TriggerConfig(**{"debounce_ms": 0, "min_gap_ms": 0, **(trigger or {})})
         cfg = KioskConfig(serial=ser, trigger=trig, **kiosk_kw)
         loop = KioskLoop(engine, FrameGrabber(cam), cfg, lease=lease).start()
@@ -173,8 +191,9 @@ def test_missing_camera_answers_nocamera_then_recovers(kiosk, tmp_path: Path) ->
 
 
 def test_stalled_camera_answers_stale_and_keeps_running(kiosk, caplog) -> None:
-    loop, port = kiosk([COFFEE] * 3, fps=20, frame_timeout_ms=300,
-                       camera={"loop": False, "stall_seconds": 0.3})
+    loop, port = kiosk(
+        [COFFEE] * 3, fps=20, frame_timeout_ms=300, camera={"loop": False, "stall_seconds": 0.3}
+    )
     assert wait_until(lambda: loop.grabber.health()["stalled"], 3.0)
     assert port.ask("LOOKUP 3") == "RETAKE 3 stale"
     assert port.ask("STATUS").startswith("STATUS ended")
@@ -192,8 +211,11 @@ def test_max_frame_age_reuses_the_newest_frame(kiosk) -> None:
 def test_network_camera_that_stalls_is_reported_and_recovers(kiosk, caplog) -> None:
     camera = MjpegServer(COFFEE, fps=10)
     try:
-        loop, port = kiosk(video=camera.url, frame_timeout_ms=300,
-                           camera={"stall_seconds": 0.5, "read_timeout_ms": 1500})
+        loop, port = kiosk(
+            video=camera.url,
+            frame_timeout_ms=300,
+            camera={"stall_seconds": 0.5, "read_timeout_ms": 1500},
+        )
         assert fields(port.ask("LOOKUP 1"))[:3] == ["OK", "1", "coffee"]
         camera.stall.set()
         assert wait_until(lambda: loop.grabber.health()["stalled"], 5.0)
@@ -260,8 +282,12 @@ def test_interval_trigger_announces_on_the_line(kiosk) -> None:
 
 def test_motion_trigger_fires_when_the_scene_changes(kiosk) -> None:
     frames = [ROCKET] * 6 + [COFFEE] * 10  # loops: rocket -> coffee -> rocket ...
-    loop, port = kiosk(frames, fps=10, serial={"announce": "all"},
-                       trigger={"motion": True, "motion_settle_ms": 200, "motion_fps": 10})
+    loop, port = kiosk(
+        frames,
+        fps=10,
+        serial={"announce": "all"},
+        trigger={"motion": True, "motion_settle_ms": 200, "motion_fps": 10},
+    )
     seen = []
     deadline = time.monotonic() + 6.0
     while time.monotonic() < deadline and "coffee" not in seen:
@@ -275,8 +301,9 @@ def test_motion_trigger_fires_when_the_scene_changes(kiosk) -> None:
 
 
 def test_no_motion_no_lookup(kiosk) -> None:
-    loop, port = kiosk([COFFEE] * 5, serial={"announce": "all"},
-                       trigger={"motion": True, "motion_settle_ms": 0})
+    loop, port = kiosk(
+        [COFFEE] * 5, serial={"announce": "all"}, trigger={"motion": True, "motion_settle_ms": 0}
+    )
     assert port.read_line(1.0) is None
     assert loop.health()["lookups"] == 0
 
@@ -345,8 +372,9 @@ def test_engine_lease_from_a_pool(kiosk, engine) -> None:
 @pytest.fixture
 def http_kiosk(kiosk):
     from flask import Flask
-    from lensbox.device.capture.http import make_blueprint
     from waitress import create_server
+
+    from lensbox.device.capture.http import make_blueprint
 
     def make(frames, **kw):
         loop, port = kiosk(frames, **kw)
@@ -370,8 +398,12 @@ def test_http_trigger_and_last(http_kiosk) -> None:
     r = requests.post(f"{base}/v1/trigger", json={"tag": "h1"}, timeout=10)
     assert r.status_code == 200
     result = r.json()
-    assert (result["status"], result["item_id"], result["tag"], result["source"]) == \
-        ("ok", "coffee", "h1", "http")
+    assert (result["status"], result["item_id"], result["tag"], result["source"]) == (
+        "ok",
+        "coffee",
+        "h1",
+        "http",
+    )
     last = requests.get(f"{base}/v1/last", timeout=5).json()
     assert last["lookup_id"] == result["lookup_id"] and last["line"] == result["line"]
     img = requests.get(f"{base}/v1/last?frame=1", timeout=5)

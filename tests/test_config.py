@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from lensbox.device.cli import main as cli
 from lensbox.device.config.loader import ConfigError, LensboxConfig, load_config
 from lensbox.device.config.state import StateConfig
@@ -56,8 +57,10 @@ def test_unknown_keys_name_their_dotted_path_and_the_allowed_keys(tmp_path, caps
 
 def test_wrong_types_say_what_was_expected(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[search]\nthreads = "two"\n[state]\ndir = "var/lib"\n'
-                   'compact_nice = 40\n[service]\nlog_level = "loud"\n')
+    bad.write_text(
+        '[search]\nthreads = "two"\n[state]\ndir = "var/lib"\n'
+        'compact_nice = 40\n[service]\nlog_level = "loud"\n'
+    )
     code, _, err = _check(capsys, str(bad))
     assert code == 1
     assert "search.threads: Input should be a valid integer" in err and "(got 'two')" in err
@@ -74,8 +77,10 @@ def test_env_overrides_win_and_show_in_the_effective_config(monkeypatch, capsys)
     assert code == 0
     data = json.loads(out)
     assert data["search"]["threads"] == 3 and data["state"]["compact_after_changes"] == 42
-    assert data["bundles"] == {"default": "/var/lib/lensbox/bundles/default",
-                               "shop": "/srv/shop.lbx"}
+    assert data["bundles"] == {
+        "default": "/var/lib/lensbox/bundles/default",
+        "shop": "/srv/shop.lbx",
+    }
     assert "LENSBOX__SEARCH__THREADS" in err
     monkeypatch.setenv("LENSBOX__SEARCH__THREADS", "lots")
     code, _, err = _check(capsys, str(EXAMPLE))
@@ -92,7 +97,7 @@ def test_effective_toml_round_trips(capsys, monkeypatch):
 
 
 def test_toml_writer_quotes_and_nests():
-    text = to_toml({"bundles": {"my shop": "/a \"b\""}, "x": {"y": {"z": 1.5}, "n": None}})
+    text = to_toml({"bundles": {"my shop": '/a "b"'}, "x": {"y": {"z": 1.5}, "n": None}})
     assert tomllib.loads(text) == {"bundles": {"my shop": '/a "b"'}, "x": {"y": {"z": 1.5}}}
     assert "# n is unset" in text
 
@@ -133,12 +138,17 @@ def test_check_config_returns_errors_without_printing(tmp_path):
 
 def test_dropin_command_prints_devices_from_config(tmp_path, capsys):
     conf = tmp_path / "c.toml"
-    conf.write_text('[camera]\nsource = "v4l2src device=/dev/video4 ! videoconvert ! appsink"\n'
-                    '[kiosk.serial]\nport = "/dev/serial/by-id/usb-arduino"\n')
+    conf.write_text(
+        '[camera]\nsource = "v4l2src device=/dev/video4 ! videoconvert ! appsink"\n'
+        '[kiosk.serial]\nport = "/dev/serial/by-id/usb-arduino"\n'
+    )
     assert cli(["config", "dropin", str(conf)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[-3:] == ["DeviceAllow=", "DeviceAllow=/dev/video4 rw",
-                                     "DeviceAllow=/dev/serial/by-id/usb-arduino rw"]
+    assert out.splitlines()[-3:] == [
+        "DeviceAllow=",
+        "DeviceAllow=/dev/video4 rw",
+        "DeviceAllow=/dev/serial/by-id/usb-arduino rw",
+    ]
     assert cli(["config", "dropin", str(conf), "--write", str(tmp_path / "units")]) == 0
     written = tmp_path / "units" / "lensbox-kiosk.service.d" / "devices.conf"
     assert written.read_text() == out

@@ -8,8 +8,9 @@ import zlib
 
 import numpy as np
 import pytest
-from lensbox.device.imaging import DecodeLimits, ImageError, decode_image, load_image, probe_image
 from PIL import Image
+
+from lensbox.device.imaging import DecodeLimits, ImageError, decode_image, load_image, probe_image
 
 
 def _photo(w: int = 64, h: int = 48) -> np.ndarray:

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from lensbox.device.config import ConfigError, load_config
 from lensbox.device.config.fallback import CredentialSource
 from lensbox.device.fallback import CloudHit

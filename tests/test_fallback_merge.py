@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
 from lensbox.device.bundle.format import ITEM_COLUMNS
 from lensbox.device.fallback import (
     CloudHit,

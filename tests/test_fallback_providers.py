@@ -12,11 +12,11 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+
 from lensbox.device.bundle.format import ITEM_COLUMNS
 from lensbox.device.fallback import CloudError, cloud_hit_to_native, make_provider
 from lensbox.device.fallback.alibaba import rpc_signature
 from lensbox.device.fallback.huawei import sign_request
-
 from tests.fakes import PROVIDERS, Setup, provider_setup
 
 QUERY = Path(__file__).resolve().parent.parent / "examples" / "sample-queries" / "coffee-photo.jpg"

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from lensbox.device.config.fallback import FallbackConfig, YandexConfig
 from lensbox.device.fallback import CloudError, CloudHit, CloudProvider, FallbackRouter
-
 from tests.fakes import PROVIDERS, SECRETS, WRONG, Setup, provider_setup
 
 QUERIES = Path(__file__).resolve().parent.parent / "examples" / "sample-queries"

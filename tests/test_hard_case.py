@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from lensbox.device.imaging import load_image
 from lensbox.device.search.engine import open_engine
 from lensbox.index_builder.build import BuildSettings, build_bundle

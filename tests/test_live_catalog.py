@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lensbox.device.bundle.reader import open_bundle
 from lensbox.device.imaging import load_image
 from lensbox.device.live.catalog import (
@@ -38,8 +39,12 @@ def _engine(path: Path, engine, **settings) -> SearchEngine:
 
 def _open(slot, engine, tmp_path, background=False, **kw) -> LiveCatalog:
     settings = LiveSettings(background=background, **kw)
-    return LiveCatalog(_engine(slot.current(), engine), tmp_path / "journal" / "default.journal",
-                       slot=slot, settings=settings)
+    return LiveCatalog(
+        _engine(slot.current(), engine),
+        tmp_path / "journal" / "default.journal",
+        slot=slot,
+        settings=settings,
+    )
 
 
 def _photo(name: str) -> bytes:
@@ -54,8 +59,11 @@ def test_added_item_is_found_at_once_and_survives_a_restart(slot, engine, tmp_pa
     cat = _open(slot, engine, tmp_path)
     query = cat.embed_query(load_image(QUERIES / "rocket-photo.jpg")).vectors
     before, total_before = cat.search_vectors(query, 3)
-    change = cat.put("kiosk-rocket", _photo("rocket-photo.jpg"),
-                     {"title": "Rocket (kiosk)", "category_id": 7, "int_attrs": {"int_attr": 3}})
+    change = cat.put(
+        "kiosk-rocket",
+        _photo("rocket-photo.jpg"),
+        {"title": "Rocket (kiosk)", "category_id": 7, "int_attrs": {"int_attr": 3}},
+    )
     hits, total = cat.search_vectors(query, 3)
     assert change.seq == 1 and hits[0].id == "kiosk-rocket" and hits[0].score > 0.95
     assert total == total_before + 1
@@ -73,8 +81,12 @@ def test_added_item_is_found_at_once_and_survives_a_restart(slot, engine, tmp_pa
 
 def test_deleted_base_item_vanishes_even_from_annoy_results(slot, engine, tmp_path):
     journal = tmp_path / "journal" / "default.journal"
-    cat = LiveCatalog(_engine(slot.current(), engine, exact_below=0), journal, slot=slot,
-                      settings=LiveSettings(background=False))
+    cat = LiveCatalog(
+        _engine(slot.current(), engine, exact_below=0),
+        journal,
+        slot=slot,
+        settings=LiveSettings(background=False),
+    )
     query = cat.embed_query(load_image(QUERIES / "coffee-photo.jpg")).vectors
     assert cat.bundle.index.get_nns_by_vector(query[0].tolist(), 1)  # ANN path is in use
     hits, total = cat.search_vectors(query, 5)
@@ -134,11 +146,18 @@ def test_paging_and_filters_match_a_compacted_bundle(slot, engine, tmp_path):
     cat.put("new-astro", _photo("astronaut-photo.jpg"), {"category_id": 1})
     cat.delete(["card-02", "hubble"])
     cat.update("card-04", {"category_id": 2})
-    queries = [cat.embed_query(load_image(QUERIES / n)).vectors
-               for n in ("card-02-photo.jpg", "chelsea-cat-photo.jpg", "coffee-photo.jpg")]
-    cases = [(5, 0, None, 0.0), (4, 3, None, 0.0), (10, 15, None, 0.0), (3, 1, None, 0.3),
-             (5, 0, lambda it: it["category_id"] == 2, 0.0),
-             (2, 1, lambda it: it["category_id"] in (1, 2), 0.0)]
+    queries = [
+        cat.embed_query(load_image(QUERIES / n)).vectors
+        for n in ("card-02-photo.jpg", "chelsea-cat-photo.jpg", "coffee-photo.jpg")
+    ]
+    cases = [
+        (5, 0, None, 0.0),
+        (4, 3, None, 0.0),
+        (10, 15, None, 0.0),
+        (3, 1, None, 0.3),
+        (5, 0, lambda it: it["category_id"] == 2, 0.0),
+        (2, 1, lambda it: it["category_id"] in (1, 2), 0.0),
+    ]
     live = [[cat.search_vectors(q, k, o, p, m) for (k, o, p, m) in cases] for q in queries]
     report = cat.compact()
     assert report is not None and report["items"] == 18 + 3 - 2
@@ -168,13 +187,14 @@ def test_compaction_swaps_bundle_and_truncates_journal(slot, engine, tmp_path):
     cat.compact()
     assert not first.exists() and slot.current() != second
     assert sorted(p.name for p in slot.root.iterdir() if "@g" in p.name)[-2:] == [
-        second.name, slot.current().name]
+        second.name,
+        slot.current().name,
+    ]
     assert cat.compact() is None  # nothing new
 
 
 def test_background_compaction_and_changes_meanwhile(slot, engine, tmp_path):
-    cat = _open(slot, engine, tmp_path, background=True, compact_after_changes=3,
-                compact_nice=19)
+    cat = _open(slot, engine, tmp_path, background=True, compact_after_changes=3, compact_nice=19)
     for i in range(3):
         cat.put(f"bg-{i}", _photo("coffee-photo.jpg"), {"title": str(i)})
     deadline = time.monotonic() + 20
@@ -210,8 +230,13 @@ def test_one_writer_per_journal_and_read_only_replicas(slot, engine, tmp_path):
     cat.put("shared", _photo("coffee-photo.jpg"))
     with pytest.raises(CatalogReadOnly, match="in use by another"):
         _open(slot, engine, tmp_path)
-    reader = LiveCatalog(_engine(slot.current(), engine), cat.journal_path, slot=slot,
-                         settings=LiveSettings(background=False), read_only=True)
+    reader = LiveCatalog(
+        _engine(slot.current(), engine),
+        cat.journal_path,
+        slot=slot,
+        settings=LiveSettings(background=False),
+        read_only=True,
+    )
     assert "shared" in reader
     with pytest.raises(CatalogReadOnly):
         reader.delete("shared")

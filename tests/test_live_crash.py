@@ -35,9 +35,14 @@ def test_the_checker_notices_a_lost_change(trials, tmp_path):
     state, _templates = trials.setup(tmp_path)
     manager = trials.open_manager(state, compact_after=10**6, background=False)
     for i in range(3):
-        manager.write("default", lambda c, i=i: c.put_pooled(
-            f"x{i}", trials.pooled_for(f"x{i}", 1)[None],
-            {"title": f"x{i}#1", "custom_content": "v1"}))
+        manager.write(
+            "default",
+            lambda c, i=i: c.put_pooled(
+                f"x{i}",
+                trials.pooled_for(f"x{i}", 1)[None],
+                {"title": f"x{i}#1", "custom_content": "v1"},
+            ),
+        )
     manager.close()
     journal = state / "journal" / "default.journal"
     data = journal.read_bytes()
@@ -45,10 +50,12 @@ def test_the_checker_notices_a_lost_change(trials, tmp_path):
 
     contents = read_journal(journal)
     assert len(contents.records) == 3
-    log = [f"BEGIN {json.dumps(op)}" if k == 0 else f"ACK {json.dumps(op)}"
-           for i in range(3)
-           for op in [{"op": "put", "id": f"x{i}", "v": 1, "title": f"x{i}#1"}]
-           for k in (0, 1)]
+    log = [
+        f"BEGIN {json.dumps(op)}" if k == 0 else f"ACK {json.dumps(op)}"
+        for i in range(3)
+        for op in [{"op": "put", "id": f"x{i}", "v": 1, "title": f"x{i}#1"}]
+        for k in (0, 1)
+    ]
     want, _pending, acked = trials.replay_log(trials.template_state("base"), log)
     got, problems = trials.actual_state(state)
     assert got == want and problems == [] and acked == 3

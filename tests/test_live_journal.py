@@ -8,6 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
+
 from lensbox.device.live import journal as jr
 from lensbox.device.live.journal import (
     FRAME,

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from lensbox.device.bundle.reader import open_bundle
 from lensbox.device.cli import main as cli
 from lensbox.device.config.loader import LensboxConfig, load_config
@@ -26,19 +27,23 @@ QUERY = ROOT / "examples" / "sample-queries" / "coffee-photo.jpg"
 
 def _config(state: Path, watch: float = 0.0, **bundles: str) -> LensboxConfig:
     bundles = bundles or {"default": str(state / "bundles" / "default")}
-    return LensboxConfig.model_validate({
-        "bundles": bundles,
-        "state": {"dir": str(state), "watch_interval_seconds": watch},
-        "search": {"threads": 1},
-    })
+    return LensboxConfig.model_validate(
+        {
+            "bundles": bundles,
+            "state": {"dir": str(state), "watch_interval_seconds": watch},
+            "search": {"threads": 1},
+        }
+    )
 
 
 @pytest.fixture()
 def opener(engine):
     """Open bundles with the session's model (the manager's own default loads one more)."""
+
     def open_engine(path: Path) -> SearchEngine:
         sha = engine.embedder.model.sha256
         return SearchEngine(open_bundle(path, sha), engine.embedder, engine.settings)
+
     return open_engine
 
 
@@ -148,8 +153,20 @@ def test_cli_deploy_refuses_a_bad_bundle(state, sample_bundle, tmp_path, capsys)
 def test_cli_deploy_by_instance_name(state, sample_bundle, tmp_path, capsys):
     conf = tmp_path / "lensbox.toml"
     conf.write_text(f'[bundles]\nshop = "{tmp_path / "bundles" / "shop"}"\n')
-    assert cli(["deploy", str(sample_bundle), "--instance", "shop", "--config", str(conf),
-                "--no-verify"]) == 0
+    assert (
+        cli(
+            [
+                "deploy",
+                str(sample_bundle),
+                "--instance",
+                "shop",
+                "--config",
+                str(conf),
+                "--no-verify",
+            ]
+        )
+        == 0
+    )
     assert (BundleSlot(tmp_path / "bundles" / "shop").current() / "deploy.json").is_file()
     assert cli(["deploy", str(sample_bundle), "--instance", "nope", "--config", str(conf)]) == 1
 
@@ -168,15 +185,19 @@ def test_writes_retry_across_a_reload(state, opener):
 def test_sighup_reloads_the_config(state, opener, sample_bundle, tmp_path):
     conf = tmp_path / "lensbox.toml"
     default = state / "bundles" / "default"
-    conf.write_text(f'[bundles]\ndefault = "{default}"\n[state]\ndir = "{state}"\n'
-                    "watch_interval_seconds = 0\n")
+    conf.write_text(
+        f'[bundles]\ndefault = "{default}"\n[state]\ndir = "{state}"\nwatch_interval_seconds = 0\n'
+    )
     manager = BundleManager(load_config(conf), engine_opener=opener, background=False)
     manager.start()
     BundleSlot(tmp_path / "bundles" / "second").install_copy(sample_bundle)
     previous = install_sighup(manager, conf)
     try:
-        conf.write_text(conf.read_text().replace(
-            "[state]", f'second = "{tmp_path / "bundles" / "second"}"\n[state]'))
+        conf.write_text(
+            conf.read_text().replace(
+                "[state]", f'second = "{tmp_path / "bundles" / "second"}"\n[state]'
+            )
+        )
         os.kill(os.getpid(), signal.SIGHUP)
         assert _wait(lambda: "second" in manager)
         assert manager["second"].count() == 18

@@ -13,6 +13,7 @@ import time
 import uuid
 
 import pytest
+
 from lensbox.device.live.logging import (
     JournalHandler,
     JsonFormatter,
@@ -81,10 +82,14 @@ def test_without_systemd_everything_is_a_quiet_no_op(tmp_path):
 def test_watchdog_interval_honours_watchdog_pid():
     me = str(os.getpid())
     assert Notifier(environ={"WATCHDOG_USEC": "30000000"}).watchdog_interval() == 30.0
-    assert Notifier(environ={"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": me}
-                    ).watchdog_interval() == 30.0
-    assert Notifier(environ={"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}
-                    ).watchdog_interval() is None
+    assert (
+        Notifier(environ={"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": me}).watchdog_interval()
+        == 30.0
+    )
+    assert (
+        Notifier(environ={"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}).watchdog_interval()
+        is None
+    )
     assert Notifier(environ={}).watchdog_interval() is None
 
 
@@ -137,8 +142,9 @@ def test_json_formatter_one_object_per_line_with_extras():
     log.addHandler(handler)
     log.propagate = False
     try:
-        log.warning("swapped %s", "bundle", extra={"instance": "default", "items": 18,
-                                                   "odd": object()})
+        log.warning(
+            "swapped %s", "bundle", extra={"instance": "default", "items": 18, "odd": object()}
+        )
         try:
             raise ValueError("bad\nthing")
         except ValueError:
@@ -167,8 +173,8 @@ def _parse_native(data: bytes) -> dict[str, str]:
         else:
             (size,) = struct.unpack_from("<Q", data, nl + 1)
             start = nl + 9
-            fields[line.decode()] = data[start:start + size].decode()
-            assert data[start + size:start + size + 1] == b"\n"
+            fields[line.decode()] = data[start : start + size].decode()
+            assert data[start + size : start + size + 1] == b"\n"
             pos = start + size + 1
     return fields
 
@@ -204,8 +210,13 @@ def test_setup_logging_auto_picks_the_journal_only_when_stderr_is_journald(tmp_p
         st = os.fstat(stream.fileno())
         root = logging.getLogger()
         level = root.level
-        h = setup_logging("auto", "info", stream, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"},
-                          journal_socket=path)
+        h = setup_logging(
+            "auto",
+            "info",
+            stream,
+            {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"},
+            journal_socket=path,
+        )
         assert isinstance(h, JournalHandler)
         logging.getLogger("lensbox.t").info("to the journal")
         assert _parse_native(sock.recv(65536))["MESSAGE"] == "to the journal"

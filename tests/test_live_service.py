@@ -62,29 +62,38 @@ def test_service_lifecycle_over_sd_notify(tmp_path):
     for name in ("default", "second"):
         BundleSlot(tmp_path / "bundles" / name).install_copy(tmp_path / "tpl")
     conf = tmp_path / "lensbox.toml"
-    base = (f'[bundles]\ndefault = "{tmp_path / "bundles" / "default"}"\n'
-            f'[state]\ndir = "{tmp_path}"\nwatch_interval_seconds = 0\n'
-            '[service]\nlog_format = "json"\n')
+    base = (
+        f'[bundles]\ndefault = "{tmp_path / "bundles" / "default"}"\n'
+        f'[state]\ndir = "{tmp_path}"\nwatch_interval_seconds = 0\n'
+        '[service]\nlog_format = "json"\n'
+    )
     conf.write_text(base)
     sock_path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(sock_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LENSBOX", "JOURNAL"))}
     env.update(NOTIFY_SOCKET=sock_path, WATCHDOG_USEC="200000")
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(conf), str(ROOT / "bench")],
-                            env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(conf), str(ROOT / "bench")],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         got = _messages(sock, lambda g: g.count("WATCHDOG=1") >= 2)
         assert got[0] == "STATUS=loading bundles"
         assert got[1] == "READY=1\nSTATUS=serving 1 bundle(s)"
         assert got.count("WATCHDOG=1") >= 2
-        conf.write_text(base.replace(
-            "[state]", f'second = "{tmp_path / "bundles" / "second"}"\n[state]'))
+        conf.write_text(
+            base.replace("[state]", f'second = "{tmp_path / "bundles" / "second"}"\n[state]')
+        )
         proc.send_signal(signal.SIGHUP)
         got = _messages(sock, lambda g: any(m.startswith("READY=1") for m in g))
         reload_msgs = [m for m in got if m != "WATCHDOG=1"]
-        assert reload_msgs == ["RELOADING=1\nSTATUS=reloading configuration",
-                               "READY=1\nSTATUS=configuration reloaded"]
+        assert reload_msgs == [
+            "RELOADING=1\nSTATUS=reloading configuration",
+            "READY=1\nSTATUS=configuration reloaded",
+        ]
         proc.send_signal(signal.SIGTERM)
         got = _messages(sock, lambda g: any(m.startswith("STOPPING=1") for m in g))
         assert any(m.startswith("STOPPING=1") for m in got)

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+
 from lensbox.device.embedding.descriptor import gem_pool, l2_normalise
 from lensbox.device.embedding.embedder import Embedder, top_concepts
 from lensbox.device.embedding.model import TFLiteModel, file_sha256, preprocess

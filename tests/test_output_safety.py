@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from lensbox.device.bundle.atomic import UnsafeTargetError, check_replaceable
 
 from .conftest import SAMPLE_CATALOG

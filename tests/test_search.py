@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from lensbox.device.embedding.subject import Box
 from lensbox.device.imaging import load_image
 from lensbox.device.search.engine import SearchEngine, SearchSettings

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from lensbox.device.capture.serial_link import LineEvent, SerialLink
 from lensbox.device.capture.testing import PtyPort, wait_until
 from lensbox.device.config.camera import SerialConfig
@@ -30,8 +31,9 @@ class Collector:
 def pty_link(tmp_path: Path):
     port = PtyPort(tmp_path / "ttyKIOSK")
     got = Collector()
-    cfg = SerialConfig(port=str(port.path), max_line=32, reconnect_min_seconds=0.05,
-                       reconnect_max_seconds=0.2)
+    cfg = SerialConfig(
+        port=str(port.path), max_line=32, reconnect_min_seconds=0.05, reconnect_max_seconds=0.2
+    )
     link = SerialLink(cfg, got).start()
     assert wait_until(lambda: link.connected, 3.0)
     yield port, link, got
@@ -57,8 +59,10 @@ def test_garbage_and_overlong_lines_are_reported_and_reading_goes_on(pty_link) -
     port.send(b"A" * 100 + b"\n")  # longer than max_line=32
     port.send(b"LOOKUP 1\n")
     events = got.wait_for(3)
-    assert [(e.error, e.detail) for e in events[:2]] == [("badline", "not_utf8"),
-                                                         ("toolong", "max=32")]
+    assert [(e.error, e.detail) for e in events[:2]] == [
+        ("badline", "not_utf8"),
+        ("toolong", "max=32"),
+    ]
     assert events[2].text == "LOOKUP 1"
     assert link.health()["bad_lines"] == 1 and link.health()["too_long"] == 1
 
@@ -90,8 +94,9 @@ def test_unplugged_adapter_is_reopened_when_it_comes_back(pty_link, caplog) -> N
 def test_port_missing_at_start_is_opened_once_it_appears(tmp_path: Path) -> None:
     path = tmp_path / "ttyLATE"
     got = Collector()
-    link = SerialLink(SerialConfig(port=str(path), reconnect_min_seconds=0.05,
-                                   reconnect_max_seconds=0.1), got).start()
+    link = SerialLink(
+        SerialConfig(port=str(path), reconnect_min_seconds=0.05, reconnect_max_seconds=0.1), got
+    ).start()
     try:
         time.sleep(0.3)
         assert not link.connected

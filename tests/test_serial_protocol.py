@@ -4,6 +4,7 @@ splitting, decoding and the exact answer lines."""
 from __future__ import annotations
 
 import pytest
+
 from lensbox.device.capture.protocol import (
     LineSplitter,
     TooLong,

@@ -17,7 +17,8 @@ BINDIR = Path(sys.executable).parent  # where this venv's `lensbox` lives
 UNITS = ("lensbox.service", "lensbox-kiosk.service")
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
-    ANALYZE is None, reason="systemd-analyze not installed (Debian package: systemd)")
+    ANALYZE is None, reason="systemd-analyze not installed (Debian package: systemd)"
+)
 
 
 def directives(path: Path) -> dict[str, list[str]]:
@@ -35,16 +36,25 @@ def directives(path: Path) -> dict[str, list[str]]:
 def install(destdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "DESTDIR": str(destdir)}
     env["PATH"] = f"{BINDIR}:{env.get('PATH', '')}"
-    res = subprocess.run(["bash", str(INSTALL), "--bindir", str(BINDIR), *args],
-                         env=env, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        ["bash", str(INSTALL), "--bindir", str(BINDIR), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if check:
         assert res.returncode == 0, res.stderr + res.stdout
     return res
 
 
 def verify(*units: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([ANALYZE, "verify", "--man=no", *map(str, units)],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [ANALYZE, "verify", "--man=no", *map(str, units)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +71,16 @@ def test_units_have_the_required_settings(unit):
     assert set(d["SupplementaryGroups"][0].split()) == {"video", "dialout"}
     assert d["Restart"] == ["on-failure"]
     for key, value in {
-        "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
-        "NoNewPrivileges": "yes", "CapabilityBoundingSet": "", "AmbientCapabilities": "",
-        "DevicePolicy": "closed", "ReadWritePaths": "/var/lib/lensbox",
-        "StateDirectory": "lensbox", "SystemCallFilter": "@system-service",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "NoNewPrivileges": "yes",
+        "CapabilityBoundingSet": "",
+        "AmbientCapabilities": "",
+        "DevicePolicy": "closed",
+        "ReadWritePaths": "/var/lib/lensbox",
+        "StateDirectory": "lensbox",
+        "SystemCallFilter": "@system-service",
     }.items():
         assert d[key] == [value], key
     assert set(d["RestrictAddressFamilies"][0].split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
@@ -100,7 +116,8 @@ def test_verify_would_catch_a_broken_unit_or_drop_in(installed, tmp_path):
     broken.write_text(text)
     (tmp_path / "lensbox.service.d").mkdir()
     (tmp_path / "lensbox.service.d" / "devices.conf").write_text(
-        "[Service]\nDeviceAllow=/dev/video0 rwx\n")
+        "[Service]\nDeviceAllow=/dev/video0 rwx\n"
+    )
     assert "device rights" in verify(broken).stderr.lower()
 
 
@@ -125,12 +142,14 @@ def test_install_lays_out_config_state_units_and_drop_ins(installed):
 def test_drop_in_follows_the_config_and_reinstall_keeps_it(tmp_path):
     conf = tmp_path / "etc/lensbox/lensbox.toml"
     conf.parent.mkdir(parents=True)
-    conf.write_text('[camera]\nsource = "2"\n[kiosk.serial]\nport = "/dev/ttyACM0"\n'
-                    '[service]\ndevices = ["/dev/hidraw0"]\n')
+    conf.write_text(
+        '[camera]\nsource = "2"\n[kiosk.serial]\nport = "/dev/ttyACM0"\n'
+        '[service]\ndevices = ["/dev/hidraw0"]\n'
+    )
     install(tmp_path, "--mdwe", "no", "--no-kiosk", "--no-enable")
     drop = directives(tmp_path / "etc/systemd/system/lensbox.service.d/devices.conf")
     assert drop["DeviceAllow"] == ["", "/dev/video2 rw", "/dev/ttyACM0 rw", "/dev/hidraw0 rw"]
-    assert "source = \"2\"" in conf.read_text()  # an existing config is never overwritten
+    assert 'source = "2"' in conf.read_text()  # an existing config is never overwritten
     assert not (tmp_path / "etc/systemd/system/lensbox-kiosk.service").exists()
     assert (tmp_path / "etc/lensbox/lensbox.toml.example").is_file()
 
@@ -175,8 +194,9 @@ print(before, after, ctypes.get_errno())
 
 
 def test_mdwe_filter_blocks_what_systemd_blocks():
-    res = subprocess.run([sys.executable, "-c", MPROTECT_SNIPPET], capture_output=True,
-                         text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-c", MPROTECT_SNIPPET], capture_output=True, text=True, timeout=60
+    )
     if "no syscall table" in res.stderr:
         pytest.skip("no seccomp syscall table for this CPU")
     assert res.returncode == 0, res.stderr
@@ -185,8 +205,12 @@ def test_mdwe_filter_blocks_what_systemd_blocks():
 
 
 def test_mdwe_probe_runs_the_model_under_the_filter():
-    res = subprocess.run([sys.executable, "-m", "lensbox.device.live.mdwe"],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "lensbox.device.live.mdwe"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if res.returncode == 2:
         pytest.skip(res.stdout.strip())
     assert "filter active" in res.stdout

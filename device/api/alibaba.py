@@ -34,6 +34,7 @@ import io
 from typing import Any
 
 from flask import Request, Response, g, request
+
 from lensbox.device.api.alibaba_filter import FilterError, parse_filter
 from lensbox.device.api.contract import (
     Contract,
@@ -126,8 +127,12 @@ def parse_region(text: Any) -> Box:
 class AlibabaContract(Contract):
     name = "alibaba"
     limits = ImageLimits(
-        max_bytes=4 * MB, formats=FORMATS, min_side=100, max_side=4096,
-        max_pixels=4096 * 4096, reject_rotated=True,
+        max_bytes=4 * MB,
+        formats=FORMATS,
+        min_side=100,
+        max_side=4096,
+        max_pixels=4096 * 4096,
+        reject_rotated=True,
     )
 
     def routes(self) -> list[Route]:
@@ -211,8 +216,9 @@ class AlibabaContract(Contract):
         return ImageSource("base64", text=as_str(value, "PicContent", 8 * MB))
 
     def _filters(self, p: dict[str, Any]) -> Filters:
-        filters = Filters(distinct_product=as_bool(p.get("distinctproductid", False),
-                                                   "DistinctProductId"))
+        filters = Filters(
+            distinct_product=as_bool(p.get("distinctproductid", False), "DistinctProductId")
+        )
         category = p.get("categoryid")
         if category not in (None, ""):
             value = as_int(category, "CategoryId", "bad_category")
@@ -249,11 +255,18 @@ class AlibabaContract(Contract):
 
         self.ctx.writer.put(instance, photo_id, [data], fields, limits)
         shown = region or Box(0, 0, info.width, info.height)
-        return json_response({
-            "RequestId": request_id(), "Success": True, "Code": 0, "Message": "success",
-            "PicInfo": {"CategoryId": fields.get("category_id", GENERIC_CATEGORY),
-                        "Region": region_text(shown)},
-        })
+        return json_response(
+            {
+                "RequestId": request_id(),
+                "Success": True,
+                "Code": 0,
+                "Message": "success",
+                "PicInfo": {
+                    "CategoryId": fields.get("category_id", GENERIC_CATEGORY),
+                    "Region": region_text(shown),
+                },
+            }
+        )
 
     def _fields(self, p: dict[str, Any], product: str, name: str) -> dict[str, Any]:
         fields: dict[str, Any] = {"product_id": product, "source": name}
@@ -264,10 +277,16 @@ class AlibabaContract(Contract):
                 fields["category_id"] = value
         if p.get("customcontent") not in (None, ""):
             fields["custom_content"] = as_str(p["customcontent"], "CustomContent", 4096)
-        ints = {f"int_attr{n}": as_int(p[f"intattr{n}"], f"IntAttr{n}")
-                for n in ATTR_SUFFIXES if p.get(f"intattr{n}") not in (None, "")}
-        strs = {f"str_attr{n}": as_str(p[f"strattr{n}"], f"StrAttr{n}", 128)
-                for n in ATTR_SUFFIXES if p.get(f"strattr{n}") not in (None, "")}
+        ints = {
+            f"int_attr{n}": as_int(p[f"intattr{n}"], f"IntAttr{n}")
+            for n in ATTR_SUFFIXES
+            if p.get(f"intattr{n}") not in (None, "")
+        }
+        strs = {
+            f"str_attr{n}": as_str(p[f"strattr{n}"], f"StrAttr{n}", 128)
+            for n in ATTR_SUFFIXES
+            if p.get(f"strattr{n}") not in (None, "")
+        }
         if ints:
             fields["int_attrs"] = ints
         if strs:
@@ -300,10 +319,15 @@ class AlibabaContract(Contract):
             return [it["id"] for it in found]
 
         done = self.ctx.writer.delete(instance, ids)
-        return json_response({
-            "RequestId": request_id(), "Success": True, "Code": 0, "Message": "success",
-            "Data": {"PicNames": [names[i] for i in done.ids]},
-        })
+        return json_response(
+            {
+                "RequestId": request_id(),
+                "Success": True,
+                "Code": 0,
+                "Message": "success",
+                "Data": {"PicNames": [names[i] for i in done.ids]},
+            }
+        )
 
     # -- render -----------------------------------------------------------------------
     def render(self, outcome: SearchOutcome, query: SearchQuery, req: Request) -> Response:
@@ -320,31 +344,35 @@ class AlibabaContract(Contract):
             "CategoryId": category,
             "Region": region_text(region) if region else "",
             "MultiRegion": [{"Region": region_text(b)} for b in outcome.subjects],
-            "AllCategories": [{"Name": str(c), "Id": c}
-                              for c in (service.categories(inst) if inst else [])]
+            "AllCategories": [
+                {"Name": str(c), "Id": c} for c in (service.categories(inst) if inst else [])
+            ]
             + [{"Name": "Other", "Id": GENERIC_CATEGORY}],
         }
         auctions = [self._auction(h["item"], h["score"]) for h in outcome.hits]
         if has_cloud_hits(outcome):  # extra key; Alibaba's SDK models ignore unknown keys
             for auction, hit in zip(auctions, outcome.hits):
                 auction["LensboxSource"] = hit["source"]
-        return json_response({
-            "Auctions": auctions,
-            "Head": {
-                "DocsFound": len(outcome.hits),  # "the number of images returned"
-                "DocsReturn": outcome.total,  # "the number that match the conditions"
-                "SearchTime": round(outcome.timings.get("total_ms", 0.0)),
-            },
-            "PicInfo": pic_info,
-            "RequestId": request_id(),
-            "Code": 0,
-            "Msg": "success",
-            "Success": True,
-        })
+        return json_response(
+            {
+                "Auctions": auctions,
+                "Head": {
+                    "DocsFound": len(outcome.hits),  # "the number of images returned"
+                    "DocsReturn": outcome.total,  # "the number that match the conditions"
+                    "SearchTime": round(outcome.timings.get("total_ms", 0.0)),
+                },
+                "PicInfo": pic_info,
+                "RequestId": request_id(),
+                "Code": 0,
+                "Msg": "success",
+                "Success": True,
+            }
+        )
 
     def _auction(self, item: dict, score: float) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "CategoryId": item.get("category_id") if item.get("category_id") is not None
+            "CategoryId": item.get("category_id")
+            if item.get("category_id") is not None
             else GENERIC_CATEGORY,
             "PicName": pic_name(item),
             "ProductId": item.get("product_id") or item["id"],
@@ -388,8 +416,11 @@ def _crop(data: bytes, region: Box, info: ImageInfo) -> bytes:
 
     box = region.clip(info.width, info.height)
     if box.width < 2 or box.height < 2:
-        raise ApiError("bad_region", f"Region {region_text(region)} is outside the "
-                       f"{info.width}x{info.height} image", "Region")
+        raise ApiError(
+            "bad_region",
+            f"Region {region_text(region)} is outside the {info.width}x{info.height} image",
+            "Region",
+        )
     with Image.open(io.BytesIO(data)) as img:
         img.load()
         part = img.convert("RGB").crop((box.x, box.y, box.x + box.width, box.y + box.height))

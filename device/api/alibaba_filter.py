@@ -141,9 +141,7 @@ class _Parser:
             where = (
                 "the end" if field_tok.kind == "end" else f"{field_tok.text!r} at {field_tok.pos}"
             )
-            raise FilterError(
-                f"expected int_attr..int_attr4 or str_attr..str_attr4, found {where}"
-            )
+            raise FilterError(f"expected int_attr..int_attr4 or str_attr..str_attr4, found {where}")
         op_tok = self.take()
         if op_tok.kind != "op":
             raise FilterError(f"expected an operator after {field_tok.text} at {op_tok.pos}")

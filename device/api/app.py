@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
 from lensbox.device.api.alibaba import AlibabaContract
 from lensbox.device.api.auth import Authenticator
 from lensbox.device.api.clarifai import ClarifaiContract
@@ -39,7 +41,6 @@ from lensbox.device.api.writes import CatalogWriter
 from lensbox.device.api.yandex import YandexContract
 from lensbox.device.config.loader import LensboxConfig
 from lensbox.device.search.engine import SearchEngine
-from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("lensbox.api")
 access_log = logging.getLogger("lensbox.access")  # one line per request (`serve -v`)
@@ -126,32 +127,46 @@ def create_app(
         instances, slots = make_instances(engines or {})
     metrics = Metrics()
     service = SearchService(
-        instances, slots, metrics, server.query_cache_size,
+        instances,
+        slots,
+        metrics,
+        server.query_cache_size,
         UrlPolicy(server.url_allow_hosts, server.url_timeout_s, server.url_max_redirects),
         server.max_pixels,
     )
     # Nothing is sent anywhere unless fallback.enabled: no router exists otherwise.
-    fallback = (CloudFallback(config.fallback, service, metrics)
-                if config.fallback.enabled else None)
+    fallback = CloudFallback(config.fallback, service, metrics) if config.fallback.enabled else None
     ctx = ApiContext(service, server, fallback, CatalogWriter(service, metrics))
     native = NativeContract(ctx)
     contracts: list[Contract] = [
-        YandexContract(ctx), AlibabaContract(ctx), HuaweiContract(ctx), ClarifaiContract(ctx),
+        YandexContract(ctx),
+        AlibabaContract(ctx),
+        HuaweiContract(ctx),
+        ClarifaiContract(ctx),
         native,
     ]
-    guard = Guard(Authenticator(server.api_keys, server.auth_required),
-                  RateLimiter(server.rate_limit, server.rate_burst))
+    guard = Guard(
+        Authenticator(server.api_keys, server.auth_required),
+        RateLimiter(server.rate_limit, server.rate_burst),
+    )
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = server.max_request_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = server.max_request_bytes
-    app.extensions["lensbox"] = {"service": service, "metrics": metrics, "contracts": contracts,
-                                 "fallback": fallback, "kiosk": None, "instances": instances,
-                                 "manager": manager}
+    app.extensions["lensbox"] = {
+        "service": service,
+        "metrics": metrics,
+        "contracts": contracts,
+        "fallback": fallback,
+        "kiosk": None,
+        "instances": instances,
+        "manager": manager,
+    }
     for contract in contracts:
         for route in contract.routes():
-            app.add_url_rule(route.rule, view_func=guard.wrap(contract, route),
-                             methods=list(route.methods))
+            app.add_url_rule(
+                route.rule, view_func=guard.wrap(contract, route), methods=list(route.methods)
+            )
     _add_probes(app, service, metrics, fallback)
     metrics.add_collector(lambda: catalog_gauges(instances))
     if config.kiosk.in_daemon:
@@ -164,8 +179,7 @@ def create_app(
                 return error_response(native, exc)
             return None
 
-        app.extensions["lensbox"]["kiosk"] = mount_kiosk(app, config, instances, slots,
-                                                         admit_kiosk)
+        app.extensions["lensbox"]["kiosk"] = mount_kiosk(app, config, instances, slots, admit_kiosk)
 
     def contract_for(path: str) -> Contract:
         return next(c for c in contracts if c.owns(path))
@@ -188,8 +202,14 @@ def create_app(
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         metrics.request(rule, request.method, resp.status_code, elapsed)
-        access_log.info("%s %s %s %d %.1f ms", request.remote_addr, request.method,
-                        request.path, resp.status_code, elapsed * 1e3)
+        access_log.info(
+            "%s %s %s %d %.1f ms",
+            request.remote_addr,
+            request.method,
+            request.path,
+            resp.status_code,
+            elapsed * 1e3,
+        )
         return resp
 
     return app
@@ -218,8 +238,12 @@ def _add_probes(
         ok, details = service.instances.ready()
         names = service.names()
         ready = ok and bool(names)
-        body = {"status": "ready" if ready else "not_ready", "instances": names,
-                "interpreters": service.slots.count, "details": details}
+        body = {
+            "status": "ready" if ready else "not_ready",
+            "instances": names,
+            "interpreters": service.slots.count,
+            "details": details,
+        }
         return json_response(body, 200 if ready else 503)
 
     @app.get("/metrics")
@@ -238,9 +262,20 @@ def _timestamp(text: Any) -> float:
 def catalog_gauges(instances: Any) -> list[str]:
     """Per-instance catalog gauges for /metrics (read at scrape time)."""
     _ok, details = instances.ready()
-    rows: dict[str, list] = {k: [] for k in (
-        "ready", "items", "vectors", "delta", "deleted", "pending", "journal", "compacted",
-        "loaded")}
+    rows: dict[str, list] = {
+        k: []
+        for k in (
+            "ready",
+            "items",
+            "vectors",
+            "delta",
+            "deleted",
+            "pending",
+            "journal",
+            "compacted",
+            "loaded",
+        )
+    }
     for name, entry in details.items():
         label = (("instance", name),)
         rows["ready"].append((label, 1.0 if entry.get("ready") else 0.0))
@@ -264,17 +299,25 @@ def catalog_gauges(instances: Any) -> list[str]:
         ("lensbox_instance_ready", "1 when the instance serves", "ready"),
         ("lensbox_index_items", "live catalog items (bundle - deleted + added)", "items"),
         ("lensbox_index_vectors", "descriptors in the base bundle's index", "vectors"),
-        ("lensbox_delta_items", "items added or changed since the bundle was written "
-         "(searched exactly until compaction)", "delta"),
-        ("lensbox_deleted_items", "bundle items hidden by a tombstone until compaction",
-         "deleted"),
-        ("lensbox_pending_changes", "journaled changes not yet compacted into the bundle",
-         "pending"),
+        (
+            "lensbox_delta_items",
+            "items added or changed since the bundle was written "
+            "(searched exactly until compaction)",
+            "delta",
+        ),
+        ("lensbox_deleted_items", "bundle items hidden by a tombstone until compaction", "deleted"),
+        (
+            "lensbox_pending_changes",
+            "journaled changes not yet compacted into the bundle",
+            "pending",
+        ),
         ("lensbox_journal_bytes", "size of the live-change journal", "journal"),
-        ("lensbox_last_compaction_timestamp_seconds",
-         "when the served bundle was written by a compaction (0: never)", "compacted"),
-        ("lensbox_bundle_loaded_timestamp_seconds", "when the served catalog was loaded",
-         "loaded"),
+        (
+            "lensbox_last_compaction_timestamp_seconds",
+            "when the served bundle was written by a compaction (0: never)",
+            "compacted",
+        ),
+        ("lensbox_bundle_loaded_timestamp_seconds", "when the served catalog was loaded", "loaded"),
     ]
     lines: list[str] = []
     for name, help_text, key in specs:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Request, Response
+
 from lensbox.device.api.auth import bearer
 from lensbox.device.api.contract import (
     Contract,
@@ -107,8 +108,7 @@ class ClarifaiContract(Contract):
     def routes(self) -> list[Route]:
         return [
             Route("/v2/annotations/searches", ("POST",), self.search),
-            Route("/v2/users/<user_id>/apps/<app_id>/annotations/searches", ("POST",),
-                  self.search),
+            Route("/v2/users/<user_id>/apps/<app_id>/annotations/searches", ("POST",), self.search),
         ]
 
     def owns(self, path: str) -> bool:
@@ -135,12 +135,16 @@ class ClarifaiContract(Contract):
             self._filter(_obj(flt, "filters[]"), filters)
         page_info = _obj(body.get("pagination"), "pagination")
         page = in_range(as_int(page_info.get("page", 1), "page"), "page", 1, 10_000)
-        per_page = in_range(as_int(page_info.get("per_page", 20), "per_page"), "per_page", 1,
-                            MAX_PER_PAGE)
+        per_page = in_range(
+            as_int(page_info.get("per_page", 20), "per_page"), "per_page", 1, MAX_PER_PAGE
+        )
         return SearchQuery(
             instance=as_str(app_id, "app_id", 128) if app_id else None,
-            sources=sources, limits=self.limits,
-            top_k=per_page, offset=(page - 1) * per_page, filters=filters,
+            sources=sources,
+            limits=self.limits,
+            top_k=per_page,
+            offset=(page - 1) * per_page,
+            filters=filters,
         )
 
     def _rank(self, rank: dict, sources: list[ImageSource], filters: Filters) -> None:
@@ -178,32 +182,44 @@ class ClarifaiContract(Contract):
         for hit in outcome.hits:
             item = hit["item"]
             concepts = [
-                {"id": str(c.get("id")), "name": c.get("name"), "value": c.get("value"),
-                 "app_id": "main"}
+                {
+                    "id": str(c.get("id")),
+                    "name": c.get("name"),
+                    "value": c.get("value"),
+                    "app_id": "main",
+                }
                 for c in item.get("concepts") or []
             ]
             tags = item.get("tags") or {}
             # input.data.metadata is a free-form Struct: the one place an extra key is
             # valid for every Clarifai client, proto-based or not.
             metadata = {**tags, "lensbox_source": hit["source"]} if mark else tags
-            hits.append({
-                "score": hit["score"],
-                "input": {
-                    "id": item["id"],
-                    "data": {"image": {"url": item_url(item, req.host_url)},
-                             "metadata": metadata},
-                },
-                "annotation": {
-                    "id": f"{item['id']}-annotation",
-                    "input_id": item["id"],
-                    "data": {"concepts": concepts, "metadata": tags},
-                },
-            })
+            hits.append(
+                {
+                    "score": hit["score"],
+                    "input": {
+                        "id": item["id"],
+                        "data": {
+                            "image": {"url": item_url(item, req.host_url)},
+                            "metadata": metadata,
+                        },
+                    },
+                    "annotation": {
+                        "id": f"{item['id']}-annotation",
+                        "input_id": item["id"],
+                        "data": {"concepts": concepts, "metadata": tags},
+                    },
+                }
+            )
         status = {"code": SUCCESS, "description": "Ok", "req_id": request_id()}
         return json_response({"status": status, "hits": hits})
 
     def render_error(self, error: ApiError) -> Response:
         http, code, description = ERRORS.get(error.code, SEARCH_INVALID)
-        status = {"code": code, "description": description, "details": error.message,
-                  "req_id": request_id()}
+        status = {
+            "code": code,
+            "description": description,
+            "details": error.message,
+            "req_id": request_id(),
+        }
         return json_response({"status": status}, http)

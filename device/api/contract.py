@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from flask import Request, Response, request
+
 from lensbox.device.api.errors import ApiError
 from lensbox.device.api.fallback_hook import CloudFallback, as_native, fallback_header
 from lensbox.device.api.query import ImageLimits, SearchOutcome, SearchQuery

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lensbox.device.api.errors import ApiError
 from lensbox.device.embedding.embedder import Embedder, load_labels
 from lensbox.device.search.engine import SearchEngine
@@ -104,8 +105,13 @@ class InterpreterPool:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, count: int, threads: int = 1, runtime: str = "auto",
-             model_path: str | Path | None = None) -> InterpreterPool:
+    def load(
+        cls,
+        count: int,
+        threads: int = 1,
+        runtime: str = "auto",
+        model_path: str | Path | None = None,
+    ) -> InterpreterPool:
         from lensbox.device.embedding.model import TFLiteModel
 
         if model_path is None:

@@ -92,8 +92,11 @@ def as_native(outcome: SearchOutcome) -> SearchOutcome:
 def catalog_filters(filters: Filters) -> bool:
     """Filters over catalog columns a cloud answer cannot honour."""
     return bool(
-        filters.category_id is not None or filters.tags or filters.expression is not None
-        or filters.concepts or filters.distinct_product
+        filters.category_id is not None
+        or filters.tags
+        or filters.expression is not None
+        or filters.concepts
+        or filters.distinct_product
     )
 
 
@@ -144,8 +147,14 @@ class CloudFallback:
         reason = self._not_asked(query, best, local.image)
         if reason is not None:
             self.metrics.fallback_not_asked(reason)
-            return self._answer(local, native_hits(local.hits), local.total, query, started,
-                                FallbackReport("not_asked", reason))
+            return self._answer(
+                local,
+                native_hits(local.hits),
+                local.total,
+                query,
+                started,
+                FallbackReport("not_asked", reason),
+            )
         assert local.image is not None
         cloud = self._ask(local.image, window, best, query)
         if self.router.should_fail(cloud):
@@ -154,8 +163,9 @@ class CloudFallback:
         merged = self.router.merge(local.hits, cloud, window)
         n_cloud = sum(1 for h in merged if h["source"] != LOCAL)
         total = n_cloud + (local.total if len(merged) > n_cloud else 0)
-        return self._answer(local, merged, total, query, started, self._report(cloud, merged,
-                                                                               query))
+        return self._answer(
+            local, merged, total, query, started, self._report(cloud, merged, query)
+        )
 
     def _not_asked(self, query: SearchQuery, best: float | None, image: bytes | None):
         if not self.router.should_ask(best):
@@ -180,8 +190,11 @@ class CloudFallback:
             )
         if query.filters.site and cloud.hits:
             site = query.filters.site
-            cloud.hits = [h for h in cloud.hits
-                          if host_matches({"host": h.host, "page_url": h.page_url}, site)]
+            cloud.hits = [
+                h
+                for h in cloud.hits
+                if host_matches({"host": h.host, "page_url": h.page_url}, site)
+            ]
         return cloud
 
     def _report(
@@ -191,12 +204,14 @@ class CloudFallback:
         if cloud.skipped:
             return FallbackReport("not_asked", cloud.skipped, elapsed_ms=elapsed)
         if cloud.error is not None:
-            return FallbackReport("failed", cloud.error.kind, cloud.error.provider,
-                                  elapsed_ms=elapsed)
+            return FallbackReport(
+                "failed", cloud.error.kind, cloud.error.provider, elapsed_ms=elapsed
+            )
         page = merged[query.offset : query.offset + query.top_k]
         used = sum(1 for h in page if h["source"] != LOCAL)
-        return FallbackReport("cached" if cloud.from_cache else "answered", None,
-                              cloud.provider, used, elapsed)
+        return FallbackReport(
+            "cached" if cloud.from_cache else "answered", None, cloud.provider, used, elapsed
+        )
 
     def _answer(
         self,
@@ -212,8 +227,11 @@ class CloudFallback:
             timings["cloud_ms"] = report.elapsed_ms
         timings["total_ms"] = (time.perf_counter() - started) * 1e3
         return dataclasses.replace(
-            local, hits=hits[query.offset : query.offset + query.top_k], total=total,
-            timings=timings, fallback=report.to_dict(),
+            local,
+            hits=hits[query.offset : query.offset + query.top_k],
+            total=total,
+            timings=timings,
+            fallback=report.to_dict(),
         )
 
     # -- an instance this box does not hold --------------------------------------------
@@ -235,17 +253,28 @@ class CloudFallback:
         if cloud.error is not None:
             if self.router.should_fail(cloud):
                 raise cloud_api_error(cloud.error)
-            raise ApiError(missing.code, f"{missing.message}; the cloud fallback failed too "
-                           f"({cloud.error.provider}: {cloud.error.kind})", missing.param)
+            raise ApiError(
+                missing.code,
+                f"{missing.message}; the cloud fallback failed too "
+                f"({cloud.error.provider}: {cloud.error.kind})",
+                missing.param,
+            )
         if cloud.skipped:
             raise missing
         merged = self.router.merge([], cloud, window)
         report = self._report(cloud, merged, query)
         elapsed = (time.perf_counter() - started) * 1e3
         return SearchOutcome(
-            instance=query.instance or "default", query_id=None,
-            hits=merged[query.offset : window], total=len(merged), query=None, region=None,
-            subjects=[], image_size=size, cached=False,
+            instance=query.instance or "default",
+            query_id=None,
+            hits=merged[query.offset : window],
+            total=len(merged),
+            query=None,
+            region=None,
+            subjects=[],
+            image_size=size,
+            cached=False,
             timings={"search_ms": 0.0, "cloud_ms": report.elapsed_ms, "total_ms": elapsed},
-            image=data, fallback=report.to_dict(),
+            image=data,
+            fallback=report.to_dict(),
         )

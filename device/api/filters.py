@@ -57,9 +57,7 @@ def build_predicate(filters: Filters) -> Predicate | None:
         checks.append(lambda it, c=filters.category_id: it.get("category_id") == c)
     if filters.tags:
         wanted = dict(filters.tags)
-        checks.append(
-            lambda it: all((it.get("tags") or {}).get(k) == v for k, v in wanted.items())
-        )
+        checks.append(lambda it: all((it.get("tags") or {}).get(k) == v for k, v in wanted.items()))
     if filters.site:
         checks.append(lambda it, s=filters.site: host_matches(it, s))
     if filters.family_mode in ("moderate", "strict"):

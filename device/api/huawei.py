@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Request, Response, request
+
 from lensbox.device.api.contract import Contract, Route, has_cloud_hits, json_response
 from lensbox.device.api.errors import IMAGE_ERRORS, ApiError
 from lensbox.device.api.params import (
@@ -67,8 +68,11 @@ ERRORS: dict[str, tuple[int, str]] = {
 class HuaweiContract(Contract):
     name = "huawei"
     limits = ImageLimits(
-        max_bytes=10 * MB, formats=frozenset({"JPEG", "MPO", "PNG", "BMP"}),
-        min_side=100, max_side=2048, max_pixels=2048 * 2048,
+        max_bytes=10 * MB,
+        formats=frozenset({"JPEG", "MPO", "PNG", "BMP"}),
+        min_side=100,
+        max_side=2048,
+        max_pixels=2048 * 2048,
     )
 
     def routes(self) -> list[Route]:
@@ -124,8 +128,11 @@ class HuaweiContract(Contract):
         elif path.startswith(("http://", "https://")):
             source = ImageSource("url", text=path)
         else:
-            raise ApiError("missing_image", "Arguments of file can not be null (path is not "
-                           "an http(s) URL to download the image from).")
+            raise ApiError(
+                "missing_image",
+                "Arguments of file can not be null (path is not "
+                "an http(s) URL to download the image from).",
+            )
         data = self.ctx.service.image_bytes(source, self.limits)
         fields: dict[str, Any] = {"tags": tags}
         if source.kind == "url":

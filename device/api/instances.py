@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lensbox.device.api.engines import InterpreterPool, InterpreterSlots
 from lensbox.device.bundle.format import PROJECTION
 from lensbox.device.embedding.embedder import Embedder, describe
@@ -77,15 +78,22 @@ class SlotSearcher:
     inst: Instance
     slot: int
 
-    def search_image(self, rgb: np.ndarray, top_k: int = 10, offset: int = 0,
-                     predicate: Predicate | None = None, region=None) -> SearchResult:
+    def search_image(
+        self,
+        rgb: np.ndarray,
+        top_k: int = 10,
+        offset: int = 0,
+        predicate: Predicate | None = None,
+        region=None,
+    ) -> SearchResult:
         t0 = time.perf_counter()
         query = self.inst.embed(self.slot, rgb, region)
         t1 = time.perf_counter()
         hits, total = self.inst.catalog.search_vectors(query.vectors, top_k, offset, predicate)
         t2 = time.perf_counter()
-        return SearchResult(hits, total, query, {"embed_ms": (t1 - t0) * 1e3,
-                                                 "search_ms": (t2 - t1) * 1e3})
+        return SearchResult(
+            hits, total, query, {"embed_ms": (t1 - t0) * 1e3, "search_ms": (t2 - t1) * 1e3}
+        )
 
 
 _DESCRIPTOR_KEYS: dict[str, str] = {}
@@ -98,11 +106,16 @@ def descriptor_key(bundle: Any) -> str:
     key = _DESCRIPTOR_KEYS.get(path)
     if key is None:
         manifest = bundle.manifest
-        descriptor = {k: v for k, v in (manifest.get("descriptor") or {}).items()
-                      if k not in ("int8_scale", "catalog_views")}
-        digest = hashlib.sha256(json.dumps(
-            [manifest.get("model", {}).get("sha256"), descriptor], sort_keys=True, default=str
-        ).encode())
+        descriptor = {
+            k: v
+            for k, v in (manifest.get("descriptor") or {}).items()
+            if k not in ("int8_scale", "catalog_views")
+        }
+        digest = hashlib.sha256(
+            json.dumps(
+                [manifest.get("model", {}).get("sha256"), descriptor], sort_keys=True, default=str
+            ).encode()
+        )
         projection = Path(bundle.path) / PROJECTION
         if projection.is_file():
             digest.update(projection.read_bytes())
@@ -135,8 +148,9 @@ class FixedCatalog:
     def settings(self):
         return self.engine.settings
 
-    def embed_query(self, rgb: np.ndarray, region=None, views=None,
-                    embedder: Any = None) -> QueryEmbedding:
+    def embed_query(
+        self, rgb: np.ndarray, region=None, views=None, embedder: Any = None
+    ) -> QueryEmbedding:
         if embedder is None:
             return self.engine.embed_query(rgb, region, views)
         if region is not None:
@@ -145,8 +159,14 @@ class FixedCatalog:
         vectors = describe(emb.pooled, self.engine.bundle.projection)
         return QueryEmbedding(vectors, emb.concepts, emb.subjects, emb.size, region)
 
-    def search_vectors(self, queries: np.ndarray, top_k: int = 10, offset: int = 0,
-                       predicate: Predicate | None = None, min_score: float = 0.0):
+    def search_vectors(
+        self,
+        queries: np.ndarray,
+        top_k: int = 10,
+        offset: int = 0,
+        predicate: Predicate | None = None,
+        min_score: float = 0.0,
+    ):
         return self.engine.search_vectors(queries, top_k, offset, predicate, min_score)
 
     def item_by_id(self, item_id: str):
@@ -189,11 +209,18 @@ class FixedCatalog:
     def stats(self) -> dict[str, Any]:
         bundle = self.engine.bundle
         return {
-            "bundle": str(self.base_path), "items": bundle.item_count,
-            "base_items": bundle.item_count, "deleted_base_items": 0, "delta_items": 0,
-            "pending_changes": 0, "journal_bytes": None, "writable": False,
-            "not_writable_because": FIXED_REASON, "compacting": False,
-            "last_compaction": None, "last_error": None,
+            "bundle": str(self.base_path),
+            "items": bundle.item_count,
+            "base_items": bundle.item_count,
+            "deleted_base_items": 0,
+            "delta_items": 0,
+            "pending_changes": 0,
+            "journal_bytes": None,
+            "writable": False,
+            "not_writable_because": FIXED_REASON,
+            "compacting": False,
+            "last_compaction": None,
+            "last_error": None,
         }
 
 
@@ -226,8 +253,10 @@ class StaticInstances:
         return change(inst.catalog)
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        details = {n: {"ready": True, "error": None, **i.catalog.stats()}
-                   for n, i in self._instances.items()}
+        details = {
+            n: {"ready": True, "error": None, **i.catalog.stats()}
+            for n, i in self._instances.items()
+        }
         return bool(details), details
 
     def healthy(self) -> bool:
@@ -304,8 +333,9 @@ def make_instances(
         if not group:
             raise ValueError(f"instance {name!r} has no engine")
         counts.add(len(group))
-        instances[name] = Instance(name, FixedCatalog(group[0]),
-                                   tuple(e.embedder for e in group), time.time())
+        instances[name] = Instance(
+            name, FixedCatalog(group[0]), tuple(e.embedder for e in group), time.time()
+        )
     if len(counts) > 1:
         raise ValueError("every instance needs the same number of engines (one per interpreter)")
     aliases = {}

@@ -19,6 +19,7 @@ from lensbox.device.api.errors import ApiError
 
 if TYPE_CHECKING:
     from flask import Flask
+
     from lensbox.device.capture.kiosk import KioskLoop
     from lensbox.device.config.loader import LensboxConfig
 
@@ -52,8 +53,12 @@ def mount_kiosk(
             yield inst.searcher(slot)
 
     first = instances.get(name)
-    loop = KioskLoop(first.searcher(0) if first is not None else None,
-                     FrameGrabber(config.camera), config.kiosk, lease=lease)
+    loop = KioskLoop(
+        first.searcher(0) if first is not None else None,
+        FrameGrabber(config.camera),
+        config.kiosk,
+        lease=lease,
+    )
     blueprint = make_blueprint(loop)
     blueprint.before_request(admit)
     app.register_blueprint(blueprint)

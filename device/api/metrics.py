@@ -51,8 +51,7 @@ class Counter:
         return out
 
 
-def render_gauge(name: str, help_text: str,
-                 values: Iterable[tuple[Labels, float]]) -> list[str]:
+def render_gauge(name: str, help_text: str, values: Iterable[tuple[Labels, float]]) -> list[str]:
     """One gauge family; ``values`` are (labels, value) pairs."""
     out = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
     out += [f"{name}{_labels(k)} {_num(v)}" for k, v in sorted(values)]
@@ -128,10 +127,22 @@ class Metrics:
         self._collectors: list[Callable[[], list[str]]] = []
 
     def _all(self):
-        return (self.requests, self.latency, self.embeddings, self.embed_time,
-                self.search_time, self.wait_time, self.cache, self.url_fetches,
-                self.fb_asked, self.fb_answered, self.fb_cache, self.fb_errors,
-                self.fb_not_asked, self.changes)
+        return (
+            self.requests,
+            self.latency,
+            self.embeddings,
+            self.embed_time,
+            self.search_time,
+            self.wait_time,
+            self.cache,
+            self.url_fetches,
+            self.fb_asked,
+            self.fb_answered,
+            self.fb_cache,
+            self.fb_errors,
+            self.fb_not_asked,
+            self.changes,
+        )
 
     def add_collector(self, collect: Callable[[], list[str]]) -> None:
         """``collect()`` returns exposition lines (gauges), called at every scrape."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Request, Response, request
+
 from lensbox.device.api.alibaba_filter import FilterError, parse_filter
 from lensbox.device.api.auth import bearer
 from lensbox.device.api.contract import Contract, Route, json_response
@@ -85,7 +86,9 @@ class NativeContract(Contract):
         super().__init__(ctx)
         server = ctx.server
         self.limits = ImageLimits(
-            max_bytes=min(MAX_IMAGE_BYTES, server.max_request_bytes), min_side=16, max_side=16384,
+            max_bytes=min(MAX_IMAGE_BYTES, server.max_request_bytes),
+            min_side=16,
+            max_side=16384,
             max_pixels=server.max_pixels,
         )
 
@@ -194,8 +197,13 @@ class NativeContract(Contract):
             "top_k": query.top_k,
             "offset": query.offset,
             "hits": [
-                {"id": h["id"], "score": h["score"], "source": h["source"],
-                 "score_kind": h["score_kind"], "metadata": item_metadata(h["item"])}
+                {
+                    "id": h["id"],
+                    "score": h["score"],
+                    "source": h["source"],
+                    "score_kind": h["score_kind"],
+                    "metadata": item_metadata(h["item"]),
+                }
                 for h in outcome.hits
             ],
             "query": {
@@ -238,8 +246,11 @@ class NativeContract(Contract):
         body = json_object(request)
         unknown = set(body) - {"fields", "instance"}
         if unknown:
-            raise ApiError("bad_param", f"unknown keys {', '.join(sorted(unknown))}; send "
-                           '{"fields": {...}}', "fields")
+            raise ApiError(
+                "bad_param",
+                f'unknown keys {", ".join(sorted(unknown))}; send {{"fields": {{...}}}}',
+                "fields",
+            )
         done = self.ctx.writer.update(self._instance(body), item_id, body.get("fields"))
         return json_response(self._change(done, "update"))
 
@@ -247,8 +258,9 @@ class NativeContract(Contract):
         done = self.ctx.writer.delete(request.args.get("instance"), [item_id])
         if done.change is None:
             raise ApiError("not_found", f"no catalog item with id {item_id!r}")
-        return json_response({"id": item_id, "instance": done.instance, "op": "delete",
-                              "seq": done.change.seq})
+        return json_response(
+            {"id": item_id, "instance": done.instance, "op": "delete", "seq": done.change.seq}
+        )
 
     def _instance(self, body: dict[str, Any]) -> str | None:
         value = body.get("instance") or request.args.get("instance")
@@ -262,8 +274,10 @@ class NativeContract(Contract):
             uploads = req.files.getlist("image")
             if not uploads:
                 raise ApiError("missing_image", "multipart uploads need file field(s) 'image'")
-            images = [service.image_bytes(ImageSource.from_bytes(u.read(limits.max_bytes + 1)),
-                                          limits) for u in uploads]
+            images = [
+                service.image_bytes(ImageSource.from_bytes(u.read(limits.max_bytes + 1)), limits)
+                for u in uploads
+            ]
             return images, _json_field(form.get("fields")), self._instance(form)
         if req.mimetype == "application/json":
             body = json_object(req)
@@ -273,23 +287,29 @@ class NativeContract(Contract):
             return self._json_photos(body), body.get("fields"), self._instance(body)
         data = req.get_data(cache=False)
         if not data:
-            raise ApiError("missing_image", "send the photo as multipart field 'image', as "
-                           "the body, or JSON with base64, images or url")
+            raise ApiError(
+                "missing_image",
+                "send the photo as multipart field 'image', as "
+                "the body, or JSON with base64, images or url",
+            )
         images = [service.image_bytes(ImageSource.from_bytes(data), limits)]
         return images, _json_field(req.args.get("fields")), self._instance({})
 
     def _json_photos(self, body: dict[str, Any]) -> list[bytes]:
         sources: list[ImageSource] = []
         if body.get("base64") not in (None, ""):
-            sources.append(ImageSource("base64", text=as_str(body["base64"], "base64",
-                                                             64 * 1024 * 1024)))
+            sources.append(
+                ImageSource("base64", text=as_str(body["base64"], "base64", 64 * 1024 * 1024))
+            )
         if body.get("images") not in (None, []):
             photos = body["images"]
             if not isinstance(photos, list) or len(photos) > 16:
-                raise ApiError("bad_param", "images must be a list of at most 16 base64 "
-                               "strings", "images")
-            sources += [ImageSource("base64", text=as_str(t, "images", 64 * 1024 * 1024))
-                        for t in photos]
+                raise ApiError(
+                    "bad_param", "images must be a list of at most 16 base64 strings", "images"
+                )
+            sources += [
+                ImageSource("base64", text=as_str(t, "images", 64 * 1024 * 1024)) for t in photos
+            ]
         if body.get("url") not in (None, ""):
             sources.append(ImageSource("url", text=as_str(body["url"], "url", 2048)))
         if not sources:
@@ -299,8 +319,13 @@ class NativeContract(Contract):
     def _change(self, done: Any, op: str) -> dict[str, Any]:
         now = self.ctx.service.instances.get(done.instance)
         item = done.item
-        body: dict[str, Any] = {"id": done.ids[0], "instance": done.instance, "op": op,
-                                "seq": done.change.seq, "created": not done.replaced}
+        body: dict[str, Any] = {
+            "id": done.ids[0],
+            "instance": done.instance,
+            "op": op,
+            "seq": done.change.seq,
+            "created": not done.replaced,
+        }
         if now is not None and item is not None:
             body["item"] = item_json(done.instance, now.catalog, item)
         return body
@@ -311,18 +336,20 @@ class NativeContract(Contract):
             inst = self.ctx.service.instance(name)
             bundle = inst.bundle
             manifest = bundle.manifest
-            bundles.append({
-                "name": name,
-                "path": str(bundle.path),
-                "items": inst.catalog.count(),
-                "vectors": len(bundle.vectors),
-                "dims": bundle.dims,
-                "disk_bytes": bundle.disk_bytes,
-                "model_sha256": manifest.get("model", {}).get("sha256"),
-                "format_version": manifest.get("format_version"),
-                "manifest": manifest,
-                "live": inst.catalog.stats(),
-            })
+            bundles.append(
+                {
+                    "name": name,
+                    "path": str(bundle.path),
+                    "items": inst.catalog.count(),
+                    "vectors": len(bundle.vectors),
+                    "dims": bundle.dims,
+                    "disk_bytes": bundle.disk_bytes,
+                    "model_sha256": manifest.get("model", {}).get("sha256"),
+                    "format_version": manifest.get("format_version"),
+                    "manifest": manifest,
+                    "live": inst.catalog.stats(),
+                }
+            )
         return json_response({"bundles": bundles})
 
     def get_openapi(self) -> Response:

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from flask import Request
+
 from lensbox.device.api.errors import ApiError
 from lensbox.device.embedding.subject import Box
 
@@ -89,8 +90,9 @@ def box_from_xywh(value: Any, name: str = "region") -> Box:
         x, y, w, h = (as_int(p, name, "bad_region") for p in parts)
     elif isinstance(value, dict):
         try:
-            x, y, w, h = (as_int(value[k], f"{name}.{k}", "bad_region")
-                          for k in ("x", "y", "width", "height"))
+            x, y, w, h = (
+                as_int(value[k], f"{name}.{k}", "bad_region") for k in ("x", "y", "width", "height")
+            )
         except KeyError as exc:
             raise ApiError("bad_region", f"{name} needs x, y, width and height", name) from exc
     else:

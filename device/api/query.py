@@ -76,8 +76,12 @@ class Filters:
     @property
     def empty(self) -> bool:
         return (
-            self.category_id is None and not self.tags and not self.site
-            and self.family_mode == "none" and self.expression is None and not self.concepts
+            self.category_id is None
+            and not self.tags
+            and not self.site
+            and self.family_mode == "none"
+            and self.expression is None
+            and not self.concepts
         )
 
 

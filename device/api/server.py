@@ -68,8 +68,9 @@ class Daemon:
         self.runtime.stop()
 
 
-def open_daemon(config, *, notifier=None, configure_logging: bool = True,
-                background: bool = True) -> Daemon:
+def open_daemon(
+    config, *, notifier=None, configure_logging: bool = True, background: bool = True
+) -> Daemon:
     """Load the interpreters and every configured bundle (errors are kept per instance,
     see ``manager.ready()``) and build the app over them. No port is bound yet."""
     from contextlib import nullcontext
@@ -82,19 +83,23 @@ def open_daemon(config, *, notifier=None, configure_logging: bool = True,
     if not config.bundles:
         raise ValueError("no bundle to serve: give a bundle path, or [bundles] in --config")
     server = config.server
-    pool = InterpreterPool.load(server.interpreters,
-                                server.interpreter_threads or config.search.threads,
-                                config.search.runtime)
+    pool = InterpreterPool.load(
+        server.interpreters,
+        server.interpreter_threads or config.search.threads,
+        config.search.runtime,
+    )
     if server.warmup:
         pool.warmup()
     # Settings are read from the manager's config at each open (the lambda runs only once
     # `manager` exists), so a SIGHUP that changes [search] applies to what it reloads.
     opener = pool.opener(lambda: manager.config.search.settings())
     # The pool's embedders lease an interpreter per call: no extra lock around them.
-    manager = BundleManager(config, engine_opener=opener, embed_lock=nullcontext(),
-                            background=background)
-    runtime = ServiceRuntime(config, None, manager=manager, notifier=notifier,
-                             configure_logging=configure_logging)
+    manager = BundleManager(
+        config, engine_opener=opener, embed_lock=nullcontext(), background=background
+    )
+    runtime = ServiceRuntime(
+        config, None, manager=manager, notifier=notifier, configure_logging=configure_logging
+    )
     runtime.start()
     try:
         app = create_app(config, manager=manager, pool=pool)
@@ -173,9 +178,12 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("bundle", nargs="?", help="bundle to serve as instance 'default'")
-    p.add_argument("--config", default=None,
-                   help="TOML file with [server], [bundles], [state], [service], [fallback], "
-                   "[camera], [kiosk]")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="TOML file with [server], [bundles], [state], [service], [fallback], "
+        "[camera], [kiosk]",
+    )
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="TCP port (default 8080; 0: any)")
     p.add_argument("--threads", type=int, default=None, help="waitress worker threads")
@@ -193,8 +201,16 @@ def _config(args: argparse.Namespace) -> tuple[Any, bool]:
 
     config = load_config(args.config)
     appliance = "state" in config.model_fields_set
-    updates = {k: v for k, v in {"host": args.host, "port": args.port, "threads": args.threads,
-                                 "interpreters": args.interpreters}.items() if v is not None}
+    updates = {
+        k: v
+        for k, v in {
+            "host": args.host,
+            "port": args.port,
+            "threads": args.threads,
+            "interpreters": args.interpreters,
+        }.items()
+        if v is not None
+    }
     bundles = dict(config.bundles)
     if args.bundle:
         bundles["default"] = args.bundle
@@ -223,9 +239,10 @@ def _quiet(verbose: bool) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from lensbox.device.bundle import BundleError
     from lensbox.device.config.loader import ConfigError, format_errors
-    from pydantic import ValidationError
 
     try:
         config, appliance = _config(args)
@@ -254,8 +271,9 @@ def _run(args: argparse.Namespace, config, daemon: Daemon) -> int:
 
     server = config.server
     try:
-        background = BackgroundServer(daemon.app, server.host, server.port,
-                                      **waitress_options(server))
+        background = BackgroundServer(
+            daemon.app, server.host, server.port, **waitress_options(server)
+        )
     except OSError as exc:
         daemon.close()
         return fail(f"cannot listen on {server.host}:{server.port}: {exc}")
@@ -263,17 +281,26 @@ def _run(args: argparse.Namespace, config, daemon: Daemon) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     runtime = daemon.runtime
-    install_sighup(daemon.manager, args.config or "(command line)",
-                   loader=lambda _path: _config(args)[0], notifier=runtime.notifier)
+    install_sighup(
+        daemon.manager,
+        args.config or "(command line)",
+        loader=lambda _path: _config(args)[0],
+        notifier=runtime.notifier,
+    )
     runtime.health = background.alive
     names = ", ".join(sorted(config.bundles))
-    print(f"lensbox: serving {names} on {background.url} "
-          f"({server.threads} threads, {server.interpreters} interpreters, "
-          f"auth {'on' if server.auth_required else 'off'})", flush=True)
+    print(
+        f"lensbox: serving {names} on {background.url} "
+        f"({server.threads} threads, {server.interpreters} interpreters, "
+        f"auth {'on' if server.auth_required else 'off'})",
+        flush=True,
+    )
     background.start()
     waiting = [n for n, e in daemon.manager.ready()[1].items() if not e["ready"]]
-    runtime.ready(f"serving {names} on {background.url}" + (
-        f"; waiting for a bundle for {', '.join(waiting)}" if waiting else ""))
+    runtime.ready(
+        f"serving {names} on {background.url}"
+        + (f"; waiting for a bundle for {', '.join(waiting)}" if waiting else "")
+    )
     while not stop.wait(0.5):
         pass
     runtime.notifier.stopping("finishing requests")

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 from flask import g, has_request_context
+from PIL import Image
+
 from lensbox.device.api import urlfetch
 from lensbox.device.api.engines import InterpreterSlots
 from lensbox.device.api.errors import ApiError
@@ -37,7 +39,6 @@ from lensbox.device.embedding.embedder import Concept
 from lensbox.device.embedding.subject import Box
 from lensbox.device.imaging.decode import ImageError, ImageInfo, decode_image, probe_image
 from lensbox.device.search.engine import Hit, QueryEmbedding
-from PIL import Image
 
 EXIF_ORIENTATION = 0x0112
 # A subject box covering this much of the image is the image: no second model run.
@@ -131,8 +132,12 @@ class SearchService:
             if cached is not None:
                 if cached[0] != version and inst.name not in self._refreshing:
                     self._refreshing.add(inst.name)
-                    threading.Thread(target=self._refresh_categories, args=(inst,),
-                                     name="lensbox-categories", daemon=True).start()
+                    threading.Thread(
+                        target=self._refresh_categories,
+                        args=(inst,),
+                        name="lensbox-categories",
+                        daemon=True,
+                    ).start()
                 return cached[1]
         return self._refresh_categories(inst)
 
@@ -167,10 +172,17 @@ class SearchService:
         timings["total_ms"] = (time.perf_counter() - started) * 1e3
         first = prepared[0].query
         return SearchOutcome(
-            instance=inst.name, query_id=first.query_id, hits=hits, total=total,
-            query=first.embedding, region=first.region, subjects=first.subjects,
-            image_size=first.image_size, cached=all(p.cached for p in prepared),
-            timings=timings, image=next((p.data for p in prepared if p.data), None),
+            instance=inst.name,
+            query_id=first.query_id,
+            hits=hits,
+            total=total,
+            query=first.embedding,
+            region=first.region,
+            subjects=first.subjects,
+            image_size=first.image_size,
+            cached=all(p.cached for p in prepared),
+            timings=timings,
+            image=next((p.data for p in prepared if p.data), None),
         )
 
     def _rank(self, inst: Instance, vectors: np.ndarray, query: SearchQuery):
@@ -204,8 +216,15 @@ class SearchService:
         page = scored[query.offset : query.offset + query.top_k]
         elapsed = (time.perf_counter() - started) * 1e3
         return SearchOutcome(
-            instance=inst.name, query_id=None, hits=page, total=len(scored), query=None,
-            region=None, subjects=[], image_size=None, cached=False,
+            instance=inst.name,
+            query_id=None,
+            hits=page,
+            total=len(scored),
+            query=None,
+            region=None,
+            subjects=[],
+            image_size=None,
+            cached=False,
             timings={"embed_ms": 0.0, "search_ms": elapsed, "total_ms": elapsed},
         )
 
@@ -239,8 +258,9 @@ class SearchService:
         info = self.check_image(data, query.limits)
         return data, (info.width, info.height)
 
-    def image_bytes(self, source: ImageSource, limits: ImageLimits,
-                    timings: dict | None = None) -> bytes:
+    def image_bytes(
+        self, source: ImageSource, limits: ImageLimits, timings: dict | None = None
+    ) -> bytes:
         """The bytes of an upload / base64 text / allowed URL, within ``limits.max_bytes``."""
         timings = {} if timings is None else timings
         max_bytes = limits.max_bytes
@@ -302,12 +322,13 @@ class SearchService:
             clipped = region.clip(width, height)
             if clipped.width < 2 or clipped.height < 2:
                 raise ApiError(
-                    "bad_region", f"the region {_box_text(region)} is outside the "
-                    f"{width}x{height} image",
+                    "bad_region",
+                    f"the region {_box_text(region)} is outside the {width}x{height} image",
                 )
             emb = self._model(inst, rgb, clipped)
-            subjects = [Box(b.x + clipped.x, b.y + clipped.y, b.width, b.height)
-                        for b in emb.subjects]
+            subjects = [
+                Box(b.x + clipped.x, b.y + clipped.y, b.width, b.height) for b in emb.subjects
+            ]
             return PreparedQuery(query_id, emb, clipped, subjects, (width, height))
         emb = self._model(inst, rgb, None)
         subjects = list(emb.subjects)
@@ -350,8 +371,10 @@ class SearchService:
             raise ApiError("not_found", f"catalog item {query_id!r} has no stored vectors")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
-        concepts = [Concept(str(c.get("id")), str(c.get("name")), float(c.get("value", 0)))
-                    for c in item.get("concepts") or []]
+        concepts = [
+            Concept(str(c.get("id")), str(c.get("name")), float(c.get("value", 0)))
+            for c in item.get("concepts") or []
+        ]
         size = (int(item.get("width") or 0), int(item.get("height") or 0))
         emb = QueryEmbedding(vectors, concepts, [], size, None)
         return PreparedQuery(query_id, emb, None, [], size)

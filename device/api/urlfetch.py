@@ -84,9 +84,7 @@ def fetch(url: str, policy: UrlPolicy, max_bytes: int) -> bytes:
     if not policy.allows(url):
         host = urlsplit(url).hostname or url
         raise ApiError("url_not_allowed", f"{host!r} is not on the server's url allow-list")
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), _CheckedRedirect(policy)
-    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _CheckedRedirect(policy))
     request = urllib.request.Request(url, headers={"User-Agent": "lensbox", "Accept": "image/*"})
     deadline = time.monotonic() + policy.timeout_s
     try:

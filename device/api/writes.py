@@ -36,8 +36,17 @@ from lensbox.device.live.catalog import CatalogClosed, CatalogReadOnly, Change
 # Item fields an API client may set; the rest (size, format, concepts, hash) are measured
 # from the photo itself.
 EDITABLE = (
-    "source", "title", "page_url", "host", "category_id", "tags", "product_id",
-    "custom_content", "int_attrs", "str_attrs", "adult",
+    "source",
+    "title",
+    "page_url",
+    "host",
+    "category_id",
+    "tags",
+    "product_id",
+    "custom_content",
+    "int_attrs",
+    "str_attrs",
+    "adult",
 )
 
 ItemId = Union[str, Callable[[Any], str]]
@@ -124,16 +133,23 @@ class CatalogWriter:
             wanted = item_id(catalog) if callable(item_id) else item_id
             state["id"], state["replaced"] = wanted, wanted in catalog
             with self.service.slots.lease() as (slot, _waited):
-                return catalog.put(wanted, list(images), clean, limits=decode,
-                                   embedder=_slot_embedder(catalog, slot, inst))
+                return catalog.put(
+                    wanted,
+                    list(images),
+                    clean,
+                    limits=decode,
+                    embedder=_slot_embedder(catalog, slot, inst),
+                )
 
         done = self._run(inst, change)
         self.metrics.changed(inst.name, "put")
-        return WriteResult(inst.name, done, (state["id"],), self._current(inst, state["id"]),
-                           state["replaced"])
+        return WriteResult(
+            inst.name, done, (state["id"],), self._current(inst, state["id"]), state["replaced"]
+        )
 
-    def update(self, instance: str | None, item_id: str,
-               fields: Mapping[str, Any] | None) -> WriteResult:
+    def update(
+        self, instance: str | None, item_id: str, fields: Mapping[str, Any] | None
+    ) -> WriteResult:
         """Change some fields of an item, keeping its photos (``not_found`` if absent)."""
         inst = self.writable(instance)
         clean = check_fields(fields)
@@ -143,8 +159,9 @@ class CatalogWriter:
         self.metrics.changed(inst.name, "update")
         return WriteResult(inst.name, done, (item_id,), self._current(inst, item_id), True)
 
-    def delete(self, instance: str | None,
-               ids: Sequence[str] | Callable[[Any], Sequence[str]]) -> WriteResult:
+    def delete(
+        self, instance: str | None, ids: Sequence[str] | Callable[[Any], Sequence[str]]
+    ) -> WriteResult:
         """Delete items; ``ids`` may be a function of the catalog. Ids that do not exist
         are ignored (``change`` None when none did)."""
         inst = self.writable(instance)
@@ -166,8 +183,9 @@ class CatalogWriter:
         inst = self.service.instance(name)
         reason = inst.catalog.writable_reason()
         if reason is not None and reason != "closed":  # closed: a swap; the retry handles it
-            raise ApiError("read_only", f"instance {inst.name!r} takes no catalog changes: "
-                           f"{reason}")
+            raise ApiError(
+                "read_only", f"instance {inst.name!r} takes no catalog changes: {reason}"
+            )
         return inst
 
     def _run(self, inst: Instance, change: Callable[[Any], Any]) -> Any:
@@ -176,8 +194,9 @@ class CatalogWriter:
         except ImageError as exc:  # before ValueError: it is one
             raise ApiError.from_image_error(exc) from exc
         except CatalogReadOnly as exc:
-            raise ApiError("read_only", f"instance {inst.name!r} takes no catalog changes: "
-                           f"{exc}") from exc
+            raise ApiError(
+                "read_only", f"instance {inst.name!r} takes no catalog changes: {exc}"
+            ) from exc
         except CatalogClosed as exc:
             raise ApiError("not_ready", "the catalog is being swapped; try again") from exc
         except KeyError as exc:

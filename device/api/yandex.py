@@ -20,6 +20,7 @@ import math
 from typing import Any
 
 from flask import Request, Response
+
 from lensbox.device.api.auth import bearer
 from lensbox.device.api.contract import Contract, Route, json_response
 from lensbox.device.api.errors import ApiError
@@ -27,13 +28,21 @@ from lensbox.device.api.params import as_int, as_str, in_range, item_url, json_o
 from lensbox.device.api.query import Filters, ImageLimits, ImageSource, SearchOutcome, SearchQuery
 
 MiB = 1024 * 1024
-FORMATS = {"JPEG": "IMAGE_FORMAT_JPEG", "MPO": "IMAGE_FORMAT_JPEG", "GIF": "IMAGE_FORMAT_GIF",
-           "PNG": "IMAGE_FORMAT_PNG"}
+FORMATS = {
+    "JPEG": "IMAGE_FORMAT_JPEG",
+    "MPO": "IMAGE_FORMAT_JPEG",
+    "GIF": "IMAGE_FORMAT_GIF",
+    "PNG": "IMAGE_FORMAT_PNG",
+}
 FAMILY = {
-    "FAMILY_MODE_UNSPECIFIED": "moderate", "UNSPECIFIED": "moderate",
-    "FAMILY_MODE_NONE": "none", "NONE": "none",
-    "FAMILY_MODE_MODERATE": "moderate", "MODERATE": "moderate",
-    "FAMILY_MODE_STRICT": "strict", "STRICT": "strict",
+    "FAMILY_MODE_UNSPECIFIED": "moderate",
+    "UNSPECIFIED": "moderate",
+    "FAMILY_MODE_NONE": "none",
+    "NONE": "none",
+    "FAMILY_MODE_MODERATE": "moderate",
+    "MODERATE": "moderate",
+    "FAMILY_MODE_STRICT": "strict",
+    "STRICT": "strict",
 }
 FAMILY_NUMBERS = {0: "moderate", 1: "none", 2: "moderate", 3: "strict"}
 
@@ -101,8 +110,11 @@ class YandexContract(Contract):
         size = self.ctx.server.yandex_page_size
         return SearchQuery(
             instance=self._instance(as_str(folder, "folderId", 50) if folder else None),
-            sources=[source], limits=self.limits,
-            top_k=size, offset=page * size, filters=filters,
+            sources=[source],
+            limits=self.limits,
+            top_k=size,
+            offset=page * size,
+            filters=filters,
         )
 
     def _family(self, value: Any) -> str:
@@ -124,12 +136,14 @@ class YandexContract(Contract):
         # No per-image source field: proto3 JSON parsers reject unknown fields by default,
         # so the source of each image travels in the X-Lensbox-Source header only.
         images = [self._image(h["item"], req.host_url) for h in outcome.hits]
-        return json_response({
-            "images": images,
-            "page": str(page),
-            "maxPage": str(max_page),
-            "id": outcome.query_id or "",
-        })
+        return json_response(
+            {
+                "images": images,
+                "page": str(page),
+                "maxPage": str(max_page),
+                "id": outcome.query_id or "",
+            }
+        )
 
     def _image(self, item: dict, host_url: str) -> dict:
         return {

@@ -59,7 +59,9 @@ def check_replaceable(target: Path, inputs: Iterable[Path] = (), what: str = "ou
     if target.is_symlink():
         if not target.exists() or is_bundle_dir(target):
             return
-    elif not target.exists() or (target.is_dir() and (is_bundle_dir(target) or not any(target.iterdir()))):
+    elif not target.exists() or (
+        target.is_dir() and (is_bundle_dir(target) or not any(target.iterdir()))
+    ):
         return
     kind = "a file" if target.is_file() else "a folder that is not a lensbox bundle"
     raise UnsafeTargetError(

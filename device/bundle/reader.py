@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from annoy import AnnoyIndex
+
 from lensbox.device.bundle.format import (
     ANNOY_INDEX,
     FORMAT_NAME,

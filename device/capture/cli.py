@@ -27,21 +27,33 @@ def add_kiosk(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("bundle", help="bundle directory written by `lensbox build`")
-    p.add_argument("--camera", default=None,
-                   help="/dev/video0, an index, a GStreamer pipeline, an rtsp/http URL or a "
-                        "video file (default: [camera] source)")
+    p.add_argument(
+        "--camera",
+        default=None,
+        help="/dev/video0, an index, a GStreamer pipeline, an rtsp/http URL or a "
+        "video file (default: [camera] source)",
+    )
     p.add_argument("--serial", default=None, help="serial port, e.g. /dev/ttyUSB0")
     p.add_argument("--baud", type=int, default=None, help="serial speed (default 115200)")
-    p.add_argument("--token", default=None,
-                   help="request word (default LOOKUP; '' makes any line a trigger)")
+    p.add_argument(
+        "--token", default=None, help="request word (default LOOKUP; '' makes any line a trigger)"
+    )
     p.add_argument("--motion", action="store_true", help="also look up when the scene settles")
     p.add_argument("--interval", type=float, default=None, help="also look up every N seconds")
     p.add_argument("--webhook", default=None, help="POST every result's JSON to this URL")
     p.add_argument("--min-score", type=float, default=None, help="below: NOMATCH")
-    p.add_argument("--stable-frames", type=int, default=None,
-                   help="frames whose top match must agree (default 1)")
-    p.add_argument("--http", default=None, metavar="HOST:PORT",
-                   help="also serve POST /v1/trigger and GET /v1/last (e.g. 127.0.0.1:8081)")
+    p.add_argument(
+        "--stable-frames",
+        type=int,
+        default=None,
+        help="frames whose top match must agree (default 1)",
+    )
+    p.add_argument(
+        "--http",
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve POST /v1/trigger and GET /v1/last (e.g. 127.0.0.1:8081)",
+    )
     p.add_argument("--config", default=None, help="lensbox.toml")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     p.set_defaults(func=cmd_kiosk)
@@ -51,15 +63,21 @@ def _overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]
     """Command-line options -> ([camera] updates, [kiosk] updates)."""
     camera = {"source": args.camera} if args.camera is not None else {}
     kiosk: dict[str, Any] = {}
-    serial = {k: v for k, v in (("port", args.serial), ("baud", args.baud),
-                                ("token", args.token)) if v is not None}
+    serial = {
+        k: v
+        for k, v in (("port", args.serial), ("baud", args.baud), ("token", args.token))
+        if v is not None
+    }
     trigger: dict[str, Any] = {}
     if args.motion:
         trigger["motion"] = True
     if args.interval is not None:
         trigger["interval_seconds"] = args.interval
-    for key, val in (("webhook_url", args.webhook), ("min_score", args.min_score),
-                     ("stable_frames", args.stable_frames)):
+    for key, val in (
+        ("webhook_url", args.webhook),
+        ("min_score", args.min_score),
+        ("stable_frames", args.stable_frames),
+    ):
         if val is not None:
             kiosk[key] = val
     if serial:
@@ -85,12 +103,16 @@ def _parse_hostport(text: str) -> tuple[str, int]:
 
 
 def cmd_kiosk(args: argparse.Namespace) -> int:
-    from lensbox.device.bundle import BundleError
-    from lensbox.device.config import ConfigError, load_config
     from pydantic import ValidationError
 
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from lensbox.device.bundle import BundleError
+    from lensbox.device.config import ConfigError, load_config
+
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         cfg = load_config(args.config)
         cam_up, kiosk_up = _overrides(args)
@@ -103,8 +125,9 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
     from lensbox.device.search.engine import open_engine
 
     def reopen() -> Any:
-        return open_engine(args.bundle, cfg.search.settings(), cfg.search.threads,
-                           cfg.search.runtime)
+        return open_engine(
+            args.bundle, cfg.search.settings(), cfg.search.threads, cfg.search.runtime
+        )
 
     try:
         engine = reopen()
@@ -135,13 +158,15 @@ def _serve(loop: Any, http: tuple[str, int] | None, reopen: Callable[[], Any]) -
     loop.start()
     server = None
     if http is not None:
-        from lensbox.device.capture.http import create_app
         from waitress import create_server
+
+        from lensbox.device.capture.http import create_app
 
         server = create_server(create_app(loop), host=http[0], port=http[1], threads=4)
         threading.Thread(target=server.run, name="kiosk-http", daemon=True).start()
         logging.getLogger("lensbox.capture.kiosk").info(
-            "kiosk HTTP on http://%s:%d/v1/trigger", http[0], server.effective_port)
+            "kiosk HTTP on http://%s:%d/v1/trigger", http[0], server.effective_port
+        )
     try:
         while not done.wait(0.5):
             if hup.is_set():

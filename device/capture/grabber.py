@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from lensbox.device.capture.source import file_fps, open_capture, parse_source
 from lensbox.device.config.camera import CameraConfig
 
@@ -46,9 +47,7 @@ class Frame:
 class FrameGrabber:
     """Owns one cv2.VideoCapture on its own thread; every other method is thread-safe."""
 
-    def __init__(
-        self, cfg: CameraConfig, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, cfg: CameraConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.spec = parse_source(cfg.source, cfg.backend)
         self._clock = clock
@@ -282,7 +281,8 @@ class FrameGrabber:
                 if self._stalled and not was:
                     self._stalls += 1
             if self._stalled and not was:
-                log.warning("camera stalled: no frame for %.1f s from %s",
-                            silent, self.spec.describe())
+                log.warning(
+                    "camera stalled: no frame for %.1f s from %s", silent, self.spec.describe()
+                )
             elif was and not self._stalled:
                 log.info("camera frames again: %s", self.spec.describe())

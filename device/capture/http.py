@@ -21,6 +21,7 @@ from lensbox.device.capture.protocol import TAG_RE
 
 if TYPE_CHECKING:
     from flask import Blueprint, Flask
+
     from lensbox.device.capture.kiosk import KioskLoop
 
 TRUE = ("1", "true", "yes", "on")
@@ -64,9 +65,11 @@ def make_blueprint(
             jpeg = loop.last_frame_jpeg()
             if jpeg is None:
                 return _error("noframe", "the last lookup had no frame (camera down?)", 404)
-            return Response(jpeg, mimetype="image/jpeg",
-                            headers={"X-Lookup-Id": str(result.lookup_id),
-                                     "Cache-Control": "no-store"})
+            return Response(
+                jpeg,
+                mimetype="image/jpeg",
+                headers={"X-Lookup-Id": str(result.lookup_id), "Cache-Control": "no-store"},
+            )
         return jsonify(result.to_json())
 
     @bp.get("/v1/kiosk/health")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from lensbox.device.capture.grabber import Frame, FrameGrabber
 from lensbox.device.capture.motion import MotionDetector
 from lensbox.device.capture.quality import assess
@@ -89,8 +90,9 @@ class KioskLoop:
         self._lookups = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.webhook = WebhookPoster(cfg.webhook_url, cfg.webhook_timeout_seconds) \
-            if cfg.webhook_url else None
+        self.webhook = (
+            WebhookPoster(cfg.webhook_url, cfg.webhook_timeout_seconds) if cfg.webhook_url else None
+        )
         self.serial = None
         if cfg.serial.port:
             from lensbox.device.capture.serial_frontend import SerialFrontend
@@ -112,10 +114,13 @@ class KioskLoop:
             self._spawn(self._motion_loop, "kiosk-motion")
         if trig.interval_seconds > 0:
             self._spawn(self._interval_loop, "kiosk-interval")
-        log.info("kiosk ready: camera %s, serial %s, motion %s, interval %s",
-                 self.grabber.spec.describe(), self.cfg.serial.port or "off",
-                 "on" if trig.motion else "off",
-                 f"{trig.interval_seconds:g} s" if trig.interval_seconds else "off")
+        log.info(
+            "kiosk ready: camera %s, serial %s, motion %s, interval %s",
+            self.grabber.spec.describe(),
+            self.cfg.serial.port or "off",
+            "on" if trig.motion else "off",
+            f"{trig.interval_seconds:g} s" if trig.interval_seconds else "off",
+        )
         return self
 
     def stop(self) -> None:
@@ -178,13 +183,17 @@ class KioskLoop:
             "serial": self.serial.health() if self.serial else None,
             "webhook": self.webhook.health() if self.webhook else None,
             "lookups": self._lookups,
-            "last": None if last is None else {"status": last.status, "line": last.line(),
-                                               "source": last.source},
+            "last": None
+            if last is None
+            else {"status": last.status, "line": last.line(), "source": last.source},
         }
 
     # -- triggering --------------------------------------------------------------------
     def trigger(
-        self, source: str = "http", tag: str | None = None, at: float | None = None,
+        self,
+        source: str = "http",
+        tag: str | None = None,
+        at: float | None = None,
         wait: bool = True,
     ) -> LookupResult:
         """Run (or join) a lookup for a trigger that happened at ``at`` (monotonic; now).
@@ -233,8 +242,9 @@ class KioskLoop:
         timings = outcome.fields.pop("timings", {})
         timings["total_ms"] = (self._clock() - pend.accepted_at) * 1e3
         timings["lookup_ms"] = (self._clock() - t0) * 1e3
-        result = LookupResult(outcome.status, source, tag, pend.lookup_id, timings=timings,
-                              **outcome.fields)
+        result = LookupResult(
+            outcome.status, source, tag, pend.lookup_id, timings=timings, **outcome.fields
+        )
         with self._cv:
             pend.result = result
             self._inflight, self._previous = None, pend
@@ -243,8 +253,14 @@ class KioskLoop:
             self._last_frame = outcome.frame
             self._cv.notify_all()
         pend.done.set()
-        log.info("lookup %d (%s%s): %s in %.0f ms", pend.lookup_id, source,
-                 f" {tag}" if tag else "", result.line(), timings["total_ms"])
+        log.info(
+            "lookup %d (%s%s): %s in %.0f ms",
+            pend.lookup_id,
+            source,
+            f" {tag}" if tag else "",
+            result.line(),
+            timings["total_ms"],
+        )
         if self.webhook:
             self.webhook.post(result.to_json())
         return result
@@ -270,21 +286,30 @@ class KioskLoop:
                 image = self._crop(frame.bgr)
             except ValueError as exc:  # [kiosk] region does not fit this camera
                 log.error("%s; fix [kiosk] region", exc)
-                return _Outcome("error", {"reason": "badregion", "message": "outside_frame",
-                                          "timings": timings})
+                return _Outcome(
+                    "error", {"reason": "badregion", "message": "outside_frame", "timings": timings}
+                )
             t = self._clock()
             quality = assess(image, cfg.min_luminance, cfg.min_sharpness, cfg.quality_width)
             timings["quality_ms"] += (self._clock() - t) * 1e3
             if quality.verdict:
-                return _retake(quality.verdict, timings, quality.as_dict(),
-                               _frame_info(frame, pend), frame.bgr, len(tops) + 1)
+                return _retake(
+                    quality.verdict,
+                    timings,
+                    quality.as_dict(),
+                    _frame_info(frame, pend),
+                    frame.bgr,
+                    len(tops) + 1,
+                )
             search = self._search(image, timings)
             tops.append((search.hits[0].id, search.hits[0].score) if search.hits else (None, 0.0))
         assert frame is not None and quality is not None and search is not None
         fields: dict[str, Any] = {
             "hits": [_hit_json(h) for h in search.hits],
-            "quality": quality.as_dict(), "frame": _frame_info(frame, pend),
-            "frames_used": len(tops), "timings": timings,
+            "quality": quality.as_dict(),
+            "frame": _frame_info(frame, pend),
+            "frames_used": len(tops),
+            "timings": timings,
         }
         status, fields2 = self._decide(tops, search)
         fields.update(fields2)
@@ -342,8 +367,9 @@ class KioskLoop:
 
     def _motion_loop(self) -> None:
         trig = self.cfg.trigger
-        detector = MotionDetector(trig.motion_width, trig.motion_threshold,
-                                  trig.motion_min_area, trig.motion_settle_ms)
+        detector = MotionDetector(
+            trig.motion_width, trig.motion_threshold, trig.motion_min_area, trig.motion_settle_ms
+        )
         period = 1.0 / trig.motion_fps
         seq, generation = -1, None
         while not self._stop.wait(period):
@@ -355,23 +381,41 @@ class KioskLoop:
                 generation = frame.generation
             seq = frame.seq
             if detector.update(frame.bgr, frame.captured):
-                log.info("motion settled (%.1f%% of pixels changed); looking up",
-                         100 * detector.last_changed)
+                log.info(
+                    "motion settled (%.1f%% of pixels changed); looking up",
+                    100 * detector.last_changed,
+                )
                 self._auto("motion")
 
 
 def _retake(
-    reason: str, timings: dict[str, float], quality: dict | None = None,
-    frame: dict | None = None, bgr: np.ndarray | None = None, frames_used: int = 0,
+    reason: str,
+    timings: dict[str, float],
+    quality: dict | None = None,
+    frame: dict | None = None,
+    bgr: np.ndarray | None = None,
+    frames_used: int = 0,
 ) -> _Outcome:
-    return _Outcome("retake", {"reason": reason, "quality": quality, "frame": frame,
-                               "frames_used": frames_used, "timings": timings}, bgr)
+    return _Outcome(
+        "retake",
+        {
+            "reason": reason,
+            "quality": quality,
+            "frame": frame,
+            "frames_used": frames_used,
+            "timings": timings,
+        },
+        bgr,
+    )
 
 
 def _frame_info(frame: Frame, pend: _Pending) -> dict[str, Any]:
     h, w = frame.bgr.shape[:2]
     return {
-        "seq": frame.seq, "generation": frame.generation, "width": w, "height": h,
+        "seq": frame.seq,
+        "generation": frame.generation,
+        "width": w,
+        "height": h,
         "captured_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(frame.wall))
         + f".{int(frame.wall * 1000) % 1000:03d}Z",
         "after_trigger_ms": round((frame.captured - pend.accepted_at) * 1e3, 1),
@@ -380,5 +424,10 @@ def _frame_info(frame: Frame, pend: _Pending) -> dict[str, Any]:
 
 def _hit_json(hit: Any) -> dict[str, Any]:
     item = hit.item
-    return {"id": hit.id, "score": hit.score, "title": item.get("title"),
-            "page_url": item.get("page_url"), "category_id": item.get("category_id")}
+    return {
+        "id": hit.id,
+        "score": hit.score,
+        "title": item.get("title"),
+        "page_url": item.get("page_url"),
+        "category_id": item.get("category_id"),
+    }

@@ -9,6 +9,7 @@ once per motion episode — a continuously changing scene cannot flood the engin
 from __future__ import annotations
 
 import numpy as np
+
 from lensbox.device.capture.quality import analysis_gray
 
 

@@ -38,8 +38,9 @@ class SerialFrontend:
 
     def start(self) -> SerialFrontend:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._dispatch, name="serial-answer",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._dispatch, name="serial-answer", daemon=True
+            )
             self._thread.start()
         self.link.start()
         return self
@@ -57,8 +58,7 @@ class SerialFrontend:
 
     def announce(self, result: LookupResult) -> None:
         """Answers to motion / interval lookups, written when ``announce`` asks for them."""
-        if self.cfg.announce == "all" or (self.cfg.announce == "matches" and
-                                          result.status == "ok"):
+        if self.cfg.announce == "all" or (self.cfg.announce == "matches" and result.status == "ok"):
             self.link.send(result.line())
 
     # -- reader thread -----------------------------------------------------------------
@@ -100,6 +100,7 @@ class SerialFrontend:
         if req.kind == "status":
             cam = self.loop.grabber.health()
             age = cam["last_frame_age_s"]
-            return answer("STATUS", req.tag, cam["state"],
-                          "-" if age is None else str(int(age * 1000)))
+            return answer(
+                "STATUS", req.tag, cam["state"], "-" if age is None else str(int(age * 1000))
+            )
         return self.loop.trigger("serial", req.tag, at=event.at).line()

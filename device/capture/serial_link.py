@@ -97,8 +97,14 @@ class SerialLink:
         return self._port is not None and not self._broken
 
     def health(self) -> dict[str, Any]:
-        return {"port": self.cfg.port, "baud": self.cfg.baud, "connected": self.connected,
-                "opens": self._opens, "error": self._error, **self.stats}
+        return {
+            "port": self.cfg.port,
+            "baud": self.cfg.baud,
+            "connected": self.connected,
+            "opens": self._opens,
+            "error": self._error,
+            **self.stats,
+        }
 
     # -- writing -----------------------------------------------------------------------
     def send(self, text: str) -> bool:
@@ -140,8 +146,11 @@ class SerialLink:
 
         try:
             port = serial.Serial(
-                self.cfg.port, self.cfg.baud, timeout=READ_TIMEOUT_S,
-                write_timeout=WRITE_TIMEOUT_S, exclusive=True,
+                self.cfg.port,
+                self.cfg.baud,
+                timeout=READ_TIMEOUT_S,
+                write_timeout=WRITE_TIMEOUT_S,
+                exclusive=True,
             )
         except (serial.SerialException, OSError, ValueError) as exc:
             if str(exc) != self._error:
@@ -152,8 +161,12 @@ class SerialLink:
             self._port, self._broken = port, False
         self._opens += 1
         self._error = ""
-        log.info("serial port %s open at %d baud%s", self.cfg.port, self.cfg.baud,
-                 " (reopened)" if self._opens > 1 else "")
+        log.info(
+            "serial port %s open at %d baud%s",
+            self.cfg.port,
+            self.cfg.baud,
+            " (reopened)" if self._opens > 1 else "",
+        )
         if self._on_open is not None:
             self._on_open()
         return True
@@ -193,8 +206,12 @@ class SerialLink:
             text, why = decode_line(piece)
             if text is None:
                 self.stats["bad_lines"] += 1
-                self._bad.warning("unreadable serial line (%s, %d bytes: %r) — wrong baud?",
-                                  why, len(piece), piece[:16])
+                self._bad.warning(
+                    "unreadable serial line (%s, %d bytes: %r) — wrong baud?",
+                    why,
+                    len(piece),
+                    piece[:16],
+                )
                 event = LineEvent(now, error="badline", detail=why)
             else:
                 self.stats["lines"] += 1

@@ -44,8 +44,10 @@ def parse_source(source: str, backend: str = "auto") -> SourceSpec:
     else:
         kind, target = "file", os.path.expanduser(text)
     apis = {
-        "v4l2": cv2.CAP_V4L2, "gstreamer": cv2.CAP_GSTREAMER,
-        "ffmpeg": cv2.CAP_FFMPEG, "any": cv2.CAP_ANY,
+        "v4l2": cv2.CAP_V4L2,
+        "gstreamer": cv2.CAP_GSTREAMER,
+        "ffmpeg": cv2.CAP_FFMPEG,
+        "any": cv2.CAP_ANY,
     }
     if backend != "auto":
         return SourceSpec(kind, target, apis[backend])
@@ -72,8 +74,12 @@ def open_capture(spec: SourceSpec, cfg: CameraConfig) -> tuple[Any | None, str]:
         return None, f"no such device: {spec.target}"
     try:
         if spec.kind == "stream":
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, cfg.open_timeout_ms,
-                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, cfg.read_timeout_ms]
+            params = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                cfg.open_timeout_ms,
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                cfg.read_timeout_ms,
+            ]
             cap = cv2.VideoCapture(spec.target, spec.api, params)
         else:
             cap = cv2.VideoCapture(spec.target, spec.api)

@@ -39,7 +39,9 @@ def letterbox(bgr: np.ndarray, size: tuple[int, int] = VIDEO_SIZE) -> np.ndarray
 
 
 def write_video(
-    path: str | Path, frames: Sequence[np.ndarray], fps: float = 10.0,
+    path: str | Path,
+    frames: Sequence[np.ndarray],
+    fps: float = 10.0,
     size: tuple[int, int] = VIDEO_SIZE,
 ) -> Path:
     """Write BGR frames as MJPG/.avi (readable by opencv-headless); atomic via rename so a
@@ -153,8 +155,14 @@ class MjpegServer:
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
-                part = (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                        % len(owner.jpeg)) + owner.jpeg + b"\r\n"
+                part = (
+                    (
+                        b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                        % len(owner.jpeg)
+                    )
+                    + owner.jpeg
+                    + b"\r\n"
+                )
                 try:
                     while not owner._stop.wait(owner.period):
                         if not owner.stall.is_set():

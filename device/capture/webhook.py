@@ -57,8 +57,12 @@ class WebhookPoster:
                     pass
 
     def health(self) -> dict[str, Any]:
-        return {"url": self.url, "queued": self._queue.qsize(), "last_error": self.last_error,
-                **self.stats}
+        return {
+            "url": self.url,
+            "queued": self._queue.qsize(),
+            "last_error": self.last_error,
+            **self.stats,
+        }
 
     def _run(self) -> None:
         while True:
@@ -70,7 +74,9 @@ class WebhookPoster:
     def _send(self, payload: dict[str, Any]) -> None:
         body = json.dumps(payload).encode("utf-8")
         req = urllib.request.Request(
-            self.url, data=body, method="POST",
+            self.url,
+            data=body,
+            method="POST",
             headers={"Content-Type": "application/json", "User-Agent": "lensbox-kiosk"},
         )
         try:

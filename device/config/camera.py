@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from lensbox.device.config.base import Section
 from pydantic import Field, field_validator, model_validator
+
+from lensbox.device.config.base import Section
 
 
 class CameraConfig(Section):
@@ -117,7 +118,8 @@ class KioskConfig(Section):
         1, ge=1, le=10, description="fresh frames whose top id must agree (else RETAKE unstable)"
     )
     max_frame_age_ms: int = Field(
-        0, ge=0,
+        0,
+        ge=0,
         description=(
             "accept a frame captured up to this long before the trigger (0: only frames "
             "captured after it); > 0 decodes every frame, saving ~half a frame period per "

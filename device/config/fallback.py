@@ -25,8 +25,9 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from lensbox.device.config.base import Section
 from pydantic import Field, SecretStr, field_validator, model_validator
+
+from lensbox.device.config.base import Section
 
 PROVIDER_NAMES = ("yandex", "alibaba", "huawei", "clarifai")
 

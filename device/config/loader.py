@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, ValidationError
+
 from lensbox.device.config.base import Section
 from lensbox.device.config.camera import CameraConfig, KioskConfig
 from lensbox.device.config.fallback import FallbackConfig
@@ -15,7 +17,6 @@ from lensbox.device.config.search import SearchConfig
 from lensbox.device.config.server import ServerConfig
 from lensbox.device.config.service import ServiceConfig
 from lensbox.device.config.state import StateConfig
-from pydantic import Field, ValidationError
 
 if sys.version_info >= (3, 11):
     import tomllib

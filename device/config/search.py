@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field, field_validator
+
 from lensbox.device.config.base import Section
 from lensbox.device.embedding.views import ALL_VIEWS
-from pydantic import Field, field_validator
 
 
 class SearchConfig(Section):

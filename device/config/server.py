@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from lensbox.device.config.base import Section
 from pydantic import Field, field_validator, model_validator
+
+from lensbox.device.config.base import Section
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
@@ -25,19 +26,24 @@ class ServerConfig(Section):
     port: int = Field(8080, ge=0, le=65535, description="TCP port (0: any free port)")
     threads: int = Field(4, ge=1, le=64, description="waitress worker threads (requests at once)")
     interpreters: int = Field(
-        2, ge=1, le=16,
+        2,
+        ge=1,
+        le=16,
         description="TFLite interpreters shared by all bundles; an interpreter is not "
         "thread-safe, so this many embeddings run at once",
     )
     interpreter_threads: Optional[int] = Field(
-        1, ge=1, le=16,
+        1,
+        ge=1,
+        le=16,
         description="XNNPACK threads per interpreter (None: [search].threads)",
     )
     require_auth: Optional[bool] = Field(
         None, description="API keys required (None: required unless bound to loopback)"
     )
     api_keys: tuple[str, ...] = Field(
-        (), description="keys accepted in each contract's own header style "
+        (),
+        description="keys accepted in each contract's own header style "
         "(Yandex Api-Key/Bearer, Alibaba AccessKeyId, Huawei X-Auth-Token, Clarifai Key, "
         "native Bearer/X-API-Key)",
     )
@@ -46,7 +52,8 @@ class ServerConfig(Section):
     )
     rate_burst: int = Field(20, ge=1, description="requests a client may send at once")
     max_request_bytes: int = Field(
-        28 * MiB, ge=64 * 1024,
+        28 * MiB,
+        ge=64 * 1024,
         description="largest request body (a 20 MB Clarifai image is ~27 MB as base64)",
     )
     max_pixels: int = Field(
@@ -56,7 +63,8 @@ class ServerConfig(Section):
         256, ge=0, description="query embeddings kept for search-by-id (LRU)"
     )
     url_allow_hosts: tuple[str, ...] = Field(
-        (), description="hosts url queries may fetch from ('*.example.com' allowed); "
+        (),
+        description="hosts url queries may fetch from ('*.example.com' allowed); "
         "empty: url queries are refused",
     )
     url_timeout_s: float = Field(5.0, gt=0, le=60, description="url fetch timeout")
@@ -80,7 +88,7 @@ class ServerConfig(Section):
                 else f"host {self.host} is reachable from the network"
             )
             raise ValueError(
-                f"{why} but no api_keys are set: add server.api_keys = [\"...\"] "
+                f'{why} but no api_keys are set: add server.api_keys = ["..."] '
                 "(or set require_auth = false to serve without authentication)"
             )
         return self

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from lensbox.device.config.base import Section
 from pydantic import Field, field_validator
+
+from lensbox.device.config.base import Section
 
 
 class ServiceConfig(Section):

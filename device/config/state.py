@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lensbox.device.config.base import Section
 from pydantic import Field, field_validator
+
+from lensbox.device.config.base import Section
 
 
 class StateConfig(Section):

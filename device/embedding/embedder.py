@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from lensbox.device.embedding.descriptor import Projection, identity_descriptor, pool
 from lensbox.device.embedding.model import TFLiteModel, preprocess
 from lensbox.device.embedding.subject import Box, subject_boxes

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from lensbox.device.embedding.runtime import make_interpreter, resolve_runtime
 from lensbox.models import model_sha256 as file_sha256  # one hash for model files
 

@@ -8,6 +8,7 @@ is the cheapest way to bridge that gap; each view costs one model run.
 from __future__ import annotations
 
 import numpy as np
+
 from lensbox.device.embedding.subject import Box
 
 QUERY_VIEWS = ("full", "center", "subject")

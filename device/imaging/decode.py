@@ -110,9 +110,7 @@ def _check_size(info: ImageInfo, limits: DecodeLimits, source: str | None) -> No
         )
 
 
-def _probe(
-    data: bytes, limits: DecodeLimits, source: str | None
-) -> tuple[Image.Image, ImageInfo]:
+def _probe(data: bytes, limits: DecodeLimits, source: str | None) -> tuple[Image.Image, ImageInfo]:
     """Open lazily (header only) and apply ``limits``; the pixels are not read yet."""
     if len(data) > limits.max_bytes:
         raise ImageError(

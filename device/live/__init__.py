@@ -16,12 +16,22 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
-    "LiveCatalog": "catalog", "LiveSettings": "catalog", "Change": "catalog",
-    "CatalogClosed": "catalog", "CatalogReadOnly": "catalog",
-    "BundleManager": "manager", "Instance": "manager", "ReloadResult": "manager",
-    "install_sighup": "manager", "validate_engine": "manager",
-    "BundleSlot": "slot", "Notifier": "sdnotify", "Heartbeat": "sdnotify",
-    "ServiceRuntime": "service", "setup_logging": "logging", "JsonFormatter": "logging",
+    "LiveCatalog": "catalog",
+    "LiveSettings": "catalog",
+    "Change": "catalog",
+    "CatalogClosed": "catalog",
+    "CatalogReadOnly": "catalog",
+    "BundleManager": "manager",
+    "Instance": "manager",
+    "ReloadResult": "manager",
+    "install_sighup": "manager",
+    "validate_engine": "manager",
+    "BundleSlot": "slot",
+    "Notifier": "sdnotify",
+    "Heartbeat": "sdnotify",
+    "ServiceRuntime": "service",
+    "setup_logging": "logging",
+    "JsonFormatter": "logging",
     "JournalHandler": "logging",
 }
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lensbox.device.bundle.format import MANIFEST
 from lensbox.device.bundle.reader import Item
 from lensbox.device.embedding.descriptor import quantize_int8
@@ -140,8 +141,9 @@ class _View:
 class _Draft:
     """Mutable copy of a view's sets plus the shared append-only buffers; freeze() publishes."""
 
-    def __init__(self, engine: SearchEngine, seq: int, buffers: _Buffers,
-                 hidden=(), alive=(), ids=None) -> None:
+    def __init__(
+        self, engine: SearchEngine, seq: int, buffers: _Buffers, hidden=(), alive=(), ids=None
+    ) -> None:
         self.engine = engine
         self.seq = seq
         self.buf = buffers
@@ -159,11 +161,14 @@ class _Draft:
     def freeze(self) -> _View:
         n = self.buf.n
         return _View(
-            engine=self.engine, seq=self.seq,
+            engine=self.engine,
+            seq=self.seq,
             hidden=frozenset(self.hidden),
             hidden_arr=np.fromiter(sorted(self.hidden), np.int64, len(self.hidden)),
-            vectors=self.buf.vectors[:n], vec_slot=self.buf.vec_slot[:n],
-            slots=self.buf.slots, n_slots=len(self.buf.slots),
+            vectors=self.buf.vectors[:n],
+            vec_slot=self.buf.vec_slot[:n],
+            slots=self.buf.slots,
+            n_slots=len(self.buf.slots),
             alive=frozenset(self.alive),
             alive_arr=np.fromiter(sorted(self.alive), np.int64, len(self.alive)),
             ids=dict(self.ids),
@@ -330,8 +335,9 @@ class LiveCatalog:
         self._force = False
         self._thread: threading.Thread | None = None
         if self.live_settings.background and self.writable_reason() is None and slot is not None:
-            self._thread = threading.Thread(target=self._compactor, name="lensbox-compactor",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._compactor, name="lensbox-compactor", daemon=True
+            )
             self._thread.start()
         if self.needs_compaction():
             self._wake.set()
@@ -378,8 +384,11 @@ class LiveCatalog:
             contents = read_journal(self.journal_path)
             assert contents is not None
         if contents.torn_bytes:
-            log.warning("journal %s: dropped a torn last record (%d bytes, never acknowledged)",
-                        self.journal_path, contents.torn_bytes)
+            log.warning(
+                "journal %s: dropped a torn last record (%d bytes, never acknowledged)",
+                self.journal_path,
+                contents.torn_bytes,
+            )
             self._status.torn_bytes_dropped = contents.torn_bytes
         self._journal = JournalWriter(self.journal_path, contents)
         return [r for r in contents.records if r.seq > self.applied_seq]
@@ -387,8 +396,9 @@ class LiveCatalog:
     def _archive(self, contents: Any) -> None:
         pending = len([r for r in contents.records if r.seq > int(contents.header["base_seq"])])
         if self.read_only:
-            log.warning("journal %s belongs to another bundle; ignored (read-only)",
-                        self.journal_path)
+            log.warning(
+                "journal %s belongs to another bundle; ignored (read-only)", self.journal_path
+            )
             return
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         aside = self.journal_path.with_name(f"{self.journal_path.name}.archived-{stamp}")
@@ -399,8 +409,11 @@ class LiveCatalog:
         os.replace(self.journal_path, aside)
         log.warning(
             "bundle %s starts a new catalog (lineage %s); the previous journal with %d "
-            "uncompacted change(s) was archived as %s", self.base_path, self.lineage,
-            pending, aside,
+            "uncompacted change(s) was archived as %s",
+            self.base_path,
+            self.lineage,
+            pending,
+            aside,
         )
         self._status.archived.append(str(aside))
         old = sorted(self.journal_path.parent.glob(f"{self.journal_path.name}.archived-*"))
@@ -428,8 +441,9 @@ class LiveCatalog:
         """The engine's SearchSettings (as on SearchEngine); live ones: ``live_settings``."""
         return self._view.engine.settings
 
-    def embed_query(self, rgb: np.ndarray, region=None, views=None,
-                    embedder=None) -> QueryEmbedding:
+    def embed_query(
+        self, rgb: np.ndarray, region=None, views=None, embedder=None
+    ) -> QueryEmbedding:
         """As SearchEngine.embed_query. With ``embedder`` (e.g. one the caller leased from an
         interpreter pool) that one runs the model, unlocked; the bundle's projection is
         applied either way, so the descriptor always matches the bundle being searched."""
@@ -443,8 +457,14 @@ class LiveCatalog:
         vectors = describe(emb.pooled, engine.bundle.projection)
         return QueryEmbedding(vectors, emb.concepts, emb.subjects, emb.size, region)
 
-    def search_image(self, rgb: np.ndarray, top_k: int = 10, offset: int = 0,
-                     predicate: Predicate | None = None, region=None) -> SearchResult:
+    def search_image(
+        self,
+        rgb: np.ndarray,
+        top_k: int = 10,
+        offset: int = 0,
+        predicate: Predicate | None = None,
+        region=None,
+    ) -> SearchResult:
         return timed_image_search(self, rgb, top_k, offset, predicate, region)
 
     def search_vectors(
@@ -510,8 +530,11 @@ class LiveCatalog:
         bundle = view.engine.bundle
         cur = bundle._db().execute("SELECT row, id FROM items WHERE product_id = ?", (product_id,))
         out = [i for row, i in cur if row not in view.hidden and i not in view.ids]
-        out += [view.slots[s]["id"] for s in sorted(view.alive)
-                if view.slots[s].get("product_id") == product_id]
+        out += [
+            view.slots[s]["id"]
+            for s in sorted(view.alive)
+            if view.slots[s].get("product_id") == product_id
+        ]
         return out
 
     def all_items(self, chunk: int = 2000):
@@ -519,8 +542,9 @@ class LiveCatalog:
         view = self._view
         bundle = view.engine.bundle
         for start in range(0, view.base_rows, chunk):
-            rows = [r for r in range(start, min(view.base_rows, start + chunk))
-                    if r not in view.hidden]
+            rows = [
+                r for r in range(start, min(view.base_rows, start + chunk)) if r not in view.hidden
+            ]
             yield from zip(rows, bundle.items(rows))
         for slot in sorted(view.alive):
             yield view.base_rows + slot, dict(view.slots[slot])
@@ -650,11 +674,13 @@ class LiveCatalog:
 
     def _locate(self, item_id: str) -> tuple[str, int] | None:
         view = self._view
-        return _Draft(view.engine, view.seq, self._buffers, view.hidden, view.alive,
-                      view.ids).locate(item_id)
+        return _Draft(
+            view.engine, view.seq, self._buffers, view.hidden, view.alive, view.ids
+        ).locate(item_id)
 
-    def _commit(self, op: str, data: dict, blob: np.ndarray | None,
-                must_exist: str | None = None) -> JournalRecord:
+    def _commit(
+        self, op: str, data: dict, blob: np.ndarray | None, must_exist: str | None = None
+    ) -> JournalRecord:
         """Journal (fsync) then apply then publish, all under the write lock."""
         with self._write_lock:
             self._check_writable()
@@ -717,8 +743,11 @@ class LiveCatalog:
                 break
             except Exception as exc:  # keep serving; retry later
                 self._status.last_error = f"compaction failed: {exc}"
-                log.exception("compaction of %s failed; retrying in %.0f s", self.base_path,
-                              self.live_settings.compact_retry_seconds)
+                log.exception(
+                    "compaction of %s failed; retrying in %.0f s",
+                    self.base_path,
+                    self.live_settings.compact_retry_seconds,
+                )
                 self._stop.wait(self.live_settings.compact_retry_seconds)
                 self._wake.set()
 
@@ -780,8 +809,9 @@ def dir_signature(path: Path) -> tuple[str, int, int] | None:
     return (str(path), st.st_ino, st.st_mtime_ns)
 
 
-def replay(engine: SearchEngine, applied_seq: int,
-           records: list[JournalRecord]) -> tuple[_View, _Buffers]:
+def replay(
+    engine: SearchEngine, applied_seq: int, records: list[JournalRecord]
+) -> tuple[_View, _Buffers]:
     """The view of ``engine``'s bundle after ``records`` (those past ``applied_seq``)."""
     buffers = _Buffers(engine.bundle.dims)
     draft = _Draft(engine, applied_seq, buffers)
@@ -802,8 +832,9 @@ def _default_factory(engine: SearchEngine) -> EngineFactory:
 
 
 # -- search internals ---------------------------------------------------------------------
-def _ranked(view: _View, queries: np.ndarray, wanted: int,
-            exact: bool | None) -> tuple[np.ndarray, np.ndarray, bool]:
+def _ranked(
+    view: _View, queries: np.ndarray, wanted: int, exact: bool | None
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """Merged (rows, raw scores) best first, and whether the base ranking was exhaustive."""
     engine = view.engine
     bundle = engine.bundle
@@ -860,8 +891,9 @@ def _items(view: _View, rows: Sequence[int]) -> list[Item]:
 
 def _hits(view: _View, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
     items = _items(view, rows.tolist())
-    return [make_hit(int(r), float(s), it) for r, s, it in zip(rows, scores, items)
-            if it is not None]
+    return [
+        make_hit(int(r), float(s), it) for r, s, it in zip(rows, scores, items) if it is not None
+    ]
 
 
 def _filter(view: _View, rows: np.ndarray, scores: np.ndarray, predicate: Predicate) -> list[Hit]:

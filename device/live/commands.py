@@ -104,8 +104,9 @@ def explain(exc: Any, root: Any) -> list[str]:
 
 def check_config(path: str | None, environ: dict[str, str]) -> tuple[Any, list[str], list[str]]:
     """(config or None, errors, env keys applied)."""
-    from lensbox.device.config.loader import LensboxConfig, _env_overrides, _merge, tomllib
     from pydantic import ValidationError
+
+    from lensbox.device.config.loader import LensboxConfig, _env_overrides, _merge, tomllib
 
     data: dict[str, Any] = {}
     if path is not None:
@@ -158,9 +159,13 @@ def add_config(sub: argparse._SubParsersAction) -> None:
         "camera and serial devices the config names (plus [service].devices).",
     )
     d.add_argument("file", nargs="?", help=f"config file (default {DEFAULT_CONFIG})")
-    d.add_argument("--write", metavar="UNIT_DIR", default=None,
-                   help="write <unit>.d/devices.conf under this directory "
-                   "(e.g. /etc/systemd/system) instead of printing")
+    d.add_argument(
+        "--write",
+        metavar="UNIT_DIR",
+        default=None,
+        help="write <unit>.d/devices.conf under this directory "
+        "(e.g. /etc/systemd/system) instead of printing",
+    )
     d.set_defaults(func=cmd_config_dropin)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -261,8 +266,11 @@ def add_deploy(sub: argparse._SubParsersAction) -> None:
     dest.add_argument("--to", help="target slot, e.g. /var/lib/lensbox/bundles/default")
     dest.add_argument("--instance", help="instance name from the config's [bundles] table")
     p.add_argument("--config", default=None, help=f"config file (default {DEFAULT_CONFIG})")
-    p.add_argument("--no-verify", action="store_true",
-                   help="skip the model check and test query (only check the files open)")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the model check and test query (only check the files open)",
+    )
     p.set_defaults(func=cmd_deploy)
 
 

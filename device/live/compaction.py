@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from lensbox.device.bundle.format import (
     ANNOY_INDEX,
     BUILD_REPORT,
@@ -90,8 +91,10 @@ def snapshot_content(view: _View, lineage: str, seq: int) -> dict[str, Any]:
     manifest = copy.deepcopy(bundle.manifest)
     views = manifest["descriptor"].get("catalog_views") or ["full"]
     manifest["counts"] = {
-        "items": len(items), "photos": len(vectors) // max(1, len(views)),
-        "vectors": len(vectors), "skipped": 0,
+        "items": len(items),
+        "photos": len(vectors) // max(1, len(views)),
+        "vectors": len(vectors),
+        "skipped": 0,
     }
     manifest["live"] = {
         "lineage": lineage,
@@ -99,8 +102,13 @@ def snapshot_content(view: _View, lineage: str, seq: int) -> dict[str, Any]:
         "compacted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "compacted_from": Path(bundle.path).name,
     }
-    return {"manifest": manifest, "items": items, "vectors": vectors, "owners": owners,
-            "base": Path(bundle.path)}
+    return {
+        "manifest": manifest,
+        "items": items,
+        "vectors": vectors,
+        "owners": owners,
+        "base": Path(bundle.path),
+    }
 
 
 def write_content(tmp: Path, content: dict[str, Any]) -> None:
@@ -118,11 +126,19 @@ def write_content(tmp: Path, content: dict[str, Any]) -> None:
     if (base / PROJECTION).is_file():
         shutil.copyfile(base / PROJECTION, tmp / PROJECTION)
     projection = Projection.load(tmp / PROJECTION) if (tmp / PROJECTION).is_file() else None
-    build_annoy(content["vectors"], manifest["descriptor"]["int8_scale"],
-                manifest["index"]["trees"], tmp / ANNOY_INDEX,
-                axis_scale=index_axis_scale(manifest, projection))
-    report = {"compacted_from": str(base), "applied_seq": manifest["live"]["applied_seq"],
-              "items": manifest["counts"]["items"], "vectors": manifest["counts"]["vectors"]}
+    build_annoy(
+        content["vectors"],
+        manifest["descriptor"]["int8_scale"],
+        manifest["index"]["trees"],
+        tmp / ANNOY_INDEX,
+        axis_scale=index_axis_scale(manifest, projection),
+    )
+    report = {
+        "compacted_from": str(base),
+        "applied_seq": manifest["live"]["applied_seq"],
+        "items": manifest["counts"]["items"],
+        "vectors": manifest["counts"]["vectors"],
+    }
     (tmp / BUILD_REPORT).write_text(json.dumps(report, indent=2), encoding="utf-8")
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
@@ -162,10 +178,14 @@ def compact(cat: LiveCatalog) -> dict | None:
                     assert cat._journal is not None
                     cat._journal.rewrite(seq, pending)
                 except OSError as exc:  # the old generation stays valid for the new bundle
-                    log.warning("journal %s not truncated (%s); will retry next compaction",
-                                cat.journal_path, exc)
+                    log.warning(
+                        "journal %s not truncated (%s); will retry next compaction",
+                        cat.journal_path,
+                        exc,
+                    )
                 report = {
-                    "bundle": str(target), "applied_seq": seq,
+                    "bundle": str(target),
+                    "applied_seq": seq,
                     "items": content["manifest"]["counts"]["items"],
                     "vectors": content["manifest"]["counts"]["vectors"],
                     "carried_over": len(pending),

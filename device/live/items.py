@@ -13,7 +13,13 @@ from typing import Any
 from lensbox.device.bundle.format import ITEM_COLUMNS
 
 TEXT_FIELDS = (
-    "source", "title", "page_url", "host", "product_id", "custom_content", "format",
+    "source",
+    "title",
+    "page_url",
+    "host",
+    "product_id",
+    "custom_content",
+    "format",
     "content_sha256",
 )
 INT_FIELDS = ("category_id", "width", "height")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lensbox.device.bundle.atomic import fsync_dir
 
 MAGIC = b"LBXJ" + struct.pack("<HH", 1, 0)
@@ -182,7 +183,10 @@ def _record_meta(rec: JournalRecord) -> dict[str, Any]:
 
 
 def write_journal_file(
-    path: Path, lineage: str, base_seq: int, generation: int,
+    path: Path,
+    lineage: str,
+    base_seq: int,
+    generation: int,
     records: list[JournalRecord] | tuple = (),
 ) -> None:
     """Write a whole journal generation aside, fsync it, rename it into place, fsync the dir.

@@ -29,10 +29,17 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 # LogRecord attributes that are not "extra" fields.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message", "asctime", "taskName",
+    "message",
+    "asctime",
+    "taskName",
 }
-_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
-             logging.DEBUG: 7}
+_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
 
 
 def _priority(levelno: int) -> int:
@@ -106,8 +113,12 @@ def encode_journal_fields(fields: Mapping[str, Any]) -> bytes:
 class JournalHandler(logging.Handler):
     """Send records to journald's native socket with structured fields."""
 
-    def __init__(self, socket_path: str = JOURNAL_SOCKET, identifier: str = "lensbox",
-                 prefix: str = "LENSBOX_") -> None:
+    def __init__(
+        self,
+        socket_path: str = JOURNAL_SOCKET,
+        identifier: str = "lensbox",
+        prefix: str = "LENSBOX_",
+    ) -> None:
         super().__init__()
         self.socket_path = socket_path
         self.identifier = identifier
@@ -166,9 +177,13 @@ def stderr_is_journal(
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
-def setup_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None,
-                  environ: Mapping[str, str] | None = None,
-                  journal_socket: str = JOURNAL_SOCKET) -> logging.Handler:
+def setup_logging(
+    fmt: str = "auto",
+    level: str = "info",
+    stream: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+    journal_socket: str = JOURNAL_SOCKET,
+) -> logging.Handler:
     """Configure the root logger once (replacing earlier lensbox handlers); returns it."""
     stream = stream or sys.stderr
     if fmt == "auto":
@@ -180,7 +195,8 @@ def setup_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None 
     else:
         handler = logging.StreamHandler(stream)
         handler.setFormatter(
-            JsonFormatter() if fmt == "json"
+            JsonFormatter()
+            if fmt == "json"
             else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
     handler.set_name("lensbox")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
 from lensbox.device.bundle.format import BundleError
 from lensbox.device.live.catalog import CatalogClosed, LiveCatalog, LiveSettings
 from lensbox.device.live.slot import BundleSlot
@@ -161,9 +162,12 @@ class BundleManager(Mapping):
     def _catalog(self, name: str, engine: SearchEngine, slot: BundleSlot) -> LiveCatalog:
         state = self.config.state
         return LiveCatalog(
-            engine, state.journal_path(name), slot=slot,
+            engine,
+            state.journal_path(name),
+            slot=slot,
             settings=LiveSettings.from_config(state, background=self.background),
-            engine_factory=self.open_engine, embed_lock=self.embed_lock,
+            engine_factory=self.open_engine,
+            embed_lock=self.embed_lock,
             read_only=state.read_only,
         )
 
@@ -172,8 +176,9 @@ class BundleManager(Mapping):
         results = {name: self.reload(name).error for name in self.config.bundles}
         interval = self.config.state.watch_interval_seconds
         if interval > 0 and self._watcher is None:
-            self._watcher = threading.Thread(target=self._watch, args=(interval,),
-                                             name="lensbox-bundle-watch", daemon=True)
+            self._watcher = threading.Thread(
+                target=self._watch, args=(interval,), name="lensbox-bundle-watch", daemon=True
+            )
             self._watcher.start()
         return results
 
@@ -202,8 +207,12 @@ class BundleManager(Mapping):
                 state.error = str(exc)
                 log.error("instance %s: %s", name, exc)
                 return ReloadResult(name, False, error=str(exc))
-            if (old is not None and not force and old.catalog.signature == slot.signature()
-                    and not old.catalog.closed):
+            if (
+                old is not None
+                and not force
+                and old.catalog.signature == slot.signature()
+                and not old.catalog.closed
+            ):
                 return ReloadResult(name, True, changed=False, path=str(target))
             try:
                 engine = self.open_engine(target)
@@ -221,14 +230,20 @@ class BundleManager(Mapping):
             self._publish(name, Instance(name, slot.path, catalog, time.time()))
             state.error = None
             state.seen = None
-            log.info("instance %s now serves %s (%d items)", name, target, catalog.count(),
-                     extra={"instance": name, "bundle": str(target)})
+            log.info(
+                "instance %s now serves %s (%d items)",
+                name,
+                target,
+                catalog.count(),
+                extra={"instance": name, "bundle": str(target)},
+            )
             if old is not None and old.catalog.base_path != catalog.base_path:
                 slot.prune(keep=[old.catalog.base_path, catalog.base_path])
             return ReloadResult(name, True, changed=True, path=str(target))
 
-    def _refuse(self, name: str, slot: BundleSlot, target: Path, old: Instance | None,
-                exc: BaseException) -> ReloadResult:
+    def _refuse(
+        self, name: str, slot: BundleSlot, target: Path, old: Instance | None, exc: BaseException
+    ) -> ReloadResult:
         msg = f"refused bundle {target}: {exc}"
         if old is not None and Path(target).resolve() != old.catalog.base_path:
             aside = slot.reject(target, keep=old.catalog.base_path)
@@ -296,12 +311,16 @@ class BundleManager(Mapping):
         """Apply a new configuration: add, drop and reload instances as needed."""
         with self._config_lock:
             old, self.config = self.config, config
-            restart = [k for k in type(config).model_fields
-                       if k not in ("bundles", "search", "state")
-                       and getattr(old, k) != getattr(config, k)]
+            restart = [
+                k
+                for k in type(config).model_fields
+                if k not in ("bundles", "search", "state") and getattr(old, k) != getattr(config, k)
+            ]
             everything = old.search != config.search or old.state != config.state
-            if old.search.threads != config.search.threads or \
-                    old.search.runtime != config.search.runtime:
+            if (
+                old.search.threads != config.search.threads
+                or old.search.runtime != config.search.runtime
+            ):
                 self._model = None
             results: dict[str, Any] = {}
             for name in set(old.bundles) - set(config.bundles):
@@ -312,8 +331,10 @@ class BundleManager(Mapping):
                 res = self.reload(name, force=changed)
                 results[name] = res.error or ("reloaded" if res.changed else "unchanged")
             if restart:
-                log.warning("config sections %s changed; they take effect after a restart",
-                            ", ".join(restart))
+                log.warning(
+                    "config sections %s changed; they take effect after a restart",
+                    ", ".join(restart),
+                )
             return {"instances": results, "restart_needed_for": restart}
 
     # -- watching -----------------------------------------------------------------------

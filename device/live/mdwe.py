@@ -42,8 +42,12 @@ ARG2 = 16 + 2 * 8  # offsetof(struct seccomp_data, args[2]) (low 32 bits, little
 
 
 class SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
-                ("k", ctypes.c_uint32)]
+    _fields_ = [
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    ]
 
 
 class SockFprog(ctypes.Structure):
@@ -69,18 +73,27 @@ def _assemble(machine: str) -> list[tuple[int, int, int, int]]:
     arch, nr_mmap, nr_mprotect, nr_pkey, nr_shmat = ARCHES[machine]
     deny = SECCOMP_RET_ERRNO | errno.EPERM
     code: list = [
-        ("ld", 4), ("jeq", arch, None, "allow"),
+        ("ld", 4),
+        ("jeq", arch, None, "allow"),
         ("ld", 0),
         ("jeq", nr_mmap, "mmap", None),
         ("jeq", nr_mprotect, "exec", None),
         ("jeq", nr_pkey, "exec", None),
         ("jeq", nr_shmat, "shm", "allow"),
-        ("label", "mmap"), ("ld", ARG2), ("and", PROT_WRITE | PROT_EXEC),
+        ("label", "mmap"),
+        ("ld", ARG2),
+        ("and", PROT_WRITE | PROT_EXEC),
         ("jeq", PROT_WRITE | PROT_EXEC, "deny", "allow"),
-        ("label", "exec"), ("ld", ARG2), ("jset", PROT_EXEC, "deny", "allow"),
-        ("label", "shm"), ("ld", ARG2), ("jset", SHM_EXEC, "deny", "allow"),
-        ("label", "deny"), ("ret", deny),
-        ("label", "allow"), ("ret", SECCOMP_RET_ALLOW),
+        ("label", "exec"),
+        ("ld", ARG2),
+        ("jset", PROT_EXEC, "deny", "allow"),
+        ("label", "shm"),
+        ("ld", ARG2),
+        ("jset", SHM_EXEC, "deny", "allow"),
+        ("label", "deny"),
+        ("ret", deny),
+        ("label", "allow"),
+        ("ret", SECCOMP_RET_ALLOW),
     ]
     labels, pc = {}, 0
     for ins in code:
@@ -122,6 +135,7 @@ def wx_mmap_denied() -> bool:
 
 def exercise_model(model_path: str | None, runtime: str) -> str:
     import numpy as np
+
     from lensbox.device.embedding.model import TFLiteModel
 
     if model_path is None:
@@ -140,13 +154,20 @@ def exercise_model(model_path: str | None, runtime: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m lensbox.device.live.mdwe", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python3 -m lensbox.device.live.mdwe",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", default=None, help="model file (default: the shipped one)")
-    p.add_argument("--runtime", default="auto",
-                   choices=("auto", "ai-edge-litert", "tflite-runtime"))
-    p.add_argument("--filter-only", action="store_true",
-                   help="only check that the filter blocks W+X memory (no model)")
+    p.add_argument(
+        "--runtime", default="auto", choices=("auto", "ai-edge-litert", "tflite-runtime")
+    )
+    p.add_argument(
+        "--filter-only",
+        action="store_true",
+        help="only check that the filter blocks W+X memory (no model)",
+    )
     args = p.parse_args(argv)
     try:
         install_filter()

@@ -28,8 +28,9 @@ def _address(path: str) -> str | bytes:
 class Notifier:
     """Sends datagrams to $NOTIFY_SOCKET. Thread-safe; one socket per notifier."""
 
-    def __init__(self, socket_path: str | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, socket_path: str | None = None, environ: Mapping[str, str] | None = None
+    ) -> None:
         env = os.environ if environ is None else environ
         self.socket_path = socket_path if socket_path is not None else env.get("NOTIFY_SOCKET")
         self._environ = env
@@ -104,8 +105,9 @@ class Heartbeat:
     costs nothing.
     """
 
-    def __init__(self, notifier: Notifier, interval: float,
-                 healthy: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self, notifier: Notifier, interval: float, healthy: Callable[[], bool] | None = None
+    ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
         self.notifier = notifier
@@ -117,8 +119,9 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_environment(cls, notifier: Notifier,
-                         healthy: Callable[[], bool] | None = None) -> Heartbeat | None:
+    def from_environment(
+        cls, notifier: Notifier, healthy: Callable[[], bool] | None = None
+    ) -> Heartbeat | None:
         """A heartbeat at half of $WATCHDOG_USEC, or None when there is no watchdog."""
         period = notifier.watchdog_interval()
         return cls(notifier, period / 2, healthy) if period else None

@@ -126,8 +126,11 @@ class BundleSlot:
             for entry in sorted(source.iterdir()):
                 if entry.is_file() and entry.name != DEPLOY_MARKER:
                     shutil.copyfile(entry, tmp / entry.name)
-            marker = {"deploy_id": uuid.uuid4().hex, "source": str(source.absolute()),
-                      "deployed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            marker = {
+                "deploy_id": uuid.uuid4().hex,
+                "source": str(source.absolute()),
+                "deployed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
             (tmp / DEPLOY_MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
 
         return self.stage(fill)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from lensbox.device.bundle.reader import Bundle, Item
 from lensbox.device.embedding.embedder import Concept, Embedder, describe
 from lensbox.device.embedding.subject import Box
@@ -225,7 +226,11 @@ class SearchEngine:
 
 
 def timed_image_search(
-    searcher, rgb: np.ndarray, top_k: int, offset: int, predicate: Predicate | None,
+    searcher,
+    rgb: np.ndarray,
+    top_k: int,
+    offset: int,
+    predicate: Predicate | None,
     region: Box | None,
 ) -> SearchResult:
     """Embed then search with ``searcher`` (an engine or a live catalog), timing both steps."""
