@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(BIN)/lensbox: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,14 @@ demo: $(BIN)/lensbox
 test: $(BIN)/lensbox
 	LENSBOX_REQUIRE_BOTH_RUNTIMES=1 $(BIN)/python -m pytest
 
+## Lint and format check (CI runs this before the tests).
 lint: $(BIN)/lensbox
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## The suite without the slow tests, for the inner loop.
+test-fast: $(BIN)/lensbox
+	$(BIN)/python -m pytest -m "not slow" -q
 
 clean:
 	rm -rf sample.lbx .pytest_cache
