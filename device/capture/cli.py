@@ -133,8 +133,20 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
         engine = reopen()
     except (BundleError, ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
+    if not _has_trigger(kiosk, http):
+        logging.getLogger("lensbox.capture.kiosk").warning(
+            "no trigger configured: nothing will start a lookup. Give --serial PORT, "
+            "--motion, --interval SECONDS or --http HOST:PORT (or [kiosk.serial] port, "
+            "[kiosk.trigger] motion / interval_seconds in --config)"
+        )
     loop = KioskLoop(engine, FrameGrabber(camera), kiosk)
     return _serve(loop, http, reopen)
+
+
+def _has_trigger(kiosk: Any, http: tuple[str, int] | None) -> bool:
+    """Something can start a lookup: a serial line, motion, a timer or the HTTP face."""
+    trigger = kiosk.trigger
+    return bool(kiosk.serial.port or trigger.motion or trigger.interval_seconds > 0 or http)
 
 
 def _reload(loop: Any, reopen: Callable[[], Any]) -> None:
@@ -165,7 +177,10 @@ def _serve(loop: Any, http: tuple[str, int] | None, reopen: Callable[[], Any]) -
         server = create_server(create_app(loop), host=http[0], port=http[1], threads=4)
         threading.Thread(target=server.run, name="kiosk-http", daemon=True).start()
         logging.getLogger("lensbox.capture.kiosk").info(
-            "kiosk HTTP on http://%s:%d/v1/trigger", http[0], server.effective_port
+            # waitress reports effective_port as a string (getnameinfo): %s, not %d
+            "kiosk HTTP on http://%s:%s/v1/trigger",
+            http[0],
+            server.effective_port,
         )
     try:
         while not done.wait(0.5):
