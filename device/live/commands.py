@@ -170,8 +170,20 @@ def add_config(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
+def _no_file_note() -> str:
+    """What `config check` says when it found no file to check."""
+    looked = os.environ.get("LENSBOX_CONFIG") or DEFAULT_CONFIG
+    return (
+        f"note: no config file found (looked for {looked}"
+        + ("" if os.environ.get("LENSBOX_CONFIG") else "; set $LENSBOX_CONFIG or give FILE")
+        + "): nothing was checked, the built-in defaults are in force"
+    )
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     path = args.file or _default_config_path()
+    if path is None:
+        print(_no_file_note(), file=sys.stderr)
     config, errors, env_keys = check_config(path, dict(os.environ))
     where = path or "(no file: defaults)"
     if errors:
