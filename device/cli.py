@@ -63,6 +63,11 @@ def add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cache-dir", default=None, help="embedding cache folder (default ~/.cache/lensbox)"
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 1, nothing written) if any photo is skipped: missing, unreadable, HEIC",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_build)
 
@@ -81,12 +86,29 @@ def cmd_build(args: argparse.Namespace) -> int:
         cache_dir=None if args.no_cache else (args.cache_dir or str(default_cache_dir())),
     )
     try:
-        report = build_bundle(args.catalog, args.output, settings, progress=not args.quiet)
+        report = build_bundle(
+            args.catalog, args.output, settings, progress=not args.quiet, strict=args.strict
+        )
     except (BuildError, ValueError) as exc:
         return fail(str(exc))
-    for skip in report.skipped:
-        print(f"skipped: {skip['error']}", file=sys.stderr)
     print(f"wrote {args.output}: {report.summary()}")
+    if report.categories:
+        table = ", ".join(f"{name}={num}" for name, num in report.categories.items())
+        print(f"categories (name=category_id): {table}")
+    if report.extra_columns:
+        cols = ", ".join(report.extra_columns)
+        print(
+            f"extra columns kept as string attributes: {cols} "
+            f"(filter: lensbox search --where {report.extra_columns[0]}=VALUE)"
+        )
+    if report.skipped:
+        print(
+            f"skipped {len(report.skipped)} photo(s) (also in {args.output}/build_report.json; "
+            "--strict makes this an error):",
+            file=sys.stderr,
+        )
+        for skip in report.skipped:
+            print(f"  {skip['error']}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -101,14 +123,24 @@ def add_search(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("bundle", help="bundle directory written by `lensbox build`")
-    p.add_argument("query", nargs="+", help="query photo(s)")
+    p.add_argument("query", nargs="+", help="query photo(s), or folders of them")
     p.add_argument("-k", "--top-k", type=int, default=5, help="hits per query (default 5)")
     p.add_argument("--offset", type=int, default=0, help="skip this many hits (paging)")
     p.add_argument(
         "--region", default=None, help="search only this part of the photo: x,y,w,h in px"
     )
     p.add_argument("--views", default=None, help="query crops, e.g. full,center,subject (default)")
-    p.add_argument("--category", type=int, default=None, help="only items of this category_id")
+    p.add_argument(
+        "--category", default=None, help="only items of this category (its id or its name)"
+    )
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only items whose field, attribute or tag KEY equals VALUE (repeatable; "
+        "e.g. --where price=9.99 for an extra manifest column)",
+    )
     p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
     p.add_argument(
         "--runtime", default="auto", choices=("auto", "ai-edge-litert", "tflite-runtime")
@@ -129,7 +161,82 @@ def _parse_box(text: str | None):
     return Box(x, y, w, h)
 
 
+def _query_paths(queries: list[str]) -> list[str]:
+    """Each argument as given, except a folder: the photos in it (sorted, recursively)."""
+    from pathlib import Path
+
+    from lensbox.index_builder.catalog import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES
+
+    out: list[str] = []
+    for query in queries:
+        folder = Path(query)
+        if not folder.is_dir():
+            out.append(query)
+            continue
+        photos = sorted(
+            str(p)
+            for p in folder.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in IMAGE_SUFFIXES | UNSUPPORTED_SUFFIXES
+            and not p.name.startswith(".")
+        )
+        if not photos:
+            raise ValueError(
+                f"{query}: a folder with no photos in it ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+        out += photos
+    return out
+
+
+def _category_filter(text: str, manifest: dict) -> int:
+    """``--category``: an integer id, or a name from the bundle's category table."""
+    table = manifest.get("categories") or {}
+    if text in table:
+        return int(table[text])
+    try:
+        return int(text)
+    except ValueError:
+        known = ", ".join(table) or "none; the catalog gave only integer ids"
+        raise ValueError(
+            f"--category {text!r}: no such category in this bundle (names: {known})"
+        ) from None
+
+
+def _where_filter(conditions: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for cond in conditions:
+        key, sep, value = cond.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--where must be KEY=VALUE, got {cond!r}")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def _field_value(item: dict, key: str) -> str | None:
+    """A field, string/int attribute or tag of an item, as text (None: the item has none)."""
+    for group in ("str_attrs", "int_attrs", "tags"):
+        value = (item.get(group) or {}).get(key)
+        if value is not None:
+            return str(value)
+    value = item.get(key)
+    return None if value is None or isinstance(value, (dict, list)) else str(value)
+
+
+def _predicate(category: int | None, where: list[tuple[str, str]]) -> Callable | None:
+    if category is None and not where:
+        return None
+
+    def keep(item: dict) -> bool:
+        if category is not None and item.get("category_id") != category:
+            return False
+        return all(_field_value(item, k) == v for k, v in where)
+
+    return keep
+
+
 def cmd_search(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from lensbox.device.bundle import BundleError
     from lensbox.device.imaging import ImageError, load_image
     from lensbox.device.search.engine import SearchSettings, open_engine
@@ -139,15 +246,18 @@ def cmd_search(args: argparse.Namespace) -> int:
             query_views=tuple(args.views.split(",")) if args.views else SearchSettings.query_views
         )
         region = _parse_box(args.region)
+        queries = _query_paths(args.query)
+        where = _where_filter(args.where)
         engine = open_engine(args.bundle, settings, args.threads, args.runtime)
+        manifest = engine.bundle.manifest
+        category = None if args.category is None else _category_filter(args.category, manifest)
     except (BundleError, ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
-    predicate = None
-    if args.category is not None:
-        predicate = lambda item: item.get("category_id") == args.category  # noqa: E731
+    predicate = _predicate(category, where)
+    names = {int(v): k for k, v in (manifest.get("categories") or {}).items()}
     failed = False
     results = []
-    for query in args.query:
+    for query in queries:
         try:
             rgb = load_image(query)
             res = engine.search_image(rgb, args.top_k, args.offset, predicate, region)
@@ -155,16 +265,19 @@ def cmd_search(args: argparse.Namespace) -> int:
             console_error(str(exc))
             failed = True
             continue
-        results.append((query, res))
+        except sqlite3.DatabaseError as exc:
+            return fail(f"{args.bundle}: the bundle is damaged ({exc}); rebuild or redeploy it")
+        if args.json:
+            results.append(_result_json(query, res, names))
+        else:
+            _print_table(query, res)  # as each query finishes: a folder may be long
+            sys.stdout.flush()
     if args.json:
-        print(json.dumps([_result_json(q, r) for q, r in results], indent=2))
-    else:
-        for query, res in results:
-            _print_table(query, res)
+        print(json.dumps(results, indent=2))
     return EXIT_FAIL if failed else EXIT_OK
 
 
-def _result_json(query: str, res) -> dict:
+def _result_json(query: str, res, categories: dict[int, str]) -> dict:
     return {
         "query": query,
         "total": res.total,
@@ -174,6 +287,8 @@ def _result_json(query: str, res) -> dict:
                 "score": h.score,
                 "title": h.item.get("title"),
                 "source": h.item.get("source"),
+                "category_id": h.item.get("category_id"),
+                "category": categories.get(h.item.get("category_id")),
             }
             for h in res.hits
         ],
@@ -188,11 +303,20 @@ def _print_table(query: str, res) -> None:
         f"{query}  (looks like: {concepts}; embed {res.timings['embed_ms']:.0f} ms, "
         f"search {res.timings['search_ms']:.1f} ms)"
     )
-    print(f"  {'rank':>4}  {'score':>6}  {'id':<28} source")
+    print(f"  {'rank':>4}  {'score':>6}  {'id':<20} {'title':<28} source")
     for rank, hit in enumerate(res.hits, start=1):
-        print(f"  {rank:>4}  {hit.score:>6.3f}  {hit.id:<28} {hit.item.get('source') or ''}")
+        title = _clip(hit.item.get("title") or "", 28)
+        print(
+            f"  {rank:>4}  {hit.score:>6.3f}  {hit.id:<20} {title:<28} "
+            f"{hit.item.get('source') or ''}"
+        )
     if not res.hits:
         print("  (no hits)")
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())  # a title with newlines or tabs would break the table
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # -- info ---------------------------------------------------------------------------------
@@ -257,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `lensbox search ... | head`: the reader left, not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import sys
@@ -19,6 +20,7 @@ from lensbox.device.bundle.format import (
     FORMAT_VERSION,
     INDEX_SPACE_DESCRIPTOR,
     INDEX_SPACE_PCA,
+    MANIFEST,
 )
 from lensbox.device.embedding.descriptor import (
     GEM_P,
@@ -31,7 +33,13 @@ from lensbox.device.embedding.model import INPUT_SIZE, PREPROCESSING, file_sha25
 from lensbox.device.embedding.views import validate_views
 from lensbox.index_builder import workers
 from lensbox.index_builder.cache import CachedEmbedding, EmbeddingCache, default_cache_dir
-from lensbox.index_builder.catalog import CatalogError, CatalogItem, read_catalog
+from lensbox.index_builder.catalog import (
+    CatalogError,
+    CatalogItem,
+    assign_categories,
+    extra_columns,
+    read_catalog,
+)
 from lensbox.index_builder.writer import BundleContent, write_bundle
 
 
@@ -71,6 +79,10 @@ class BuildReport:
     embedded: int = 0
     seconds: float = 0.0
     projection: str = "none"
+    # Catalog category names -> the integer ids the bundle gives them (manifest "categories").
+    categories: dict[str, int] = field(default_factory=dict)
+    # Manifest columns with no field of their own, kept as string attributes.
+    extra_columns: list[str] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -203,13 +215,24 @@ def _check_output(output: Path, source: Path, paths: list[str]) -> None:
         raise BuildError(str(exc)) from exc
 
 
+def _previous_categories(output: Path) -> dict[str, int]:
+    """The category table of the bundle being replaced (so rebuilds keep the numbers)."""
+    try:
+        table = json.loads((output / MANIFEST).read_text(encoding="utf-8")).get("categories")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
 def build_bundle(
     source: str | Path,
     output: str | Path,
     settings: BuildSettings | None = None,
     progress: bool = True,
+    strict: bool = False,
 ) -> BuildReport:
-    """Build ``output`` from ``source``; a corrupt photo is skipped and reported, not fatal."""
+    """Build ``output`` from ``source``; a corrupt photo is skipped and reported, not fatal
+    (``strict``: any skipped photo fails the build and nothing is written)."""
     settings = settings or BuildSettings()
     validate_views(settings.catalog_views)
     started = time.perf_counter()
@@ -222,9 +245,15 @@ def build_bundle(
         raise BuildError(str(exc)) from exc
     paths = [str(p) for item in catalog for p in item.paths]
     _check_output(Path(output), Path(source), paths)
+    categories = assign_categories(catalog, _previous_categories(Path(output)))
     model_sha = file_sha256(model)
     results, cached = _embed_all(paths, settings, model, model_sha, progress)
-    report = BuildReport(cached=cached, embedded=len(paths) - cached)
+    report = BuildReport(
+        cached=cached,
+        embedded=len(paths) - cached,
+        categories=categories,
+        extra_columns=extra_columns(catalog),
+    )
     items, pooled, owners = [], [], []
     for item in catalog:
         good = [results[str(p)] for p in item.paths if "error" not in results[str(p)]]
@@ -250,6 +279,12 @@ def build_bundle(
     if not items:
         raise BuildError(
             f"{source}: none of the {len(paths)} photos could be read; see the errors above"
+        )
+    if strict and report.skipped:
+        raise BuildError(
+            f"--strict: {len(report.skipped)} photo(s) skipped, nothing written: "
+            + "; ".join(s["error"] for s in report.skipped[:5])
+            + (" ..." if len(report.skipped) > 5 else "")
         )
     all_pooled = np.concatenate(pooled).astype(np.float32)
     projection = _fit_projection(all_pooled, settings)
@@ -314,5 +349,7 @@ def _manifest(
             "skipped": len(report.skipped),
         },
         "build": {k: v for k, v in asdict(settings).items() if k != "cache_dir"},
+        # category name -> the integer category_id its items carry (Alibaba CategoryId)
+        "categories": report.categories,
         "has_projection": projection is not None,
     }

@@ -16,8 +16,15 @@ from typing import Any
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm"}
 )
+# Photo formats people have in their folders that lensbox cannot decode: they are listed as
+# skipped (with what to do) instead of being silently left out.
+UNSUPPORTED_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl"})
 PATH_KEYS = ("path", "image", "file", "source")
 TEXT_FIELDS = ("title", "page_url", "host", "product_id", "custom_content")
+# Columns with a meaning of their own; any other column is kept as a string attribute.
+KNOWN_COLUMNS = frozenset(
+    {"id", "category_id", "category", "tags", "adult", *PATH_KEYS, *TEXT_FIELDS}
+)
 
 
 class CatalogError(ValueError):
@@ -34,6 +41,7 @@ class CatalogItem:
     page_url: str | None = None
     host: str | None = None
     category_id: int | None = None
+    category: str | None = None  # the name, when the catalog named the category
     tags: dict[str, str] = field(default_factory=dict)
     int_attrs: dict[str, int] = field(default_factory=dict)
     str_attrs: dict[str, str] = field(default_factory=dict)
@@ -69,11 +77,47 @@ def read_catalog(source: str | Path) -> list[CatalogItem]:
     return items
 
 
+def assign_categories(
+    items: list[CatalogItem], previous: dict[str, int] | None = None
+) -> dict[str, int]:
+    """Give every category *name* an integer id (Alibaba's ``CategoryId`` is an integer);
+    returns the name -> id table the bundle keeps.
+
+    A name the previous bundle already numbered keeps its number, so a rebuild does not
+    move clients' ``CategoryId``s; new names get the next free numbers in name order, never
+    one a row uses as a plain integer.
+    """
+    names = sorted({it.category for it in items if it.category is not None})
+    taken = {it.category_id for it in items if it.category is None and it.category_id is not None}
+    table: dict[str, int] = {}
+    for name, num in (previous or {}).items():
+        if name in names and isinstance(num, int) and num not in taken:
+            table[name] = num
+            taken.add(num)
+    next_id = max(taken, default=0) + 1
+    for name in names:
+        if name not in table:
+            table[name] = next_id
+            taken.add(next_id)
+            next_id += 1
+    for it in items:
+        if it.category is not None:
+            it.category_id = table[it.category]
+    return dict(sorted(table.items(), key=lambda kv: kv[1]))
+
+
+def extra_columns(items: list[CatalogItem]) -> list[str]:
+    """Manifest columns lensbox has no field for, kept as string attributes."""
+    return sorted({k for it in items for k in it.str_attrs if not k.startswith("str_attr")})
+
+
 def _read_folder(root: Path) -> list[CatalogItem]:
     files = sorted(
         p
         for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES | UNSUPPORTED_SUFFIXES
+        and not p.name.startswith(".")
     )
     stems: dict[str, int] = {}
     for p in files:
@@ -135,19 +179,40 @@ def _parse_record(rec: dict[str, Any], base: Path, where: str) -> CatalogItem:
     for key in TEXT_FIELDS:
         if rec.get(key) not in (None, ""):
             setattr(item, key, str(rec[key]))
-    try:
-        if rec.get("category_id") not in (None, ""):
-            item.category_id = int(rec["category_id"])
-        for key, val in rec.items():
-            if key.startswith("int_attr") and val not in (None, ""):
+    category = next(
+        (rec[k] for k in ("category_id", "category") if rec.get(k) not in (None, "")), None
+    )
+    if category is not None:
+        item.category_id, item.category = _category(category, where)
+    for key, val in rec.items():
+        if key is None or val in (None, ""):
+            continue  # csv: cells beyond the header come back under the key None
+        key = str(key).strip()
+        if key.startswith("int_attr"):
+            try:
                 item.int_attrs[key] = int(val)
-            elif key.startswith("str_attr") and val not in (None, ""):
-                item.str_attrs[key] = str(val)
-    except (TypeError, ValueError) as exc:
-        raise CatalogError(f"{where}: category_id and int_attr* must be integers ({exc})") from exc
+            except (TypeError, ValueError) as exc:
+                raise CatalogError(f"{where}: {key} must be an integer, got {val!r}") from exc
+        elif key.startswith("str_attr") or (key and key not in KNOWN_COLUMNS):
+            item.str_attrs[key] = (
+                json.dumps(val, sort_keys=True) if isinstance(val, (dict, list)) else str(val)
+            )
     item.tags = _parse_tags(rec.get("tags"), where)
     item.adult = str(rec.get("adult", "")).strip().lower() in ("1", "true", "yes")
     return item
+
+
+def _category(value: Any, where: str) -> tuple[int | None, str | None]:
+    """``3`` -> (3, None); ``toys`` -> (None, "toys"): the build numbers the names."""
+    if isinstance(value, (bool, dict, list)):
+        raise CatalogError(f"{where}: category_id must be an integer or a name, got {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    try:
+        return int(text), None
+    except ValueError:
+        return None, text
 
 
 def _merge(records) -> list[CatalogItem]:

@@ -14,6 +14,7 @@ from typing import Any
 from lensbox.device.embedding.embedder import Embedder
 from lensbox.device.embedding.model import TFLiteModel
 from lensbox.device.imaging.decode import ImageError, decode_with_info
+from lensbox.index_builder.catalog import UNSUPPORTED_SUFFIXES
 
 _EMBEDDER: Embedder | None = None
 _VIEWS: tuple[str, ...] = ("full",)
@@ -37,6 +38,14 @@ def embed_file(path: str) -> dict[str, Any]:
         rgb, info = decode_with_info(data, source=path)
         emb = _EMBEDDER.embed(rgb, _VIEWS)
     except ImageError as exc:
+        if Path(path).suffix.lower() in UNSUPPORTED_SUFFIXES:
+            kind = Path(path).suffix.lower().lstrip(".").upper()
+            return {
+                "path": path,
+                "error": f"{path}: {kind} photos are not supported; convert them to JPEG "
+                "(e.g. `heif-convert photo.heic photo.jpg`, or export as JPEG)",
+                "code": "unsupported_format",
+            }
         return {"path": path, "error": str(exc), "code": exc.code}
     except OSError as exc:
         return {"path": path, "error": f"{path}: cannot read ({exc.strerror or exc})", "code": "io"}

@@ -87,9 +87,10 @@ def _unquote(text: str) -> str:
 
 
 class _Parser:
-    def __init__(self, tokens: list[Token]) -> None:
+    def __init__(self, tokens: list[Token], named_str_attrs: bool = False) -> None:
         self.tokens = tokens
         self.i = 0
+        self.named_str_attrs = named_str_attrs
 
     def peek(self) -> Token:
         return self.tokens[self.i]
@@ -137,7 +138,14 @@ class _Parser:
     def comparison(self) -> Predicate:
         field_tok = self.take()
         name = field_tok.text.lower()
-        if field_tok.kind != "word" or name not in INT_FIELDS | STR_FIELDS:
+        if (
+            self.named_str_attrs
+            and field_tok.kind == "word"
+            and name not in INT_FIELDS | STR_FIELDS
+            and name not in ("and", "or")
+        ):
+            name = field_tok.text  # a catalog's own column (e.g. price), kept as a string
+        elif field_tok.kind != "word" or name not in INT_FIELDS | STR_FIELDS:
             where = (
                 "the end" if field_tok.kind == "end" else f"{field_tok.text!r} at {field_tok.pos}"
             )
@@ -169,11 +177,15 @@ def _compare(group: str, name: str, op: Callable[[Any, Any], bool], value: Any) 
     return predicate
 
 
-def parse_filter(text: str) -> Predicate:
-    """``'int_attr >= 100 AND str_attr != "x"'`` -> a predicate over item dicts."""
+def parse_filter(text: str, named_str_attrs: bool = False) -> Predicate:
+    """``'int_attr >= 100 AND str_attr != "x"'`` -> a predicate over item dicts.
+
+    ``named_str_attrs`` (lensbox's own API): any other field name is a string attribute
+    too, i.e. an extra manifest column such as ``price = "9.99"``.
+    """
     if not text or not text.strip():
         raise FilterError("the filter is empty")
-    parser = _Parser(tokenize(text))
+    parser = _Parser(tokenize(text), named_str_attrs)
     predicate = parser.expr(0)
     tail = parser.peek()
     if tail.kind != "end":

@@ -180,7 +180,9 @@ class NativeContract(Contract):
         filters.distinct_product = as_bool(raw.get("distinct_product", False), "distinct_product")
         if raw.get("expression"):
             try:
-                filters.expression = parse_filter(as_str(raw["expression"], "expression", 4096))
+                filters.expression = parse_filter(
+                    as_str(raw["expression"], "expression", 4096), named_str_attrs=True
+                )
             except FilterError as exc:
                 raise ApiError("bad_filter", f"bad filter expression: {exc}", "expression") from exc
         filters.concepts = _concepts(raw.get("concepts") or {})
