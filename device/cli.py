@@ -16,6 +16,7 @@ from lensbox.device.capture.cli import add_kiosk
 from lensbox.device.console import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail
 from lensbox.device.console import error as console_error
 from lensbox.device.live.commands import add_config, add_deploy
+from lensbox.device.live.edit import add_add, add_remove
 
 
 # -- build --------------------------------------------------------------------------------
@@ -348,6 +349,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_serve,
     add_config,
     add_deploy,
+    add_add,
+    add_remove,
 ]
 
 
