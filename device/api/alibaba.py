@@ -337,6 +337,9 @@ class AlibabaContract(Contract):
         if category is None:
             top = outcome.hits[0]["item"].get("category_id") if outcome.hits else None
             category = GENERIC_CATEGORY if top is None else top
+        # a catalog that named its categories (category_id = toys) keeps name -> id
+        table = (inst.bundle.manifest.get("categories") or {}) if inst else {}
+        names = {int(v): str(k) for k, v in table.items()}
         region = outcome.region or (outcome.subjects[0] if outcome.subjects else None)
         if region is None and outcome.image_size:
             region = Box(0, 0, *outcome.image_size)
@@ -345,7 +348,8 @@ class AlibabaContract(Contract):
             "Region": region_text(region) if region else "",
             "MultiRegion": [{"Region": region_text(b)} for b in outcome.subjects],
             "AllCategories": [
-                {"Name": str(c), "Id": c} for c in (service.categories(inst) if inst else [])
+                {"Name": names.get(c, str(c)), "Id": c}
+                for c in (service.categories(inst) if inst else [])
             ]
             + [{"Name": "Other", "Id": GENERIC_CATEGORY}],
         }
