@@ -101,6 +101,9 @@ def test_kiosk_process_answers_on_serial_and_http(tmp_path: Path, sample_bundle:
             err = proc.communicate(timeout=5)[1]
         port.close()
     assert "kiosk ready" in err and "serial port" in err and "bundle reloaded" in err
+    # the URL line is logged (it used to fail with "TypeError: %d format"), no warning
+    assert f"kiosk HTTP on http://127.0.0.1:{http}/v1/trigger" in err
+    assert "Logging error" not in err and "no trigger configured" not in err
 
 
 def test_kiosk_rejects_a_bad_config_before_loading_anything(tmp_path: Path) -> None:
@@ -114,3 +117,67 @@ def test_kiosk_rejects_a_bad_config_before_loading_anything(tmp_path: Path) -> N
     )
     assert done.returncode == 1
     assert "kiosk.min_score" in done.stderr and "kiosk.serial.baud" in done.stderr
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        got = log.read_text()
+        if text in got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} never logged (exit {proc.poll()}):\n{log.read_text()}")
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def test_kiosk_without_any_trigger_warns(tmp_path: Path, sample_bundle: Path) -> None:
+    video = write_video(
+        tmp_path / "cam.avi", [cv2.imread(str(SAMPLE_QUERIES / "coffee-photo.jpg"))] * 5
+    )
+    log = tmp_path / "kiosk.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            _kiosk_cmd(str(sample_bundle), "--camera", str(video)),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        got = _wait_for(log, "kiosk ready", proc)
+        assert "WARNING" in got and "no trigger configured" in got
+        assert "--serial" in got and "--http" in got
+    finally:
+        assert _stop(proc) == 0
+
+
+def test_kiosk_http_alone_is_a_trigger_and_logs_its_url(
+    tmp_path: Path, sample_bundle: Path
+) -> None:
+    video = write_video(
+        tmp_path / "cam.avi", [cv2.imread(str(SAMPLE_QUERIES / "coffee-photo.jpg"))] * 5
+    )
+    log = tmp_path / "kiosk.log"
+    http = _free_port()
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            _kiosk_cmd(str(sample_bundle), "--camera", str(video), "--http", f"127.0.0.1:{http}"),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        got = _wait_for(log, "/v1/trigger", proc)
+        assert f"kiosk HTTP on http://127.0.0.1:{http}/v1/trigger" in got
+        assert "Logging error" not in got and "TypeError" not in got
+        health = requests.get(f"http://127.0.0.1:{http}/v1/kiosk/health", timeout=10)
+        assert health.status_code == 200
+    finally:
+        assert _stop(proc) == 0
+    assert "no trigger configured" not in log.read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -74,3 +75,96 @@ def test_search_reports_a_bad_query_and_fails(sample_bundle: Path, tmp_path: Pat
     bad.write_text("not a photo")
     out = lensbox("search", str(sample_bundle), str(bad))
     assert out.returncode == 1 and "q.jpg" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_search_a_folder_searches_every_photo_in_it(sample_bundle: Path, tmp_path: Path) -> None:
+    found = lensbox(
+        "search", str(sample_bundle), str(SAMPLE_QUERIES), "--json", "-k", "1", "--threads", "1"
+    )
+    assert found.returncode == 0, found.stderr
+    results = json.loads(found.stdout)
+    photos = sorted(SAMPLE_QUERIES.glob("*.jpg"))
+    assert [Path(r["query"]).name for r in results] == [p.name for p in photos]
+    tops = {Path(r["query"]).name: r["hits"][0]["id"] for r in results}
+    assert tops["rocket-photo.jpg"] == "rocket" and tops["coffee-photo.jpg"] == "coffee"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no photos here")
+    empty = lensbox("search", str(sample_bundle), str(tmp_path / "empty"))
+    assert empty.returncode == 1 and "Traceback" not in empty.stderr
+    assert "no photos" in empty.stderr and "IsADirectoryError" not in empty.stderr
+
+
+SEARCH = (sys.executable, "-m", "lensbox.device.cli", "search", "--threads", "1")
+
+
+def test_search_into_a_closed_pipe_is_not_a_traceback(sample_bundle: Path) -> None:
+    """`lensbox search ... | head -1`: the reader is gone before the first line."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [*SEARCH, str(sample_bundle), str(SAMPLE_QUERIES / "coffee-photo.jpg")],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def _damaged_copy(sample_bundle: Path, tmp_path: Path, how: str) -> Path:
+    bundle = tmp_path / f"{how}.lbx"
+    shutil.copytree(sample_bundle, bundle)
+    db = bundle / "items.sqlite"
+    if how == "truncated":
+        db.write_bytes(db.read_bytes()[:4096])  # the schema page only
+    elif how == "garbage":
+        db.write_bytes(os.urandom(db.stat().st_size))
+    else:  # another bundle's items: a valid database that does not match the manifest
+        import sqlite3
+
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM items WHERE id = 'coffee'")
+        conn.close()
+    return bundle
+
+
+def test_a_damaged_items_db_makes_search_and_info_fail_clearly(
+    sample_bundle: Path, tmp_path: Path
+) -> None:
+    query = str(SAMPLE_QUERIES / "coffee-photo.jpg")
+    for how in ("truncated", "garbage", "mismatched"):
+        bundle = _damaged_copy(sample_bundle, tmp_path, how)
+        for args in (("info", str(bundle)), ("search", str(bundle), query)):
+            out = lensbox(*args)
+            assert out.returncode == 1, (how, args, out.stdout)
+            assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
+            assert "the bundle is damaged" in out.stderr and "items.sqlite" in out.stderr
+
+
+def test_config_check_without_a_file_says_the_defaults_are_in_force(tmp_path: Path) -> None:
+    nowhere = tmp_path / "lensbox.toml"
+    env = {**os.environ, "LENSBOX_CONFIG": str(nowhere)}
+    env = {k: v for k, v in env.items() if not k.startswith("LENSBOX__")}
+    out = subprocess.run(
+        [sys.executable, "-m", "lensbox.device.cli", "config", "check", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 0
+    assert "no config file found" in out.stderr and str(nowhere) in out.stderr
+    assert "defaults are in force" in out.stderr
+    nowhere.write_text("[search]\nthreads = 1\n")
+    found = subprocess.run(
+        [sys.executable, "-m", "lensbox.device.cli", "config", "check", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert found.returncode == 0 and "no config file found" not in found.stderr
+    assert f"{nowhere}: OK" in found.stderr
