@@ -115,7 +115,7 @@ def test_search_filters_by_category_name_or_id(named) -> None:
     assert "no such category" in unknown.stderr and "cards, drinks, space" in unknown.stderr
 
 
-def test_alibaba_integer_category_id_still_works(named) -> None:
+def test_alibaba_integer_category_id_still_works_and_native_takes_names(named) -> None:
     from .api_support import b64, photo
 
     bundle, _ = named
@@ -131,6 +131,21 @@ def test_alibaba_integer_category_id_still_works(named) -> None:
             },
             timeout=60,
         )
+        # lensbox's own API takes the name or the number
+        native = [
+            requests.post(
+                f"{srv.url}/v1/search",
+                json={"base64": b64(photo("rocket-photo.jpg")), "filters": {"category_id": c}},
+                timeout=60,
+            )
+            for c in ("space", 10, "nope")
+        ]
+    by_name, by_id, unknown = native
+    assert by_name.status_code == 200, by_name.text
+    assert {h["id"] for h in by_name.json()["hits"]} == SPACE
+    assert by_id.json()["hits"] == by_name.json()["hits"]
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "category_id"
+    assert "cards, drinks, space" in unknown.json()["error"]["message"]
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert {a["PicName"].rsplit(".", 1)[0] for a in body["Auctions"]} == SPACE

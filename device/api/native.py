@@ -158,10 +158,10 @@ class NativeContract(Contract):
             offset=offset,
             region=region,
             crop=as_bool(body.get("crop", False), "crop"),
-            filters=self._filters(body.get("filters") or {}),
+            filters=self._filters(body.get("filters") or {}, instance),
         )
 
-    def _filters(self, raw: Any) -> Filters:
+    def _filters(self, raw: Any, instance: str | None = None) -> Filters:
         if not isinstance(raw, dict):
             raise ApiError("bad_param", "filters must be an object", "filters")
         unknown = set(raw) - {*FLAT_FILTERS, "concepts"}
@@ -169,7 +169,7 @@ class NativeContract(Contract):
             raise ApiError("bad_param", f"unknown filters: {', '.join(sorted(unknown))}", "filters")
         filters = Filters()
         if raw.get("category_id") not in (None, ""):
-            filters.category_id = as_int(raw["category_id"], "category_id")
+            filters.category_id = self._category(raw["category_id"], instance)
         filters.tags = as_tags(raw.get("tags"))
         if raw.get("host"):
             filters.site = as_str(raw["host"], "host", 253)
@@ -189,6 +189,20 @@ class NativeContract(Contract):
         return filters
 
     # -- render -----------------------------------------------------------------------
+    def _category(self, value: Any, instance: str | None) -> int:
+        """An integer id, or a category name the instance's bundle numbered at build."""
+        table: dict[str, int] = {}
+        if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
+            inst = self.ctx.service.instance(instance)
+            table = inst.bundle.manifest.get("categories") or {}
+            if value in table:
+                return int(table[value])
+            known = ", ".join(table) or "none; this catalog has integer ids only"
+            raise ApiError(
+                "bad_param", f"no category named {value!r:.60} (names: {known})", "category_id"
+            )
+        return as_int(value, "category_id")
+
     def render(self, outcome: SearchOutcome, query: SearchQuery, req: Request) -> Response:
         emb = outcome.query
         size = outcome.image_size
