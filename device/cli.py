@@ -29,10 +29,11 @@ def add_build(sub: argparse._SubParsersAction) -> None:
             "write a versioned bundle (manifest, SQLite metadata, int8 vectors, Annoy index). "
             "A folder gives one item per photo, id = file name without extension. A manifest "
             "(.csv or .jsonl) has a 'path' column and optional id, title, page_url, host, "
-            "category_id, tags (k=v;k2=v2), product_id, custom_content, adult, int_attr*, "
-            "str_attr*; rows sharing an id become one item with several photos. Unreadable "
-            "photos are skipped and listed; embeddings are cached by content hash so a "
-            "rebuild only embeds what changed."
+            "category_id (an integer or a name), tags (k=v;k2=v2), product_id, custom_content, "
+            "adult, int_attr*, str_attr*; any other column is kept as a string attribute. "
+            "Rows sharing an id become one item with several photos. Missing, unreadable and "
+            "HEIC photos are skipped and listed (--strict: an error); embeddings are cached "
+            "by content hash so a rebuild only embeds what changed."
         ),
     )
     p.add_argument("catalog", help="folder of photos, or a .csv / .jsonl manifest")
