@@ -194,8 +194,9 @@ def _parse_record(rec: dict[str, Any], base: Path, where: str) -> CatalogItem:
             except (TypeError, ValueError) as exc:
                 raise CatalogError(f"{where}: {key} must be an integer, got {val!r}") from exc
         elif key.startswith("str_attr") or (key and key not in KNOWN_COLUMNS):
+            # JSON manifests: true/false and nested values keep their JSON spelling
             item.str_attrs[key] = (
-                json.dumps(val, sort_keys=True) if isinstance(val, (dict, list)) else str(val)
+                json.dumps(val, sort_keys=True) if isinstance(val, (dict, list, bool)) else str(val)
             )
     item.tags = _parse_tags(rec.get("tags"), where)
     item.adult = str(rec.get("adult", "")).strip().lower() in ("1", "true", "yes")

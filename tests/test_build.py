@@ -150,3 +150,26 @@ def test_items_without_optional_fields_are_written(tmp_path: Path) -> None:
         "SELECT id, adult, tags FROM items ORDER BY row"
     )
     assert list(rows) == [("a", 0, "{}"), ("b", 1, "{}")]
+
+
+def test_manifest_columns_as_people_write_them(tmp_path: Path) -> None:
+    """Category names, extra keys of every JSON type, and a clash with a plain integer id."""
+    from lensbox.index_builder.catalog import assign_categories, extra_columns
+
+    rows = [
+        {"path": "a.jpg", "category_id": "toys", "price": 9.5, "new": True, "dims": [1, 2]},
+        {"path": "b.jpg", "category": "games", "price": "", "str_attr": "x"},
+        {"path": "c.jpg", "category_id": 2},
+        {"path": "d.jpg", "category_id": "3"},
+    ]
+    manifest = tmp_path / "c.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows))
+    items = read_catalog(manifest)
+    a, b, c, d = items
+    assert a.str_attrs == {"price": "9.5", "new": "true", "dims": "[1, 2]"}
+    assert b.str_attrs == {"str_attr": "x"} and extra_columns(items) == ["dims", "new", "price"]
+    # "toys" was 2 in the previous bundle, but a row now uses 2 as a plain id: it moves
+    table = assign_categories(items, previous={"games": 7, "toys": 2, "gone": 9})
+    assert table == {"games": 7, "toys": 8}
+    assert [it.category_id for it in items] == [8, 7, 2, 3]
+    assert a.category == "toys" and c.category is None and d.category is None
