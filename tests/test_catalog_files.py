@@ -318,9 +318,12 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
+AUTH = {"Authorization": "Bearer k-1"}
+
+
 def _top(url: str, query: str) -> dict:
     with open(SAMPLE_QUERIES / query, "rb") as fh:
-        resp = requests.post(f"{url}/v1/search", files={"image": fh}, timeout=60)
+        resp = requests.post(f"{url}/v1/search", files={"image": fh}, headers=AUTH, timeout=60)
     assert resp.status_code == 200, resp.text
     return resp.json()["hits"][0]
 
@@ -335,11 +338,13 @@ def test_add_and_remove_against_the_daemon_and_its_state_dir(named, tmp_path: Pa
     port = _free_port()
     config.write_text(
         f"[server]\nport = {port}\ninterpreters = 1\nwarmup = false\n"
+        'require_auth = true\napi_keys = ["k-1"]\n'
         f'[bundles]\ndefault = "{state / "bundles" / "default"}"\n'
         f'[state]\ndir = "{state}"\nwatch_interval_seconds = 0\n'
     )
     cat = str(SAMPLE_CATALOG / f"{LEFT_OUT}.jpg")
     proc, url = _serve(config, tmp_path / "serve.log")
+    key = ("--url", url, "--api-key", "k-1")  # --config finds both in the config
     try:
         assert _top(url, "chelsea-cat-photo.jpg")["id"] != "cat-1"
         added = lensbox(
@@ -362,13 +367,15 @@ def test_add_and_remove_against_the_daemon_and_its_state_dir(named, tmp_path: Pa
         assert hit["id"] == "cat-1" and hit["metadata"]["title"] == "Chelsea"
         assert hit["metadata"]["category_id"] == 10
         assert hit["metadata"]["str_attrs"] == {"price": "7"}
-        again = lensbox("add", cat, "--id", "cat-1", "--title", "Chelsea 2", "--url", url)
+        again = lensbox("add", cat, "--id", "cat-1", "--title", "Chelsea 2", *key)
         assert again.returncode == 0 and "replaced cat-1" in again.stdout
-        bad = lensbox("add", cat, "--id", "x", "--category", "toys", "--url", url)
+        nokey = lensbox("add", cat, "--id", "x", "--url", url)
+        assert nokey.returncode == 1 and "--api-key" in nokey.stderr
+        bad = lensbox("add", cat, "--id", "x", "--category", "toys", *key)
         assert bad.returncode == 1 and "no such category" in bad.stderr
         notphoto = tmp_path / "notes.jpg"
         notphoto.write_text("hello")
-        refused = lensbox("add", str(notphoto), "--id", "x", "--url", url)
+        refused = lensbox("add", str(notphoto), "--id", "x", *key)
         assert refused.returncode == 1 and "not added" in refused.stderr
         assert "Traceback" not in refused.stderr
         missing = lensbox("add", str(tmp_path / "nope.jpg"), "--id", "x", "--url", url)
@@ -376,7 +383,7 @@ def test_add_and_remove_against_the_daemon_and_its_state_dir(named, tmp_path: Pa
         removed = lensbox("remove", "cat-1", "--config", str(config))
         assert removed.returncode == 0 and "removed cat-1" in removed.stdout
         assert _top(url, "chelsea-cat-photo.jpg")["id"] != "cat-1"
-        gone = lensbox("remove", "cat-1", "--url", url)
+        gone = lensbox("remove", "cat-1", *key)
         assert gone.returncode == 1 and "no catalog item with id 'cat-1'" in gone.stderr
     finally:
         _stop(proc)
@@ -393,9 +400,9 @@ def test_add_and_remove_against_the_daemon_and_its_state_dir(named, tmp_path: Pa
     assert dropped.returncode == 0 and "removed coffee" in dropped.stdout
     proc, url = _serve(config, tmp_path / "serve.log")
     try:
-        item = requests.get(f"{url}/v1/items/cat-2", timeout=30)
+        item = requests.get(f"{url}/v1/items/cat-2", headers=AUTH, timeout=30)
         assert item.status_code == 200 and item.json()["metadata"]["title"] == "Offline"
-        assert requests.get(f"{url}/v1/items/coffee", timeout=30).status_code == 404
+        assert requests.get(f"{url}/v1/items/coffee", headers=AUTH, timeout=30).status_code == 404
         assert _top(url, "chelsea-cat-photo.jpg")["id"] == "cat-2"
     finally:
         _stop(proc)

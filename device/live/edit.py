@@ -97,7 +97,7 @@ def _request(target: Target, method: str, path: str, body: Any = None) -> tuple[
             err = {}
         message = err.get("message") if isinstance(err, dict) else None
         code = err.get("code") if isinstance(err, dict) else None
-        if exc.code == 401 or code in ("unauthorized", "forbidden"):
+        if exc.code == 401 or code in ("unauthenticated", "forbidden"):
             message = (
                 f"{message or 'not authorised'}; give --api-key (or $LENSBOX_API_KEY) with "
                 "one of the daemon's [server] api_keys"
