@@ -181,3 +181,21 @@ def test_kiosk_http_alone_is_a_trigger_and_logs_its_url(
     finally:
         assert _stop(proc) == 0
     assert "no trigger configured" not in log.read_text()
+
+
+def test_kiosk_http_on_a_taken_port_fails_clearly(tmp_path: Path, sample_bundle: Path) -> None:
+    video = write_video(
+        tmp_path / "cam.avi", [cv2.imread(str(SAMPLE_QUERIES / "coffee-photo.jpg"))] * 5
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            _kiosk_cmd(str(sample_bundle), "--camera", str(video), "--http", f"127.0.0.1:{port}"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"--http 127.0.0.1:{port}: cannot listen there" in done.stderr

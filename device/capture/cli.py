@@ -174,7 +174,11 @@ def _serve(loop: Any, http: tuple[str, int] | None, reopen: Callable[[], Any]) -
 
         from lensbox.device.capture.http import create_app
 
-        server = create_server(create_app(loop), host=http[0], port=http[1], threads=4)
+        try:
+            server = create_server(create_app(loop), host=http[0], port=http[1], threads=4)
+        except (OSError, ValueError) as exc:  # port taken, unknown host: say so, no traceback
+            loop.stop()
+            return fail(f"--http {http[0]}:{http[1]}: cannot listen there ({exc})")
         threading.Thread(target=server.run, name="kiosk-http", daemon=True).start()
         logging.getLogger("lensbox.capture.kiosk").info(
             # waitress reports effective_port as a string (getnameinfo): %s, not %d
