@@ -88,7 +88,13 @@ def _request(target: Target, method: str, path: str, body: Any = None) -> tuple[
         req.add_header("Authorization", f"Bearer {target.api_key}")
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
+            raw = resp.read()
+            try:
+                return resp.status, json.loads(raw or b"null")
+            except ValueError:
+                raise EditError(
+                    f"{target.url} answered, but not with lensbox's JSON: is it a lensbox daemon?"
+                ) from None
     except urllib.error.HTTPError as exc:
         raw = exc.read()
         try:
