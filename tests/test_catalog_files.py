@@ -416,3 +416,41 @@ def test_add_without_a_daemon_or_state_says_how_to_start_one(tmp_path: Path) -> 
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "no lensbox daemon answers" in out.stderr and "lensbox serve" in out.stderr
     assert time.monotonic() - started < 60
+
+
+def test_the_category_table_survives_compaction(named, tmp_path: Path) -> None:
+    """Live changes are folded into a new bundle generation; its manifest keeps the names."""
+    from lensbox.device.live.catalog import LiveCatalog, LiveSettings
+    from lensbox.device.live.slot import BundleSlot
+    from lensbox.device.search.engine import open_engine
+
+    bundle, _ = named
+    slot = BundleSlot(tmp_path / "bundles" / "default")
+    first = slot.install_copy(bundle)
+    cat = LiveCatalog(
+        open_engine(str(slot.current()), threads=1),
+        tmp_path / "journal" / "default.journal",
+        slot=slot,
+        settings=LiveSettings(background=False),
+    )
+    try:
+        photo = (SAMPLE_CATALOG / f"{LEFT_OUT}.jpg").read_bytes()
+        cat.put("cat-3", photo, {"category_id": 10, "str_attrs": {"price": "5"}})
+        assert cat.compact() is not None
+    finally:
+        cat.close()
+    assert slot.current() != first.resolve()
+    manifest = _manifest(slot.current())
+    assert manifest["categories"] == {"cards": 8, "drinks": 9, "space": 10}
+    done = lensbox(
+        "search",
+        str(slot.current()),
+        str(SAMPLE_QUERIES / "chelsea-cat-photo.jpg"),
+        "--category",
+        "space",
+        "--json",
+        "-k",
+        "1",
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["hits"][0]["id"] == "cat-3"
