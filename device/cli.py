@@ -64,6 +64,12 @@ def add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cache-dir", default=None, help="embedding cache folder (default ~/.cache/lensbox)"
     )
+    p.add_argument(
+        "--no-thumbnails",
+        action="store_true",
+        help="leave out the small JPEG per item (thumbs.sqlite, ~5 KB each) that lets a "
+        "device show hits",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_build)
 
@@ -80,6 +86,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         workers=args.workers,
         runtime=args.runtime,
         cache_dir=None if args.no_cache else (args.cache_dir or str(default_cache_dir())),
+        thumbnails=not args.no_thumbnails,
     )
     try:
         report = build_bundle(args.catalog, args.output, settings, progress=not args.quiet)
