@@ -142,24 +142,6 @@ def test_root_is_still_the_alibaba_rpc(server: Server) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "route_not_found"
 
 
-def test_page_files_ship_with_the_package() -> None:
-    """pyproject's package-data covers every file of the page (an installed box has them)."""
-    import fnmatch
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-
-    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    patterns = data["package-data"]["lensbox.device"]
-    files = [p for p in (ROOT / "device/api/static").iterdir() if p.is_file()]
-    assert {p.name for p in files} >= {"index.html", "app.js", "style.css"}
-    for path in files:
-        rel = path.relative_to(ROOT / "device").as_posix()
-        assert any(fnmatch.fnmatch(rel, pat) for pat in patterns), rel
-
-
 # -- in a real browser ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
