@@ -181,6 +181,7 @@ async function onPhoto() {
   drawQuery();
   const form = new FormData();
   form.append("image", file, file.name || "photo.jpg");
+  $("photo").value = ""; // the same photo can be picked again
   form.append("top_k", $("top-k").value);
   if (state.instance) form.append("instance", state.instance);
   const started = performance.now();
