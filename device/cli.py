@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from lensbox.device.api.server import add_serve
 from lensbox.device.capture.cli import add_kiosk
@@ -70,6 +71,12 @@ def add_build(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="fail (exit 1, nothing written) if any photo is skipped: missing, unreadable, HEIC",
     )
+    p.add_argument(
+        "--no-thumbnails",
+        action="store_true",
+        help="leave out the small JPEG per item (thumbs.sqlite, ~5 KB each) that lets a "
+        "device show hits",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_build)
 
@@ -86,6 +93,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         workers=args.workers,
         runtime=args.runtime,
         cache_dir=None if args.no_cache else (args.cache_dir or str(default_cache_dir())),
+        thumbnails=not args.no_thumbnails,
     )
     try:
         report = build_bundle(
@@ -323,21 +331,39 @@ def _clip(text: str, width: int) -> str:
 
 # -- info ---------------------------------------------------------------------------------
 def add_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="show a bundle's manifest and whether this device can serve it")
+    p = sub.add_parser(
+        "info",
+        help="show a bundle's manifest and whether this device can serve it",
+        description=(
+            "Print the bundle's manifest as JSON with a 'device' section: whether a TFLite "
+            "runtime is installed, whether this lensbox's model is the one the bundle was "
+            "built with (sha256), and a self-test (the model loads, a stored vector finds "
+            "itself). The verdict goes to stderr; the exit code is 1 when this device cannot "
+            "serve the bundle."
+        ),
+    )
     p.add_argument("bundle")
+    p.add_argument(
+        "--runtime", default="auto", choices=("auto", "ai-edge-litert", "tflite-runtime")
+    )
     p.set_defaults(func=cmd_info)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from lensbox.device.bundle import BundleError, open_bundle
-    from lensbox.device.embedding.model import file_sha256
-    from lensbox.models import MODEL_PATH
+    from lensbox.device.bundle import BundleError
+    from lensbox.device.bundle.reader import read_manifest
+    from lensbox.device.serving_check import check_serving
 
     try:
-        bundle = open_bundle(args.bundle, file_sha256(MODEL_PATH))
+        manifest = read_manifest(args.bundle)
     except BundleError as exc:
         return fail(str(exc))
-    print(json.dumps({**bundle.manifest, "disk_bytes": bundle.disk_bytes}, indent=2))
+    report = check_serving(args.bundle, args.runtime, manifest=manifest)
+    disk = sum(f.stat().st_size for f in Path(args.bundle).iterdir() if f.is_file())
+    print(json.dumps({**manifest, "disk_bytes": disk, "device": report.as_json()}, indent=2))
+    if not report.can_serve:
+        return fail(f"{args.bundle}: {report.summary()}")
+    print(f"{args.bundle}: {report.summary()}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from lensbox.device.bundle.format import (
     INDEX_SPACE_PCA,
     MANIFEST,
 )
+from lensbox.device.bundle.thumbnails import make_thumbnail
 from lensbox.device.embedding.descriptor import (
     GEM_P,
     Projection,
@@ -60,6 +62,8 @@ class BuildSettings:
     # Fewest vectors to learn PCA-whitening from; below it the raw GeM vector is used. With
     # fewer vectors than ``dims`` the projection keeps 2/3 of the vector count instead.
     min_photos_for_pca: int = 64
+    # One small JPEG per item in the bundle (thumbs.sqlite, ~5 KB each) to show hits.
+    thumbnails: bool = True
 
     def resolved_model(self) -> Path:
         if self.model_path:
@@ -192,6 +196,22 @@ def _item_record(item: CatalogItem, first: dict) -> dict:
     }
 
 
+def _thumbnail(entry: tuple[str, str]) -> tuple[str, str, bytes] | None:
+    item_id, path = entry
+    try:
+        data = Path(path).read_bytes()
+        return item_id, workers.content_sha256(data), make_thumbnail(data)
+    except (OSError, ValueError):
+        return None  # the item is still indexed; it only has no picture to show
+
+
+def _thumbnails(shown: list[tuple[str, str]], threads: int) -> list[tuple[str, str, bytes]]:
+    """One small JPEG per item (its first photo), for showing hits on a device that does
+    not have the photos. Pillow releases the GIL while decoding and encoding."""
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return [t for t in pool.map(_thumbnail, shown, chunksize=16) if t is not None]
+
+
 def _fit_projection(pooled: np.ndarray, settings: BuildSettings) -> Projection | None:
     """Learn PCA-whitening from the catalog itself.
 
@@ -255,6 +275,7 @@ def build_bundle(
         extra_columns=extra_columns(catalog),
     )
     items, pooled, owners = [], [], []
+    shown: list[tuple[str, str]] = []  # (item id, the photo its thumbnail shows)
     for item in catalog:
         good = [results[str(p)] for p in item.paths if "error" not in results[str(p)]]
         for p in item.paths:
@@ -272,6 +293,7 @@ def build_bundle(
             continue
         row = len(items)
         items.append(_item_record(item, good[0]))
+        shown.append((item.id, good[0]["path"]))
         for out in good:
             pooled.append(out["pooled"])
             owners += [row] * len(out["pooled"])
@@ -305,6 +327,11 @@ def build_bundle(
         vector_items=np.asarray(owners, np.int32),
         projection=projection,
         report={**asdict(report), "images_per_second": report.images_per_second},
+        thumbnails=(
+            _thumbnails(shown, settings.workers or os.cpu_count() or 1)
+            if settings.thumbnails
+            else None
+        ),
     )
     write_bundle(Path(output), content)
     report.seconds = time.perf_counter() - started

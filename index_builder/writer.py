@@ -20,10 +20,12 @@ from lensbox.device.bundle.format import (
     JSON_COLUMNS,
     MANIFEST,
     PROJECTION,
+    THUMBNAILS,
     VECTOR_ITEMS,
     VECTORS,
 )
 from lensbox.device.bundle.reader import index_axis_scale
+from lensbox.device.bundle.thumbnails import write_thumbnails
 from lensbox.device.embedding.descriptor import Projection
 
 
@@ -37,6 +39,8 @@ class BundleContent:
     vector_items: np.ndarray  # (V,) int32, non-decreasing
     projection: Projection | None
     report: dict
+    # (item id, sha256 of the photo, JPEG) per item; see lensbox.device.bundle.thumbnails
+    thumbnails: list[tuple[str, str, bytes]] | None = None
 
 
 def _item_values(item: dict) -> tuple:
@@ -98,5 +102,7 @@ def write_bundle(output: Path, content: BundleContent) -> None:
             tmp / ANNOY_INDEX,
             axis_scale=index_axis_scale(content.manifest, content.projection),
         )
+        if content.thumbnails:
+            write_thumbnails(tmp / THUMBNAILS, content.thumbnails)
         (tmp / BUILD_REPORT).write_text(json.dumps(content.report, indent=2), encoding="utf-8")
         (tmp / MANIFEST).write_text(json.dumps(content.manifest, indent=2), encoding="utf-8")

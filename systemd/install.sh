@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Install lensbox as a service: run once on the box (as root) after `pip install lensbox`.
+# Install lensbox as a service: run once on the box (as root) after installing lensbox into a
+# system path, e.g. `python3 -m venv /opt/lensbox && /opt/lensbox/bin/pip install .` from the
+# source tree (lensbox is not on PyPI; see systemd/README.md).
 #
-#   sudo systemd/install.sh [--bundle catalog.lbx]
+#   sudo systemd/install.sh --prefix /opt/lensbox [--bundle catalog.lbx]
 #
 # It creates the system user `lensbox`, lays out /etc/lensbox/lensbox.toml (from the example,
 # never overwriting an existing one) and /var/lib/lensbox/{bundles,journal}, installs
@@ -81,6 +83,27 @@ PYTHON="$(head -n 1 "$LENSBOX" 2>/dev/null | sed -n 's/^#! *//p' | cut -d' ' -f1
 if [ ! -x "$LENSBOX" ]; then
     say "warning: $LENSBOX is not executable yet; the units will point there anyway"
 fi
+# The unit runs with ProtectHome=yes and PrivateTmp=yes: the service sees an empty /home,
+# /root, /run/user and a private /tmp, so a lensbox (or the Python it runs with) living
+# there cannot start. Warn now rather than leave a unit that fails with status 203/EXEC.
+hidden_from_unit() {
+    local path="$1" real
+    real="$(readlink -f -- "$path" 2>/dev/null || echo "$path")"
+    for p in "$path" "$real"; do
+        case "$p" in
+            /tmp/*|/var/tmp/*|/home/*|/root/*|/run/user/*) echo "$p"; return 0 ;;
+        esac
+    done
+    return 1
+}
+for exe in "$LENSBOX" "$PYTHON"; do
+    if seen="$(hidden_from_unit "$exe")"; then
+        say "warning: the service runs $exe, which resolves to $seen; lensbox.service" \
+            "has ProtectHome=yes and PrivateTmp=yes and cannot see it. Install lensbox into a" \
+            "system path with a system Python (e.g. /usr/bin/python3 -m venv /opt/lensbox &&" \
+            "/opt/lensbox/bin/pip install . , then --prefix /opt/lensbox); see systemd/README.md"
+    fi
+done
 if [ -z "$DESTDIR" ] && [ "$DRY" = 0 ] && [ "$(id -u)" != 0 ]; then
     die "run as root (or set DESTDIR=... to install into a staging root, or --dry-run)"
 fi

@@ -213,7 +213,7 @@ def test_added_item_is_found_at_once_in_every_contract(live):
     yandex = requests.post(
         f"{url}/v2/image/search_by_image", json={"data": b64(SIGN_QUERY)}, timeout=30
     ).json()
-    assert yandex["images"][0]["url"].endswith("/v1/items/sign-9")
+    assert yandex["images"][0]["url"].endswith("/v1/items/sign-9/image")
     assert yandex["images"][0]["pageTitle"] == "Sign nine"
     huawei = huawei_search(url, file=b64(SIGN_QUERY))
     assert huawei["result"][0] == {

@@ -69,7 +69,7 @@ def test_data_search_finds_the_item(api) -> None:
     assert first["host"] == "shop.example.com" and first["pageTitle"] == "Coffee"
     assert first["format"] == "IMAGE_FORMAT_JPEG"
     assert (first["width"], first["height"]) == ("600", "400")
-    assert first["url"].endswith("/v1/items/coffee")
+    assert first["url"].endswith("/v1/items/coffee/image")
     assert first["passage"] == "a cup of coffee"
     assert body["page"] == "0" and len(body["images"]) == PAGE_SIZE
     # moderate family mode (the default) hides the one adult item: 17 of 18 remain

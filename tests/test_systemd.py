@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,69 @@ def test_install_with_mdwe_writes_a_valid_drop_in(tmp_path):
     assert drop["MemoryDenyWriteExecute"] == ["yes"]
     res = verify(unit)
     assert res.returncode == 0 and res.stderr == ""
+
+
+# -- where lensbox is installed ------------------------------------------------------------
+HIDDEN = ("/tmp/", "/var/tmp/", "/home/", "/root/", "/run/user/")
+
+
+def test_install_warns_when_exec_start_is_hidden_from_the_unit(tmp_path):
+    """ProtectHome/PrivateTmp hide /home and /tmp from the service: say so at install time."""
+    if not str(tmp_path.resolve()).startswith(HIDDEN):
+        pytest.skip(f"pytest's tmp_path {tmp_path} is not under {HIDDEN}")
+    fake = fake_lensbox(tmp_path / "venv" / "bin")
+    res = install_with(fake.parent, tmp_path / "root")
+    warning = [line for line in res.stdout.splitlines() if "ProtectHome=yes" in line]
+    assert len(warning) == 1 and str(fake) in warning[0], res.stdout
+    assert "/opt/lensbox" in warning[0]  # and what to do instead
+    unit = directives(tmp_path / "root/etc/systemd/system/lensbox.service")
+    assert unit["ExecStart"][0].startswith(f"{fake} serve ")  # still installed as asked
+
+
+def fake_lensbox(bindir: Path) -> Path:
+    bindir.mkdir(parents=True)
+    fake = bindir / "lensbox"
+    fake.write_text("#!/bin/sh\nexit 1\n")  # `config dropin` fails: default devices
+    fake.chmod(0o755)
+    return fake
+
+
+def install_with(bindir: Path, root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DESTDIR": str(root)}
+    res = subprocess.run(
+        ["bash", str(INSTALL), "--bindir", str(bindir), "--mdwe", "no", "--no-enable"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def test_install_does_not_warn_for_a_path_the_unit_sees(tmp_path):
+    """The same check stays quiet for a lensbox outside /home and /tmp (/dev/shm here:
+    neither ProtectHome nor PrivateTmp hides it)."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        pytest.skip("no writable /dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm) as where:
+        fake_lensbox(Path(where) / "bin")
+        res = install_with(Path(where) / "bin", tmp_path / "root")
+    assert "ProtectHome=yes" not in res.stdout, res.stdout
+    assert "could not read devices" in res.stdout  # the script did run past the check
+
+
+def test_license_is_the_one_pyproject_names():
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'license = { text = "Apache-2.0" }' in pyproject
+
+
+def test_systemd_readme_says_how_lensbox_is_really_installed():
+    text = (SYSTEMD / "README.md").read_text()
+    assert "pip install lensbox " not in text and "pip install lensbox\n" not in text
+    assert "/opt/lensbox/bin/pip install ." in text
+    assert "install.sh --prefix /opt/lensbox" in text

@@ -23,6 +23,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from lensbox.device.api import page
 from lensbox.device.api.alibaba import AlibabaContract
 from lensbox.device.api.auth import Authenticator
 from lensbox.device.api.clarifai import ClarifaiContract
@@ -150,7 +151,8 @@ def create_app(
         RateLimiter(server.rate_limit, server.rate_burst),
     )
 
-    app = Flask(__name__)
+    # static/: the page's JS and CSS, served at /static/ (public: no data in them)
+    app = Flask(__name__, static_folder=str(page.STATIC_DIR))
     app.config["MAX_CONTENT_LENGTH"] = server.max_request_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = server.max_request_bytes
     app.extensions["lensbox"] = {
@@ -164,9 +166,10 @@ def create_app(
     }
     for contract in contracts:
         for route in contract.routes():
-            app.add_url_rule(
-                route.rule, view_func=guard.wrap(contract, route), methods=list(route.methods)
-            )
+            view = guard.wrap(contract, route)
+            if route.rule == "/":  # the web page, unless the request is an Alibaba RPC
+                view = page.page_or(view)
+            app.add_url_rule(route.rule, view_func=view, methods=list(route.methods))
     _add_probes(app, service, metrics, fallback)
     metrics.add_collector(lambda: catalog_gauges(instances))
     if config.kiosk.in_daemon:

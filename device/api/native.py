@@ -16,6 +16,7 @@ JSON / form field) picks the bundle.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ from lensbox.device.api.query import (
     SearchOutcome,
     SearchQuery,
 )
+from lensbox.device.bundle.format import THUMBNAILS
+from lensbox.device.bundle.thumbnails import thumbnail_for
 from lensbox.device.embedding.subject import Box
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
@@ -95,6 +98,8 @@ class NativeContract(Contract):
     def routes(self) -> list[Route]:
         return [
             Route("/v1/search", ("POST",), self.search),
+            Route("/v1/items", ("GET",), self.list_items),
+            Route("/v1/items/<path:item_id>/image", ("GET",), self.get_item_image),
             Route("/v1/items/<path:item_id>", ("GET",), self.get_item),
             Route("/v1/items/<path:item_id>", ("PUT",), self.put_item),
             Route("/v1/items/<path:item_id>", ("PATCH",), self.patch_item),
@@ -252,6 +257,50 @@ class NativeContract(Contract):
             raise ApiError("not_found", f"no catalog item with id {item_id!r}")
         return json_response(item_json(inst.name, inst.catalog, item))
 
+    def list_items(self) -> Response:
+        """A page of the catalog in its stored order (bundle rows, then items added on the
+        box); ``q`` keeps items whose id or title contains it (case-insensitive)."""
+        inst = self.ctx.service.instance(request.args.get("instance"))
+        limit = in_range(as_int(request.args.get("limit", 50), "limit"), "limit", 1, MAX_TOP_K)
+        offset = in_range(as_int(request.args.get("offset", 0), "offset"), "offset", 0, None)
+        needle = as_str(request.args.get("q", ""), "q", 200).strip().lower()
+        page: list[dict] = []
+        matched = 0
+        for _row, item in inst.catalog.all_items(chunk=500):
+            if needle and not _matches(item, needle):
+                continue
+            if offset <= matched < offset + limit:
+                page.append({"id": item["id"], "metadata": item_metadata(item)})
+            matched += 1
+            if not needle and matched >= offset + limit:
+                break
+        total = matched if needle else inst.catalog.count()
+        return json_response(
+            {"instance": inst.name, "total": total, "offset": offset, "limit": limit, "items": page}
+        )
+
+    def get_item_image(self, item_id: str) -> Response:
+        """The item's picture: the small JPEG stored in the bundle at build time (the source
+        photos stay on the workstation that built it)."""
+        inst = self.ctx.service.instance(request.args.get("instance"))
+        item = inst.catalog.get(item_id)
+        if item is None:
+            if inst.catalog.get(f"{item_id}/image") is not None:  # an id ending in "/image"
+                return self.get_item(f"{item_id}/image")
+            raise ApiError("not_found", f"no catalog item with id {item_id!r}")
+        bundle_path = Path(inst.bundle.path)
+        jpeg = thumbnail_for(bundle_path, item)
+        if jpeg is None:
+            if not (bundle_path / THUMBNAILS).is_file():
+                why = "this bundle has no thumbnails (built without them, or by an older lensbox)"
+            else:
+                why = "the item was added or given a new photo on the box after the build"
+            raise ApiError("not_found", f"no image for item {item_id!r}: {why}")
+        resp = Response(jpeg, mimetype="image/jpeg")
+        resp.set_etag(hashlib.sha256(jpeg).hexdigest()[:32])
+        resp.headers["Cache-Control"] = "private, max-age=300"
+        return resp.make_conditional(request)
+
     # -- catalog changes --------------------------------------------------------------
     def put_item(self, item_id: str) -> Response:
         images, fields, instance = self._item_upload(request)
@@ -382,6 +431,10 @@ def item_json(instance: str, catalog: Any, item: dict) -> dict[str, Any]:
         "concepts": item.get("concepts") or [],
         "vectors": 0 if vectors is None else len(vectors),
     }
+
+
+def _matches(item: dict, needle: str) -> bool:
+    return needle in str(item["id"]).lower() or needle in str(item.get("title") or "").lower()
 
 
 def _json_field(text: str | None) -> Any:

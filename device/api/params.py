@@ -121,12 +121,13 @@ def json_object(request: Request) -> dict[str, Any]:
 
 
 def item_url(item: dict, host_url: str) -> str:
-    """Where a client can find the item: its own http(s) source, else this server's
-    item endpoint (the bundle keeps metadata, not the photos)."""
+    """Where a client can see the item's picture: its own http(s) source, else this
+    server's ``/v1/items/<id>/image`` (the thumbnail the bundle carries; the source photos
+    stay on the workstation)."""
     source = str(item.get("source") or "")
     if source.startswith(("http://", "https://")):
         return source
-    return f"{host_url.rstrip('/')}/v1/items/{quote(str(item['id']), safe='')}"
+    return f"{host_url.rstrip('/')}/v1/items/{quote(str(item['id']), safe='')}/image"
 
 
 def pic_name(item: dict) -> str:

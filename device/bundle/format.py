@@ -9,6 +9,7 @@ A bundle is a directory::
     projection.npz       PCA-whitening learned at build time (absent when too few photos)
     index.ann            Annoy index over the vectors (angular)
     build_report.json    what was skipped and why, timings
+    thumbs.sqlite        a small JPEG per item, for showing hits (absent in older bundles)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ VECTOR_ITEMS = "vector_items.i32"
 PROJECTION = "projection.npz"
 ANNOY_INDEX = "index.ann"
 BUILD_REPORT = "build_report.json"
+THUMBNAILS = "thumbs.sqlite"
 
 ITEM_COLUMNS = (
     "id",

@@ -36,6 +36,7 @@ from lensbox.device.bundle.format import (
     ITEMS_DB,
     MANIFEST,
     PROJECTION,
+    THUMBNAILS,
     VECTOR_ITEMS,
     VECTORS,
 )
@@ -125,6 +126,8 @@ def write_content(tmp: Path, content: dict[str, Any]) -> None:
     base: Path = content["base"]
     if (base / PROJECTION).is_file():
         shutil.copyfile(base / PROJECTION, tmp / PROJECTION)
+    if (base / THUMBNAILS).is_file():  # keyed by item id + photo hash: stale rows go unused
+        shutil.copyfile(base / THUMBNAILS, tmp / THUMBNAILS)
     projection = Projection.load(tmp / PROJECTION) if (tmp / PROJECTION).is_file() else None
     build_annoy(
         content["vectors"],
