@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/lensbox: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,grpc,clients]"
 	touch $@
 
 ## Set up, build the bundled sample catalog, and search it with a camera-like photo.

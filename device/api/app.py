@@ -65,8 +65,8 @@ class Guard:
 
     def admit(self, contract: Contract) -> None:
         address = f"addr:{request.remote_addr or '?'}"
-        credential = contract.credential(request)
         try:
+            credential = contract.credential(request)  # may verify a signature
             self.auth.check(credential)
         except ApiError:
             self.limiter.check(address)  # failed keys spend the address' budget
