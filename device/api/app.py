@@ -30,7 +30,7 @@ from lensbox.device.api.contract import ApiContext, Contract, Route, json_respon
 from lensbox.device.api.engines import InterpreterPool
 from lensbox.device.api.errors import ApiError, internal_error
 from lensbox.device.api.fallback_hook import CloudFallback
-from lensbox.device.api.huawei import HuaweiContract
+from lensbox.device.api.huawei import HuaweiContract, HuaweiV2Contract
 from lensbox.device.api.instances import ManagedInstances, make_instances
 from lensbox.device.api.limits import RateLimiter
 from lensbox.device.api.metrics import Metrics, render_gauge
@@ -142,6 +142,7 @@ def create_app(
         YandexContract(ctx),
         AlibabaContract(ctx),
         HuaweiContract(ctx),
+        HuaweiV2Contract(ctx),
         ClarifaiContract(ctx),
         native,
     ]
