@@ -45,6 +45,7 @@ class Box:
     grpc: str | None  # 127.0.0.1:port of the gRPC listener
     state: Path
     log: Path
+    cert: Path | None = None  # the gRPC listener's self-signed certificate (TLS on)
 
 
 def free_port() -> int:
@@ -53,9 +54,54 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 / localhost and its key (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lensbox test box")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "box.crt", folder / "box.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
 @contextlib.contextmanager
-def serve_box(tmp: Path, bundle: Path, grpc: bool = False, **server: object) -> Iterator[Box]:
-    """`lensbox serve --config` on loopback with keys required; stopped with SIGTERM."""
+def serve_box(
+    tmp: Path, bundle: Path, grpc: bool = False, tls: bool = False, **server: object
+) -> Iterator[Box]:
+    """`lensbox serve --config` on loopback with keys required; stopped with SIGTERM.
+    ``grpc``: the gRPC listener too (``tls``: with a self-signed certificate)."""
     from lensbox.device.live.slot import BundleSlot
 
     state = tmp / "state"
@@ -71,8 +117,12 @@ def serve_box(tmp: Path, bundle: Path, grpc: bool = False, **server: object) -> 
         f'api_keys = ["{API_KEY}"]',
         *(f"{k} = {json.dumps(v)}" for k, v in server.items()),
     ]
+    cert = None
     if grpc_port is not None:
         lines.append(f"grpc_port = {grpc_port}")
+        if tls:
+            cert, key = self_signed(tmp)
+            lines += [f'grpc_tls_cert = "{cert}"', f'grpc_tls_key = "{key}"']
     lines += [
         "[server.access_keys]",
         f'{ACCESS_KEY_ID} = "{ACCESS_KEY_SECRET}"',
@@ -98,13 +148,15 @@ def serve_box(tmp: Path, bundle: Path, grpc: bool = False, **server: object) -> 
             proc.kill()
             pytest.fail(f"lensbox serve did not start: {line}{log.read_text()}")
         url = line.split(" on ")[1].split()[0]
+        if grpc_port is not None:
+            assert f"gRPC on 127.0.0.1:{grpc_port}" in line, line
         deadline = time.monotonic() + 60
         while requests.get(f"{url}/readyz", timeout=10).status_code != 200:
             if time.monotonic() > deadline:
                 pytest.fail("the box never became ready: " + log.read_text())
             time.sleep(0.2)
         grpc_addr = f"127.0.0.1:{grpc_port}" if grpc_port is not None else None
-        yield Box(url, url.removeprefix("http://"), grpc_addr, state, log)
+        yield Box(url, url.removeprefix("http://"), grpc_addr, state, log, cert)
     finally:
         proc.terminate()
         try:

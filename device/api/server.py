@@ -277,6 +277,16 @@ def _run(args: argparse.Namespace, config, daemon: Daemon) -> int:
     except OSError as exc:
         daemon.close()
         return fail(f"cannot listen on {server.host}:{server.port}: {exc}")
+    try:
+        from lensbox.device.grpc import start_grpc
+
+        grpc_listener = start_grpc(
+            server, daemon.app, background.port
+        )  # server.grpc_port; None: off
+    except (OSError, RuntimeError) as exc:
+        background.stop()
+        daemon.close()
+        return fail(f"cannot serve gRPC on {server.host}:{server.grpc_port}: {exc}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -292,7 +302,8 @@ def _run(args: argparse.Namespace, config, daemon: Daemon) -> int:
     print(
         f"lensbox: serving {names} on {background.url} "
         f"({server.threads} threads, {server.interpreters} interpreters, "
-        f"auth {'on' if server.auth_required else 'off'})",
+        f"auth {'on' if server.auth_required else 'off'})"
+        + (f"; gRPC on {grpc_listener.address}" if grpc_listener else ""),
         flush=True,
     )
     background.start()
@@ -304,6 +315,8 @@ def _run(args: argparse.Namespace, config, daemon: Daemon) -> int:
     while not stop.wait(0.5):
         pass
     runtime.notifier.stopping("finishing requests")
+    if grpc_listener is not None:
+        grpc_listener.stop()
     background.stop()  # requests in flight finish first
     daemon.close()  # the in-daemon kiosk (camera, serial port), STOPPING=1, the catalogs
     return EXIT_OK

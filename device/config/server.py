@@ -62,6 +62,11 @@ class ServerConfig(Section):
         description="port of the gRPC listener (Yandex ImageSearchService, Clarifai V2) on "
         "server.host; None: no gRPC listener (needs the 'grpc' extra)",
     )
+    grpc_advertise: Optional[str] = Field(
+        None,
+        description="host:port the gRPC endpoint discovery (Yandex ApiEndpointService) "
+        "hands out (None: server.host:grpc_port, or this machine's name on 0.0.0.0)",
+    )
     grpc_tls_cert: Optional[str] = Field(None, description="PEM certificate chain: gRPC over TLS")
     grpc_tls_key: Optional[str] = Field(None, description="PEM private key for grpc_tls_cert")
     rate_limit: float = Field(
