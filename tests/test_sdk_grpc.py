@@ -44,6 +44,7 @@ expect(
     YA_CLOUD,
     "ImageSearchServiceStub.SearchByImage (gRPC, TLS, Api-Key and Bearer)",
     "missing oneof -> INVALID_ARGUMENT; oversize message -> RESOURCE_EXHAUSTED",
+    "yandexcloud.SDK().client(ImageSearchServiceStub)",
 )
 expect(
     "Clarifai",
@@ -239,3 +240,22 @@ def test_clarifai_grpc_status_codes(box) -> None:
     empty = _search(stub, resources_pb2.Rank())
     assert empty.status.code == status_code_pb2.SEARCH_INVALID_REQUEST
     record("Clarifai", CLARIFAI, "gRPC channel status codes (bad key, invalid search)")
+
+
+def test_yandexcloud_sdk_client_cannot_make_a_searchapi_stub(box) -> None:
+    """yandexcloud.SDK.client() maps a stub's module to a service id through its own
+    _supported_modules list, which has no yandex.cloud.searchapi entry: it raises before
+    any connection, whatever the endpoint. The stub itself works (test_yandexcloud_stub)."""
+    import yandexcloud
+
+    sdk = yandexcloud.SDK(iam_token=API_KEY, endpoint=box.grpc)
+    with pytest.raises(RuntimeError, match="Unknown service"):
+        sdk.client(ImageSearchServiceStub, endpoint=box.grpc, insecure=True)
+    record(
+        "Yandex",
+        YA_CLOUD,
+        "yandexcloud.SDK().client(ImageSearchServiceStub)",
+        "cannot: the SDK raises `Unknown service` before connecting (yandexcloud/_sdk.py "
+        "`_service_for_ctor`: no `yandex.cloud.searchapi` in `_supported_modules`); use "
+        "the generated stub on a channel to the box",
+    )
