@@ -45,7 +45,8 @@ class Box:
     grpc: str | None  # 127.0.0.1:port of the gRPC listener
     state: Path
     log: Path
-    cert: Path | None = None  # the gRPC listener's self-signed certificate (TLS on)
+    cert: Path | None = None  # the self-signed certificate of the TLS listeners
+    https: str | None = None  # 127.0.0.1:port of the HTTPS listener
 
 
 def free_port() -> int:
@@ -98,10 +99,16 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 
 @contextlib.contextmanager
 def serve_box(
-    tmp: Path, bundle: Path, grpc: bool = False, tls: bool = False, **server: object
+    tmp: Path,
+    bundle: Path,
+    grpc: bool = False,
+    tls: bool = False,
+    https: bool = False,
+    **server: object,
 ) -> Iterator[Box]:
     """`lensbox serve --config` on loopback with keys required; stopped with SIGTERM.
-    ``grpc``: the gRPC listener too (``tls``: with a self-signed certificate)."""
+    ``grpc``: the gRPC listener too (``tls``: with a self-signed certificate); ``https``:
+    the HTTPS listener (same certificate)."""
     from lensbox.device.live.slot import BundleSlot
 
     state = tmp / "state"
@@ -118,10 +125,14 @@ def serve_box(
         *(f"{k} = {json.dumps(v)}" for k, v in server.items()),
     ]
     cert = None
+    https_port = free_port() if https else None
+    if https_port is not None:
+        cert, key = self_signed(tmp)
+        lines += [f"https_port = {https_port}", f'https_cert = "{cert}"', f'https_key = "{key}"']
     if grpc_port is not None:
         lines.append(f"grpc_port = {grpc_port}")
         if tls:
-            cert, key = self_signed(tmp)
+            cert, key = (cert, key) if cert else self_signed(tmp)
             lines += [f'grpc_tls_cert = "{cert}"', f'grpc_tls_key = "{key}"']
     lines += [
         "[server.access_keys]",
@@ -156,7 +167,8 @@ def serve_box(
                 pytest.fail("the box never became ready: " + log.read_text())
             time.sleep(0.2)
         grpc_addr = f"127.0.0.1:{grpc_port}" if grpc_port is not None else None
-        yield Box(url, url.removeprefix("http://"), grpc_addr, state, log, cert)
+        https_addr = f"127.0.0.1:{https_port}" if https_port is not None else None
+        yield Box(url, url.removeprefix("http://"), grpc_addr, state, log, cert, https_addr)
     finally:
         proc.terminate()
         try:

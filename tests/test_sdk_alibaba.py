@@ -38,12 +38,15 @@ expect(
     "AddImage + DeleteImage",
     "documented error code (OverflowMaxReturnNum, InvalidFilterClause)",
     "forged / stale / replayed / unknown-key signature refused",
+    "SearchImageByPicAdvance + AddImageAdvance (AuthorizeFileUpload, OSS upload to the box)",
+    "bad uploads refused with OSS's codes (content-type, signature, size)",
+    "Config.open_platform_endpoint for the *Advance calls",
 )
 
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory, bundle: Path):
-    with serve_box(tmp_path_factory.mktemp("sdk-alibaba"), bundle) as b:
+    with serve_box(tmp_path_factory.mktemp("sdk-alibaba"), bundle, https=True) as b:
         yield b
 
 
@@ -219,3 +222,142 @@ def _signed_raw(box, date: str, nonce: str) -> requests.Response:
         req, "ACS3-HMAC-SHA256", digest, ACCESS_KEY_ID, ACCESS_KEY_SECRET
     )
     return requests.post(f"{box.url}/", data=body, headers=req.headers, timeout=30)
+
+
+def advance_client(box) -> Client:
+    """The box as both endpoints the SDK calls (and its certificate for the HTTPS upload).
+
+    alibabacloud-tea-openapi never copies ``Config.open_platform_endpoint`` into the client
+    (its ``Client.__init__`` has no such line), so the attribute is set on the client too;
+    test_open_platform_endpoint_is_ignored_by_the_sdk proves the need."""
+    cli = client(box, open_platform_endpoint=box.host, ca=str(box.cert))
+    cli._open_platform_endpoint = box.host
+    return cli
+
+
+def test_advance_calls_upload_to_the_box(box) -> None:
+    import io
+
+    from darabonba.runtime import RuntimeOptions
+
+    cli = advance_client(box)
+    found = cli.search_image_by_pic_advance(
+        m.SearchImageByPicAdvanceRequest(
+            instance_name="default", pic_content_object=io.BytesIO(query_photo()), num=3
+        ),
+        RuntimeOptions(),
+    )
+    assert found.body.success is True
+    assert found.body.auctions[0].pic_name == "coffee.jpg"
+    added = cli.add_image_advance(
+        m.AddImageAdvanceRequest(
+            instance_name="default",
+            product_id="P-adv",
+            pic_name="adv.jpg",
+            pic_content_object=io.BytesIO(query_photo("card-04-photo.jpg")),
+            str_attr="advance",
+        ),
+        RuntimeOptions(),
+    )
+    assert added.body.success is True
+    hits = search(cli, filter='str_attr="advance"')
+    assert [(a.product_id, a.pic_name) for a in hits.auctions] == [("P-adv", "adv.jpg")]
+    cli.delete_image(m.DeleteImageRequest(instance_name="default", product_id="P-adv"))
+    record(
+        "Alibaba",
+        PKG,
+        "SearchImageByPicAdvance + AddImageAdvance (AuthorizeFileUpload, OSS upload to the box)",
+        "works, with the box's certificate as `Config.ca` and `client._open_platform_endpoint` "
+        "set (the SDK drops the Config field: see the row below)",
+    )
+
+
+def test_bad_uploads_get_oss_errors(box) -> None:
+    from alibabacloud_tea_openapi import utils_models
+    from darabonba.runtime import RuntimeOptions
+
+    cli = advance_client(box)
+    grant = cli.call_api(
+        utils_models.Params(
+            action="AuthorizeFileUpload",
+            version="2019-12-19",
+            protocol="HTTP",
+            pathname="/",
+            method="GET",
+            auth_type="AK",
+            style="RPC",
+            req_body_type="formData",
+            body_type="json",
+        ),
+        utils_models.OpenApiRequest(query={"Product": "ImageSearch", "RegionId": "cn-shanghai"}),
+        RuntimeOptions(),
+    )["body"]
+    assert grant["Bucket"] + "." + grant["Endpoint"] == box.https
+    url = f"https://{box.https}/"
+    form = {
+        "OSSAccessKeyId": grant["AccessKeyId"],
+        "policy": grant["EncodedPolicy"],
+        "Signature": grant["Signature"],
+        "key": grant["ObjectKey"],
+        "success_action_status": "201",
+    }
+    verify = str(box.cert)
+
+    def code(resp: requests.Response) -> str:
+        return resp.text.split("<Code>")[1].split("</Code>")[0]
+
+    wrong_type = requests.post(url, data=form, verify=verify, timeout=30)  # url-encoded
+    assert wrong_type.status_code == 400 and code(wrong_type) == "InvalidArgument"
+    forged = requests.post(
+        url,
+        data={**form, "Signature": "Zm9yZ2Vk"},
+        files={"file": ("x.jpg", query_photo())},
+        verify=verify,
+        timeout=30,
+    )
+    assert forged.status_code == 403 and code(forged) == "SignatureDoesNotMatch"
+    big = requests.post(
+        url,
+        data=form,
+        files={"file": ("x.jpg", b"\0" * (4 * 1024 * 1024 + 1))},
+        verify=verify,
+        timeout=30,
+    )
+    assert big.status_code == 400 and code(big) == "EntityTooLarge"
+    other_key = requests.post(
+        url,
+        data={**form, "key": "lensbox-upload/other"},
+        files={"file": ("x.jpg", query_photo())},
+        verify=verify,
+        timeout=30,
+    )
+    assert other_key.status_code == 403 and code(other_key) == "AccessDenied"
+    # nothing was stored under the granted key: naming it as PicContent finds no upload
+    never = f"http://{grant['Bucket']}.{grant['Endpoint']}/{grant['ObjectKey']}"
+    with pytest.raises(ClientException) as err:
+        cli.search_image_by_pic(
+            m.SearchImageByPicRequest(instance_name="default", pic_content=never)
+        )
+    assert err.value.code == "BadRequest"
+    ok = requests.post(
+        url, data=form, files={"file": ("x.jpg", query_photo())}, verify=verify, timeout=30
+    )
+    assert ok.status_code == 201 and "<PostResponse>" in ok.text
+    record("Alibaba", PKG, "bad uploads refused with OSS's codes (content-type, signature, size)")
+
+
+def test_open_platform_endpoint_is_ignored_by_the_sdk(box) -> None:
+    """The SDK reads ``self._open_platform_endpoint`` (None unless set on the client) and
+    falls back to openplatform.aliyuncs.com: the Config field is dropped."""
+    cli = client(box, open_platform_endpoint=box.host)
+    assert cli._open_platform_endpoint is None
+    record(
+        "Alibaba",
+        PKG,
+        "Config.open_platform_endpoint for the *Advance calls",
+        "cannot unchanged: alibabacloud-tea-openapi's `Client.__init__` never copies "
+        "`config.open_platform_endpoint` to `self._open_platform_endpoint`, so "
+        "AuthorizeFileUpload goes to openplatform.aliyuncs.com; set "
+        "`client._open_platform_endpoint` (or resolve that name to the box), then the "
+        "*Advance calls work (rows above)",
+    )

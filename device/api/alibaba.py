@@ -46,6 +46,7 @@ from typing import Any
 from flask import Request, Response, g, request
 
 from lensbox.device.api.alibaba_filter import FilterError, parse_filter
+from lensbox.device.api.alibaba_upload import OssError, Uploads
 from lensbox.device.api.auth import SignatureError, Signatures
 from lensbox.device.api.contract import (
     Contract,
@@ -63,6 +64,7 @@ from lensbox.device.imaging.decode import ImageInfo
 
 ACTION = "SearchImageByPic"
 ADD, DELETE = "AddImage", "DeleteImage"
+AUTHORIZE_UPLOAD = "AuthorizeFileUpload"  # OpenPlatform: the SDKs' *Advance calls
 ATTR_SUFFIXES = ("", "2", "3", "4")  # IntAttr, IntAttr2 ... IntAttr4 (and StrAttr...)
 GENERIC_CATEGORY = 88888888
 MB = 1024 * 1024
@@ -165,6 +167,7 @@ class AlibabaContract(Contract):
         self.signatures = Signatures(
             server.access_keys, server.auth_required, server.signature_max_skew_s
         )
+        self.uploads = Uploads(server.https_port, self.limits.max_bytes)
 
     def routes(self) -> list[Route]:
         return [Route("/", ("GET", "POST"), self.dispatch)]
@@ -172,8 +175,12 @@ class AlibabaContract(Contract):
     def dispatch(self) -> Response:
         """The RPC ``Action``: the catalog actions here, anything else is a search (whose
         parser answers a missing or unsupported action)."""
+        if Uploads.is_upload(request):  # the PostObject of an *Advance call
+            return self.uploads.receive(request)
         action = self._params(request).get("action")
         g.alibaba_action = action
+        if action == AUTHORIZE_UPLOAD:
+            return json_response(self.uploads.authorize(request.host, request_id()))
         if action == ADD:
             return self.add_image()
         if action == DELETE:
@@ -210,6 +217,8 @@ class AlibabaContract(Contract):
             body = req.get_data(cache=True)  # before the form is parsed: it is hashed
             headers = {k.lower(): v for k, v in req.headers.items()}
             return self.signatures.acs3(req.method, req.path, dict(req.args.items()), headers, body)
+        if Uploads.is_upload(req):  # signed by the grant AuthorizeFileUpload handed out
+            return self.uploads.verify(req)
         if self._params(req).get("signature") not in (None, ""):
             return self.signatures.rpc(req.method, self._signed_params(req))
         value = self._params(req).get("accesskeyid")
@@ -283,6 +292,10 @@ class AlibabaContract(Contract):
             raise ApiError("missing_image", "PicContent is required")
         if hasattr(value, "read"):  # an uploaded file
             return ImageSource.from_bytes(value.read(self.limits.max_bytes + 1))
+        if isinstance(value, str):  # the URL of a picture uploaded to this box (*Advance)
+            uploaded = self.uploads.take(value)
+            if uploaded is not None:
+                return ImageSource.from_bytes(uploaded)
         return ImageSource("base64", text=as_str(value, "PicContent", 8 * MB))
 
     def _filters(self, p: dict[str, Any]) -> Filters:
@@ -464,6 +477,8 @@ class AlibabaContract(Contract):
         return out
 
     def render_error(self, error: ApiError) -> Response:
+        if isinstance(error, OssError):
+            return error.response()
         if isinstance(error, SignatureError):
             status, code = SIGNATURE_ERRORS[error.reason]
         else:

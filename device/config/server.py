@@ -69,6 +69,15 @@ class ServerConfig(Section):
     )
     grpc_tls_cert: Optional[str] = Field(None, description="PEM certificate chain: gRPC over TLS")
     grpc_tls_key: Optional[str] = Field(None, description="PEM private key for grpc_tls_cert")
+    https_port: Optional[int] = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="port of an HTTPS listener serving the same API (None: off); Alibaba's "
+        "*Advance calls need it (the SDK uploads the file over HTTPS)",
+    )
+    https_cert: Optional[str] = Field(None, description="PEM certificate chain for https_port")
+    https_key: Optional[str] = Field(None, description="PEM private key for https_cert")
     rate_limit: float = Field(
         10.0, ge=0, description="sustained requests per second per client (0: no limit)"
     )
@@ -112,6 +121,8 @@ class ServerConfig(Section):
     def _grpc_tls(self) -> ServerConfig:
         if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
             raise ValueError("grpc_tls_cert and grpc_tls_key go together")
+        if self.https_port is not None and not (self.https_cert and self.https_key):
+            raise ValueError("https_port needs https_cert and https_key")
         return self
 
     @model_validator(mode="after")
