@@ -156,6 +156,10 @@ def test_huawei_signature_and_tampering() -> None:
         with pytest.raises(SignatureError) as err:
             sig.sdk_hmac(method, p, q, headers, b)
         assert err.value.reason == "signature"
+    unsigned = {**headers, "x-sdk-content-sha256": "UNSIGNED-PAYLOAD"}
+    with pytest.raises(SignatureError) as err:  # a JSON body must be covered
+        sig.sdk_hmac("POST", path, [("x", "1")], unsigned, signed.body)
+    assert err.value.reason == "signature"
     late = Signatures({"HWAK": "HWSK"}, required=True, clock=lambda: NOW + 7200)
     with pytest.raises(SignatureError) as err:
         late.sdk_hmac("POST", path, [("x", "1")], headers, signed.body)

@@ -260,7 +260,11 @@ class Signatures:
         payload = headers.get("x-sdk-content-sha256") or (
             hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
         )
-        if payload != "UNSIGNED-PAYLOAD" and body and payload != hashlib.sha256(body).hexdigest():
+        if payload == "UNSIGNED-PAYLOAD":
+            # the SDK leaves only non-JSON bodies unsigned; every Huawei route here takes JSON
+            if headers.get("content-type", "").startswith("application/json"):
+                raise SignatureError("signature", "a JSON body must be signed")
+        elif body and payload != hashlib.sha256(body).hexdigest():
             raise SignatureError("signature", "X-Sdk-Content-Sha256 does not match the body")
         uri = "/".join(quote(part, safe="~") for part in unquote(path).split("/"))
         if not uri.endswith("/"):
