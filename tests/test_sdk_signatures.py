@@ -216,3 +216,31 @@ def test_plaintext_grpc_listener_and_clarifai_insecure_channel(bundle: Path) -> 
             assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
         finally:
             listener.stop()
+
+
+def test_grpc_throttling_is_resource_exhausted(bundle: Path) -> None:
+    grpc = pytest.importorskip("grpc")
+    pytest.importorskip("yandex.cloud.searchapi.v2.img_search_service_pb2")
+    from yandex.cloud.searchapi.v2 import img_search_service_pb2 as ya
+    from yandex.cloud.searchapi.v2.img_search_service_pb2_grpc import ImageSearchServiceStub
+
+    from lensbox.device.config.server import ServerConfig
+    from lensbox.device.grpc import GrpcListener
+    from tests.api_support import running_server
+    from tests.sdk_support import free_port, query_photo
+
+    port = free_port()
+    limits = {"require_auth": True, "api_keys": ["k1"], "rate_limit": 0.2, "rate_burst": 1}
+    with running_server({"default": bundle}, **limits) as api:
+        cfg = ServerConfig.model_validate({**limits, "grpc_port": port})
+        listener = GrpcListener(cfg, api.app).start()
+        try:
+            stub = ImageSearchServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+            request = ya.ImageSearchByImageRequest(data=query_photo())
+            key = (("authorization", "Api-Key k1"),)
+            assert stub.SearchByImage(request, metadata=key).images
+            with pytest.raises(grpc.RpcError) as err:
+                stub.SearchByImage(request, metadata=key)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        finally:
+            listener.stop()
