@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench clean sdk-table
 
 $(BIN)/lensbox: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,grpc,clients]"
 	touch $@
 
 ## Set up, build the bundled sample catalog, and search it with a camera-like photo.
@@ -30,3 +30,10 @@ test-fast: $(BIN)/lensbox
 
 clean:
 	rm -rf sample.lbx .pytest_cache
+
+## Run the official-SDK tests and write docs/sdk-compatibility.md from that run.
+sdk-table: $(BIN)/lensbox
+	rm -f .sdk-results.jsonl
+	LENSBOX_SDK_RESULTS=$(CURDIR)/.sdk-results.jsonl $(BIN)/python -m pytest -q tests/test_sdk_alibaba.py tests/test_sdk_huawei.py tests/test_sdk_clarifai.py tests/test_sdk_grpc.py
+	$(BIN)/python -m tests.sdk_support .sdk-results.jsonl > docs/sdk-compatibility.md
+	rm -f .sdk-results.jsonl

@@ -206,7 +206,7 @@ def test_picture_errors(api) -> None:
     failed(pic(jpeg_bytes(200, 150, orientation=6)), 400, "IncorrectOrientation")
     assert ok(pic(jpeg_bytes(200, 150, orientation=1)))["Auctions"]
     failed(pic(b"\xff" * (4 * 1024 * 1024 + 1)), 400, "BadRequest")
-    failed(call(api, {**ACTION}), 400, "NoSpecifiedSearchPic")
+    failed(call(api, {**ACTION}), 400, "BadRequest")
     failed(call(api, {**ACTION, "PicContent": "!!!"}), 400, "BadRequest")
 
 
@@ -249,6 +249,19 @@ def test_internal_errors_keep_the_shape(api) -> None:
         service.run = original
 
 
+def test_a_signature_is_verified_even_for_an_api_key(bundle: Path) -> None:
+    with running_server({"default": bundle}, require_auth=True, api_keys=["LTAI-key"]) as a:
+        params = {**ACTION, "PicContent": b64(small_jpeg("coffee-photo.jpg", 200))}
+        forged = {
+            **params,
+            "AccessKeyId": "LTAI-key",
+            "Signature": "forged",
+            "SignatureMethod": "HMAC-SHA1",
+        }  # this key has no secret in server.access_keys: nothing to verify against
+        failed(call(a, forged, how="form"), 404, "InvalidAccessKeyId.NotFound")
+        failed(call(a, forged), 404, "InvalidAccessKeyId.NotFound")
+
+
 def test_access_key_and_flow_control(bundle: Path) -> None:
     with running_server(
         {"default": bundle}, require_auth=True, api_keys=["LTAI-key"], rate_limit=0.5, rate_burst=2
@@ -256,12 +269,7 @@ def test_access_key_and_flow_control(bundle: Path) -> None:
         params = {**ACTION, "PicContent": b64(small_jpeg("coffee-photo.jpg", 200))}
         failed(call(a, params), 403, "NoPermission")
         failed(call(a, {**params, "AccessKeyId": "LTAI-wrong"}), 403, "NoPermission")
-        signed = {
-            **params,
-            "AccessKeyId": "LTAI-key",
-            "Signature": "ignored",
-            "SignatureMethod": "HMAC-SHA1",
-        }
+        signed = {**params, "AccessKeyId": "LTAI-key"}  # unsigned: an API key as the id
         assert names(ok(call(a, signed, how="form")))[0] == "coffee.jpg"
         assert names(ok(call(a, signed)))[0] == "coffee.jpg"
         denied = failed(call(a, signed), 403, "DeniedRequest")

@@ -2,13 +2,23 @@
 
 ``POST /`` or ``GET /`` with ``Action=SearchImageByPic`` and the parameters as query string,
 form fields (url-encoded or multipart, where ``PicContent`` may be an uploaded file, as the
-2020-12-14 API takes it) or a JSON body. ``InstanceName`` selects the bundle. The caller's
-``AccessKeyId`` is its API key (request signatures are not verified: accept a configured id).
+2020-12-14 API takes it) or a JSON body; the action may also come in the ``x-acs-action``
+header, as the official SDK (``alibabacloud-tea-openapi``) sends it by default.
+``InstanceName`` selects the bundle; ``ScoreThreshold`` drops hits scoring below it.
+
+Authentication, as the SDKs sign (auth.py): an ``ACS3-HMAC-SHA256`` ``Authorization``
+header (the SDK default) or the RPC ``Signature`` parameter (HMAC-SHA1, the SDK's ``v2``),
+verified against ``server.access_keys`` (AccessKeyId -> secret), with a freshness window
+and a nonce that cannot be replayed. Failures answer Alibaba's common codes:
+``SignatureDoesNotMatch``, ``InvalidTimeStamp.Expired``, ``SignatureNonceUsed``,
+``IncompleteSignature`` (400) and ``InvalidAccessKeyId.NotFound`` (404). An unsigned
+request may still give one of ``server.api_keys`` as its ``AccessKeyId``.
 
 Response and error names follow the documentation: ``Auctions``, ``Head``, ``PicInfo``,
 ``RequestId``, ``Code``, ``Msg``, ``Success``; errors carry the documented name in ``Code``
-with its HTTP status. Throttling is ``DeniedRequest`` (403, "denied due to instance flow
-control"), the documented code for exceeding the instance's QPS.
+with its HTTP status (a search without a picture is ``BadRequest``). Throttling is
+``DeniedRequest`` (403, "denied due to instance flow control"), the documented code for
+exceeding the instance's QPS.
 
 The same RPC dispatcher takes the catalog actions of the Image Search API (a live catalog
 under `lensbox serve`, see writes.py):
@@ -36,6 +46,8 @@ from typing import Any
 from flask import Request, Response, g, request
 
 from lensbox.device.api.alibaba_filter import FilterError, parse_filter
+from lensbox.device.api.alibaba_upload import OssError, Uploads
+from lensbox.device.api.auth import SignatureError, Signatures
 from lensbox.device.api.contract import (
     Contract,
     Route,
@@ -52,6 +64,7 @@ from lensbox.device.imaging.decode import ImageInfo
 
 ACTION = "SearchImageByPic"
 ADD, DELETE = "AddImage", "DeleteImage"
+AUTHORIZE_UPLOAD = "AuthorizeFileUpload"  # OpenPlatform: the SDKs' *Advance calls
 ATTR_SUFFIXES = ("", "2", "3", "4")  # IntAttr, IntAttr2 ... IntAttr4 (and StrAttr...)
 GENERIC_CATEGORY = 88888888
 MB = 1024 * 1024
@@ -68,8 +81,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "overflow_result_num": (400, "OverflowMaxResultNum"),
     "bad_paging": (400, "InvalidNumParameter"),
     "bad_category": (400, "InvalidCategory"),
-    "missing_image": (400, "NoSpecifiedSearchPic"),
-    "empty_image": (400, "NoSpecifiedSearchPic"),
+    "missing_image": (400, "BadRequest"),
+    "empty_image": (400, "BadRequest"),
     "unsupported_format": (400, "UnsupportedPicFormat"),
     "not_an_image": (400, "UnsupportedPicFormat"),
     "truncated_image": (400, "UnsupportedPicFormat"),
@@ -85,7 +98,20 @@ ERRORS: dict[str, tuple[int, str]] = {
     "cloud_unavailable": (500, "AccessEngineFailed"),
     "cloud_timeout": (500, "NetworkException"),
 }
+# a signature that does not verify (auth.SignatureError.reason) -> Alibaba's common codes
+SIGNATURE_ERRORS: dict[str, tuple[int, str]] = {
+    "signature": (400, "SignatureDoesNotMatch"),
+    "expired": (400, "InvalidTimeStamp.Expired"),
+    "nonce": (400, "SignatureNonceUsed"),
+    "incomplete": (400, "IncompleteSignature"),
+    "unknown_key": (404, "InvalidAccessKeyId.NotFound"),
+}
 MESSAGES = {
+    "SignatureDoesNotMatch": "Specified signature is not matched with our calculation.",
+    "InvalidTimeStamp.Expired": "Specified time stamp or date value is expired.",
+    "SignatureNonceUsed": "Specified signature nonce was used already.",
+    "IncompleteSignature": "The request signature does not conform to Aliyun standards.",
+    "InvalidAccessKeyId.NotFound": "Specified access key is not found.",
     "DeniedRequest": "Your request was denied due to instance flow control.",
     "NoPermission": "You are not authorized to perform this operation.",
     "InvalidInstance": "The specified instance name is invalid.",
@@ -135,14 +161,26 @@ class AlibabaContract(Contract):
         reject_rotated=True,
     )
 
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        server = ctx.server
+        self.signatures = Signatures(
+            server.access_keys, server.auth_required, server.signature_max_skew_s
+        )
+        self.uploads = Uploads(server.https_port, self.limits.max_bytes)
+
     def routes(self) -> list[Route]:
         return [Route("/", ("GET", "POST"), self.dispatch)]
 
     def dispatch(self) -> Response:
         """The RPC ``Action``: the catalog actions here, anything else is a search (whose
         parser answers a missing or unsupported action)."""
+        if Uploads.is_upload(request):  # the PostObject of an *Advance call
+            return self.uploads.receive(request)
         action = self._params(request).get("action")
         g.alibaba_action = action
+        if action == AUTHORIZE_UPLOAD:
+            return json_response(self.uploads.authorize(request.host, request_id()))
         if action == ADD:
             return self.add_image()
         if action == DELETE:
@@ -158,6 +196,8 @@ class AlibabaContract(Contract):
         if cached is not None:
             return cached
         merged: dict[str, Any] = {k.lower(): v for k, v in req.args.items()}
+        if req.headers.get("x-acs-action"):  # the SDK's default (ACS3) request style
+            merged.setdefault("action", req.headers["x-acs-action"])
         if req.mimetype == "application/json" and req.content_length:
             body = load_json(req)
             if not isinstance(body, dict):
@@ -171,8 +211,32 @@ class AlibabaContract(Contract):
         return merged
 
     def credential(self, req: Request) -> str | None:
+        """A verified AccessKeyId (ACS3 header or RPC ``Signature``), else the unsigned
+        ``AccessKeyId`` (then it must be one of ``server.api_keys``)."""
+        if req.headers.get("Authorization", "").startswith("ACS3-"):
+            body = req.get_data(cache=True)  # before the form is parsed: it is hashed
+            headers = {k.lower(): v for k, v in req.headers.items()}
+            return self.signatures.acs3(req.method, req.path, dict(req.args.items()), headers, body)
+        if Uploads.is_upload(req):  # signed by the grant AuthorizeFileUpload handed out
+            return self.uploads.verify(req)
+        if self._params(req).get("signature") not in (None, ""):
+            return self.signatures.rpc(req.method, self._signed_params(req))
         value = self._params(req).get("accesskeyid")
         return value if isinstance(value, str) and value else None
+
+    @staticmethod
+    def _signed_params(req: Request) -> dict[str, str]:
+        """Every query / form (/ JSON) parameter with its original name: what an RPC
+        ``Signature`` covers (uploaded files are not signed)."""
+        signed: dict[str, str] = {}
+        if req.mimetype == "application/json":
+            body = req.get_json(silent=True)
+            if isinstance(body, dict):
+                signed.update({str(k): _text(v) for k, v in body.items()})
+        else:
+            signed.update(req.form.to_dict())
+        signed.update(req.args.to_dict())
+        return signed
 
     def parse(self, req: Request, **params: str) -> SearchQuery:
         p = self._params(req)
@@ -191,6 +255,7 @@ class AlibabaContract(Contract):
         start = in_range(as_int(p.get("start", 0), "Start"), "Start", 0, None)
         if start > 499 or start + num > 500:
             raise ApiError("overflow_result_num", "Start + Num must not exceed 500", "Start")
+        self._threshold(p)  # a bad one is refused before searching
         return SearchQuery(
             instance=instance,
             sources=[self._picture(p.get("piccontent"))],
@@ -201,6 +266,20 @@ class AlibabaContract(Contract):
             crop=as_bool(p.get("crop", True), "Crop"),
             filters=self._filters(p),
         )
+
+    def _threshold(self, p: dict[str, Any]) -> float | None:
+        value = p.get("scorethreshold")
+        if value in (None, ""):
+            return None
+        try:
+            threshold = float(value)
+        except (TypeError, ValueError):
+            threshold = -1.0
+        if not 0.0 <= threshold <= 1.0:
+            raise ApiError(
+                "bad_param", "ScoreThreshold must be a number from 0 to 1", "ScoreThreshold"
+            )
+        return threshold
 
     def _instance(self, p: dict[str, Any]) -> str:
         instance = p.get("instancename")
@@ -213,6 +292,10 @@ class AlibabaContract(Contract):
             raise ApiError("missing_image", "PicContent is required")
         if hasattr(value, "read"):  # an uploaded file
             return ImageSource.from_bytes(value.read(self.limits.max_bytes + 1))
+        if isinstance(value, str):  # the URL of a picture uploaded to this box (*Advance)
+            uploaded = self.uploads.take(value)
+            if uploaded is not None:
+                return ImageSource.from_bytes(uploaded)
         return ImageSource("base64", text=as_str(value, "PicContent", 8 * MB))
 
     def _filters(self, p: dict[str, Any]) -> Filters:
@@ -353,16 +436,22 @@ class AlibabaContract(Contract):
             ]
             + [{"Name": "Other", "Id": GENERIC_CATEGORY}],
         }
-        auctions = [self._auction(h["item"], h["score"]) for h in outcome.hits]
+        hits, total = outcome.hits, outcome.total
+        threshold = self._threshold(self._params(req))
+        if threshold is not None:  # hits come best first: everything after the cut is below
+            hits = [h for h in hits if h["score"] >= threshold]
+            if len(hits) < len(outcome.hits):
+                total = query.offset + len(hits)
+        auctions = [self._auction(h["item"], h["score"]) for h in hits]
         if has_cloud_hits(outcome):  # extra key; Alibaba's SDK models ignore unknown keys
-            for auction, hit in zip(auctions, outcome.hits):
+            for auction, hit in zip(auctions, hits):
                 auction["LensboxSource"] = hit["source"]
         return json_response(
             {
                 "Auctions": auctions,
                 "Head": {
-                    "DocsFound": len(outcome.hits),  # "the number of images returned"
-                    "DocsReturn": outcome.total,  # "the number that match the conditions"
+                    "DocsFound": len(hits),  # "the number of images returned"
+                    "DocsReturn": total,  # "the number that match the conditions"
                     "SearchTime": round(outcome.timings.get("total_ms", 0.0)),
                 },
                 "PicInfo": pic_info,
@@ -392,8 +481,13 @@ class AlibabaContract(Contract):
         return out
 
     def render_error(self, error: ApiError) -> Response:
-        status, code = ERRORS.get(error.code, (400, "BadRequest"))
-        if code == "NoSpecifiedSearchPic" and g.get("alibaba_action") == ADD:
+        if isinstance(error, OssError):
+            return error.response()
+        if isinstance(error, SignatureError):
+            status, code = SIGNATURE_ERRORS[error.reason]
+        else:
+            status, code = ERRORS.get(error.code, (400, "BadRequest"))
+        if error.code in ("missing_image", "empty_image") and g.get("alibaba_action") == ADD:
             code = "NoSpecifiedPic"
         return json_response(
             {
@@ -405,6 +499,13 @@ class AlibabaContract(Contract):
             },
             status,
         )
+
+
+def _text(value: Any) -> str:
+    """A JSON value as the SDKs stringify a parameter before signing it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
 
 
 def _required(p: dict[str, Any], name: str, max_len: int) -> str:

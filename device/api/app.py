@@ -31,7 +31,7 @@ from lensbox.device.api.contract import ApiContext, Contract, Route, json_respon
 from lensbox.device.api.engines import InterpreterPool
 from lensbox.device.api.errors import ApiError, internal_error
 from lensbox.device.api.fallback_hook import CloudFallback
-from lensbox.device.api.huawei import HuaweiContract
+from lensbox.device.api.huawei import HuaweiContract, HuaweiV2Contract
 from lensbox.device.api.instances import ManagedInstances, make_instances
 from lensbox.device.api.limits import RateLimiter
 from lensbox.device.api.metrics import Metrics, render_gauge
@@ -66,8 +66,8 @@ class Guard:
 
     def admit(self, contract: Contract) -> None:
         address = f"addr:{request.remote_addr or '?'}"
-        credential = contract.credential(request)
         try:
+            credential = contract.credential(request)  # may verify a signature
             self.auth.check(credential)
         except ApiError:
             self.limiter.check(address)  # failed keys spend the address' budget
@@ -143,6 +143,7 @@ def create_app(
         YandexContract(ctx),
         AlibabaContract(ctx),
         HuaweiContract(ctx),
+        HuaweiV2Contract(ctx),
         ClarifaiContract(ctx),
         native,
     ]

@@ -6,7 +6,8 @@
 query id this server answered with), or concepts (``data.concepts[{id|name, value}]``,
 value 1 = must have, 0 = must not have). Image ranks are searched together; concept ranks
 filter them, or rank alone by the item's concept value. ``filters[].annotation.data``
-restricts by ``metadata`` (the item's tags) and concepts. ``pagination {page (1-based),
+restricts by ``metadata`` (the item's tags) and concepts; a filter with ``negate: true`` keeps
+the items it does *not* match. ``pagination {page (1-based),
 per_page}``. The app id (path or ``user_app_id.app_id``) picks the bundle; none means
 ``default``.
 
@@ -16,6 +17,7 @@ errors keep the ``status`` shape with Clarifai's own status codes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Request, Response
@@ -29,6 +31,7 @@ from lensbox.device.api.contract import (
     request_id,
 )
 from lensbox.device.api.errors import ApiError
+from lensbox.device.api.filters import has_concept
 from lensbox.device.api.params import as_int, as_str, as_tags, in_range, item_url, json_object
 from lensbox.device.api.query import (
     ConceptTerm,
@@ -99,6 +102,27 @@ def _concept_terms(raw: Any, where: str) -> list[ConceptTerm]:
             raise ApiError("bad_param", "a concept value must be 1 or 0", where)
         terms.append(ConceptTerm(cid or None, name or None, include=value >= 0.5))
     return terms
+
+
+def _negated(tags: dict[str, str], terms: list[ConceptTerm]) -> Callable[[dict], bool]:
+    """An item passes unless it matches every tag and concept term of the filter."""
+
+    def keep(item: dict) -> bool:
+        own = item.get("tags") or {}
+        matched = all(str(own.get(k)) == v for k, v in tags.items()) and all(
+            has_concept(item, t) == t.include for t in terms
+        )
+        return not matched
+
+    return keep
+
+
+def _all_of(
+    first: Callable[[dict], bool] | None, second: Callable[[dict], bool]
+) -> Callable[[dict], bool]:
+    if first is None:
+        return second
+    return lambda item: first(item) and second(item)
 
 
 class ClarifaiContract(Contract):
@@ -172,9 +196,17 @@ class ClarifaiContract(Contract):
     def _filter(self, flt: dict, filters: Filters) -> None:
         ann = _obj(flt.get("annotation") or flt.get("input"), "filters[].annotation")
         data = _obj(ann.get("data"), "filters[].annotation.data")
-        if data.get("metadata") is not None:
-            filters.tags.update(as_tags(data["metadata"], "metadata"))
-        filters.concepts.extend(_concept_terms(data.get("concepts"), "filters[].annotation.data"))
+        tags = as_tags(data["metadata"], "metadata") if data.get("metadata") is not None else {}
+        terms = _concept_terms(data.get("concepts"), "filters[].annotation.data")
+        negate = flt.get("negate", False)
+        if not isinstance(negate, bool):
+            raise ApiError("bad_param", "negate must be true or false", "negate")
+        if negate:  # "flip the meaning of this part of the query"
+            if tags or terms:
+                filters.expression = _all_of(filters.expression, _negated(tags, terms))
+            return
+        filters.tags.update(tags)
+        filters.concepts.extend(terms)
 
     def render(self, outcome: SearchOutcome, query: SearchQuery, req: Request) -> Response:
         hits = []

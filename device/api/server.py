@@ -277,6 +277,19 @@ def _run(args: argparse.Namespace, config, daemon: Daemon) -> int:
     except OSError as exc:
         daemon.close()
         return fail(f"cannot listen on {server.host}:{server.port}: {exc}")
+    from lensbox.device.api.tls import start_https
+    from lensbox.device.grpc import start_grpc
+
+    grpc_listener = https = None
+    try:  # server.grpc_port / server.https_port; None: off
+        grpc_listener = start_grpc(server, daemon.app, background.port)
+        https = start_https(server, daemon.app)
+    except (OSError, RuntimeError) as exc:  # ssl.SSLError is an OSError
+        if grpc_listener is not None:
+            grpc_listener.stop()
+        background.stop()
+        daemon.close()
+        return fail(f"cannot start the gRPC / HTTPS listener: {exc}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -292,7 +305,9 @@ def _run(args: argparse.Namespace, config, daemon: Daemon) -> int:
     print(
         f"lensbox: serving {names} on {background.url} "
         f"({server.threads} threads, {server.interpreters} interpreters, "
-        f"auth {'on' if server.auth_required else 'off'})",
+        f"auth {'on' if server.auth_required else 'off'})"
+        + (f"; gRPC on {grpc_listener.address}" if grpc_listener else "")
+        + (f"; HTTPS on {https.address}" if https else ""),
         flush=True,
     )
     background.start()
@@ -304,6 +319,10 @@ def _run(args: argparse.Namespace, config, daemon: Daemon) -> int:
     while not stop.wait(0.5):
         pass
     runtime.notifier.stopping("finishing requests")
+    if grpc_listener is not None:
+        grpc_listener.stop()
+    if https is not None:
+        https.stop()
     background.stop()  # requests in flight finish first
     daemon.close()  # the in-daemon kiosk (camera, serial port), STOPPING=1, the catalogs
     return EXIT_OK

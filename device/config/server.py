@@ -47,6 +47,37 @@ class ServerConfig(Section):
         "(Yandex Api-Key/Bearer, Alibaba AccessKeyId, Huawei X-Auth-Token, Clarifai Key, "
         "native Bearer/X-API-Key)",
     )
+    access_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="AccessKeyId -> secret pairs whose request signatures are verified "
+        "(Alibaba ACS3-HMAC-SHA256 and RPC HMAC-SHA1, Huawei SDK-HMAC-SHA256 AK/SK)",
+    )
+    signature_max_skew_s: float = Field(
+        900.0, gt=0, le=86400, description="how far a signed request's timestamp may be off"
+    )
+    grpc_port: Optional[int] = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="port of the gRPC listener (Yandex ImageSearchService, Clarifai V2) on "
+        "server.host; None: no gRPC listener (needs the 'grpc' extra)",
+    )
+    grpc_advertise: Optional[str] = Field(
+        None,
+        description="host:port the gRPC endpoint discovery (Yandex ApiEndpointService) "
+        "hands out (None: server.host:grpc_port, or this machine's name on 0.0.0.0)",
+    )
+    grpc_tls_cert: Optional[str] = Field(None, description="PEM certificate chain: gRPC over TLS")
+    grpc_tls_key: Optional[str] = Field(None, description="PEM private key for grpc_tls_cert")
+    https_port: Optional[int] = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="port of an HTTPS listener serving the same API (None: off); Alibaba's "
+        "*Advance calls need it (the SDK uploads the file over HTTPS)",
+    )
+    https_cert: Optional[str] = Field(None, description="PEM certificate chain for https_port")
+    https_key: Optional[str] = Field(None, description="PEM private key for https_cert")
     rate_limit: float = Field(
         10.0, ge=0, description="sustained requests per second per client (0: no limit)"
     )
@@ -79,9 +110,24 @@ class ServerConfig(Section):
             raise ValueError("API keys must not be empty")
         return tuple(k.strip() for k in value)
 
+    @field_validator("access_keys")
+    @classmethod
+    def _access_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        if any(not k.strip() or not v for k, v in value.items()):
+            raise ValueError("access keys need a non-empty id and secret")
+        return {k.strip(): v for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _grpc_tls(self) -> ServerConfig:
+        if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
+            raise ValueError("grpc_tls_cert and grpc_tls_key go together")
+        if self.https_port is not None and not (self.https_cert and self.https_key):
+            raise ValueError("https_port needs https_cert and https_key")
+        return self
+
     @model_validator(mode="after")
     def _auth_possible(self) -> ServerConfig:
-        if self.auth_required and not self.api_keys:
+        if self.auth_required and not self.api_keys and not self.access_keys:
             why = (
                 "require_auth = true"
                 if self.require_auth
