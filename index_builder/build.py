@@ -33,8 +33,10 @@ from lensbox.device.embedding.descriptor import (
 from lensbox.device.embedding.embedder import describe
 from lensbox.device.embedding.model import INPUT_SIZE, PREPROCESSING, file_sha256
 from lensbox.device.embedding.views import validate_views
+from lensbox.device.features.local import LocalFeatures, LocalSettings
 from lensbox.index_builder import workers
 from lensbox.index_builder.cache import CachedEmbedding, EmbeddingCache, default_cache_dir
+from lensbox.index_builder.calibrate import calibrate
 from lensbox.index_builder.catalog import (
     CatalogError,
     CatalogItem,
@@ -64,6 +66,17 @@ class BuildSettings:
     min_photos_for_pca: int = 64
     # One small JPEG per item in the bundle (thumbs.sqlite, ~5 KB each) to show hits.
     thumbnails: bool = True
+    # ORB keypoints kept per catalog photo for verification and the visual-word channel
+    # (40 bytes each; 0 leaves local features out and search uses the global vector only).
+    local_features: int = 1000
+    local_max_side: int = 640
+    # Measure the verdict thresholds on camera views of the catalog (index_builder/calibrate).
+    calibrate: bool = True
+
+    def local(self) -> LocalSettings | None:
+        if self.local_features <= 0:
+            return None
+        return LocalSettings(max_side=self.local_max_side, catalog_features=self.local_features)
 
     def resolved_model(self) -> Path:
         if self.model_path:
@@ -109,23 +122,27 @@ def _embed_all(
 ) -> tuple[dict[str, dict], int]:
     """Embed every photo, from cache where possible; returns results by path, cache hits."""
     cache = EmbeddingCache(Path(settings.cache_dir) if settings.cache_dir else None)
+    local = settings.local()
     results: dict[str, dict] = {}
     todo: list[str] = []
-    keys: dict[str, str] = {}
+    keys: dict[str, tuple[str, str | None]] = {}
     for path in paths:
         try:
             data = Path(path).read_bytes()
         except OSError:
             todo.append(path)  # the worker reports the error with its reason
             continue
-        keys[path] = cache.key(
-            model_sha, settings.pooling, settings.catalog_views, workers.content_sha256(data)
+        content = workers.content_sha256(data)
+        keys[path] = (
+            cache.key(model_sha, settings.pooling, settings.catalog_views, content),
+            cache.local_key(local, content) if local is not None else None,
         )
-        hit = cache.get(keys[path])
-        if hit is None:
+        hit = cache.get(keys[path][0])
+        local_hit = cache.get_local(keys[path][1]) if keys[path][1] else None
+        if hit is None or (local is not None and local_hit is None):
             todo.append(path)
         else:
-            results[path] = {"path": path, **asdict(hit)}
+            results[path] = {"path": path, **asdict(hit), "local": local_hit}
     hits = len(results)
     n_workers = settings.workers or os.cpu_count() or 1
     init = (
@@ -134,6 +151,7 @@ def _embed_all(
         settings.runtime,
         settings.pooling,
         settings.catalog_views,
+        local,
     )
     bar = tqdm(
         total=len(paths),
@@ -164,12 +182,15 @@ def _collect(outputs, results: dict, keys: dict, cache: EmbeddingCache, bar: tqd
     for n, out in enumerate(outputs):
         results[out["path"]] = out
         if "error" not in out and out["path"] in keys:
+            key, local_key = keys[out["path"]]
             cache.put(
-                keys[out["path"]],
+                key,
                 CachedEmbedding(
                     out["pooled"], out["concepts"], out["width"], out["height"], out["format"]
                 ),
             )
+            if local_key is not None and out.get("local") is not None:
+                cache.put_local(local_key, out["local"])
         if n % 64 == 63:
             cache.commit()
         bar.update(1)
@@ -275,6 +296,8 @@ def build_bundle(
         extra_columns=extra_columns(catalog),
     )
     items, pooled, owners = [], [], []
+    local_features: list[LocalFeatures] = []
+    local_items: list[int] = []
     shown: list[tuple[str, str]] = []  # (item id, the photo its thumbnail shows)
     for item in catalog:
         good = [results[str(p)] for p in item.paths if "error" not in results[str(p)]]
@@ -298,6 +321,9 @@ def build_bundle(
             pooled.append(out["pooled"])
             owners += [row] * len(out["pooled"])
             report.photos += 1
+            if out.get("local") is not None:
+                local_features.append(out["local"])
+                local_items.append(row)
     if not items:
         raise BuildError(
             f"{source}: none of the {len(paths)} photos could be read; see the errors above"
@@ -332,10 +358,44 @@ def build_bundle(
             if settings.thumbnails
             else None
         ),
+        local=(
+            (local_features, local_items, local)
+            if (local := settings.local()) is not None and len(local_features) == report.photos
+            else None
+        ),
     )
-    write_bundle(Path(output), content)
+    photos = [(row, str(out["path"])) for row, out in _photos_by_row(catalog, results)]
+
+    def finish(folder: Path) -> dict:
+        return {"calibration": _calibrate(folder, photos, settings, model)}
+
+    write_bundle(Path(output), content, finish if settings.calibrate else None)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _photos_by_row(catalog: list[CatalogItem], results: dict) -> list[tuple[int, dict]]:
+    """(item row, embed result) of every photo that made it into the bundle."""
+    out, row = [], 0
+    for item in catalog:
+        good = [results[str(p)] for p in item.paths if "error" not in results[str(p)]]
+        if good:
+            out += [(row, g) for g in good]
+            row += 1
+    return out
+
+
+def _calibrate(
+    folder: Path, photos: list[tuple[int, str]], settings: BuildSettings, model: Path
+) -> dict:
+    """Verdict thresholds measured by searching the staged bundle (see calibrate.py)."""
+    from lensbox.device.search.engine import open_engine
+
+    engine = open_engine(str(folder), threads=1, runtime=settings.runtime, model_path=str(model))
+    try:
+        return calibrate(engine, photos)
+    finally:
+        engine.bundle.index.unload()
 
 
 def _manifest(

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lensbox.device.features.local import DESCRIPTOR_BYTES, LocalFeatures, LocalSettings
+
 
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -41,6 +43,37 @@ class EmbeddingCache:
         self.conn.execute(
             "CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, shape TEXT, pooled BLOB, "
             "concepts TEXT, width INTEGER, height INTEGER, format TEXT)"
+        )
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS local (key TEXT PRIMARY KEY, xy BLOB, descriptors BLOB, "
+            "width INTEGER, height INTEGER)"
+        )
+
+    @staticmethod
+    def local_key(settings: LocalSettings, content_sha: str) -> str:
+        raw = f"local|{sorted(settings.as_dict().items())}|{content_sha}"
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def get_local(self, key: str) -> LocalFeatures | None:
+        if self.conn is None:
+            return None
+        rec = self.conn.execute(
+            "SELECT xy, descriptors, width, height FROM local WHERE key = ?", (key,)
+        ).fetchone()
+        if rec is None:
+            return None
+        xy = np.frombuffer(rec[0], np.float32).reshape(-1, 2).copy()
+        desc = np.frombuffer(rec[1], np.uint8).reshape(-1, DESCRIPTOR_BYTES).copy()
+        if len(xy) != len(desc):
+            return None
+        return LocalFeatures(xy, desc, (rec[2], rec[3]))
+
+    def put_local(self, key: str, value: LocalFeatures) -> None:
+        if self.conn is None:
+            return
+        self.conn.execute(
+            "INSERT OR REPLACE INTO local VALUES (?, ?, ?, ?, ?)",
+            (key, value.xy.astype(np.float32).tobytes(), value.desc.tobytes(), *value.size),
         )
 
     @staticmethod

@@ -13,17 +13,27 @@ from typing import Any
 
 from lensbox.device.embedding.embedder import Embedder
 from lensbox.device.embedding.model import TFLiteModel
+from lensbox.device.features.local import LocalSettings, extract
 from lensbox.device.imaging.decode import ImageError, decode_with_info
 from lensbox.index_builder.catalog import UNSUPPORTED_SUFFIXES
 
 _EMBEDDER: Embedder | None = None
 _VIEWS: tuple[str, ...] = ("full",)
+_LOCAL: LocalSettings | None = None
 
 
-def init_worker(model_path: str, threads: int, runtime: str, pooling: str, views: tuple) -> None:
-    global _EMBEDDER, _VIEWS
+def init_worker(
+    model_path: str,
+    threads: int,
+    runtime: str,
+    pooling: str,
+    views: tuple,
+    local: LocalSettings | None = None,
+) -> None:
+    global _EMBEDDER, _VIEWS, _LOCAL
     _EMBEDDER = Embedder(TFLiteModel(model_path, threads, runtime), pooling)
     _VIEWS = tuple(views)
+    _LOCAL = local
 
 
 def content_sha256(data: bytes) -> str:
@@ -37,6 +47,7 @@ def embed_file(path: str) -> dict[str, Any]:
         data = Path(path).read_bytes()
         rgb, info = decode_with_info(data, source=path)
         emb = _EMBEDDER.embed(rgb, _VIEWS)
+        local = extract(rgb, _LOCAL, _LOCAL.catalog_features) if _LOCAL is not None else None
     except ImageError as exc:
         if Path(path).suffix.lower() in UNSUPPORTED_SUFFIXES:
             kind = Path(path).suffix.lower().lstrip(".").upper()
@@ -58,4 +69,5 @@ def embed_file(path: str) -> dict[str, Any]:
         "width": emb.size[0],
         "height": emb.size[1],
         "format": info.format,
+        "local": local,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from lensbox.device.bundle.format import (
 from lensbox.device.bundle.reader import index_axis_scale
 from lensbox.device.bundle.thumbnails import write_thumbnails
 from lensbox.device.embedding.descriptor import Projection
+from lensbox.device.features.local import LocalFeatures, LocalSettings
+from lensbox.device.features.store import write_local_index
 
 
 @dataclass
@@ -41,6 +44,8 @@ class BundleContent:
     report: dict
     # (item id, sha256 of the photo, JPEG) per item; see lensbox.device.bundle.thumbnails
     thumbnails: list[tuple[str, str, bytes]] | None = None
+    # Local features of each photo and the item row it belongs to (None: not stored).
+    local: tuple[list[LocalFeatures], list[int], LocalSettings] | None = None
 
 
 def _item_values(item: dict) -> tuple:
@@ -87,9 +92,18 @@ def build_annoy(
     index.unload()
 
 
-def write_bundle(output: Path, content: BundleContent) -> None:
-    """Write ``content`` to ``output`` atomically (old bundle kept until the new one is whole)."""
+def write_bundle(
+    output: Path, content: BundleContent, finish: Callable[[Path], dict] | None = None
+) -> None:
+    """Write ``content`` to ``output`` atomically (old bundle kept until the new one is whole).
+
+    ``finish`` runs on the complete staged bundle before it is renamed into place (the
+    builder's calibration searches it); what it returns is merged into the manifest.
+    """
     with staged_directory(output) as tmp:
+        if content.local is not None:
+            features, rows, settings = content.local
+            content.manifest["local"] = write_local_index(tmp, features, np.asarray(rows), settings)
         write_items_db(tmp / ITEMS_DB, content.items)
         content.vectors.astype(np.int8).tofile(tmp / VECTORS)
         content.vector_items.astype(np.int32).tofile(tmp / VECTOR_ITEMS)
@@ -106,3 +120,6 @@ def write_bundle(output: Path, content: BundleContent) -> None:
             write_thumbnails(tmp / THUMBNAILS, content.thumbnails)
         (tmp / BUILD_REPORT).write_text(json.dumps(content.report, indent=2), encoding="utf-8")
         (tmp / MANIFEST).write_text(json.dumps(content.manifest, indent=2), encoding="utf-8")
+        if finish is not None:
+            content.manifest.update(finish(tmp))
+            (tmp / MANIFEST).write_text(json.dumps(content.manifest, indent=2), encoding="utf-8")

@@ -17,6 +17,10 @@ from lensbox.device.bundle.reader import Bundle, Item
 from lensbox.device.embedding.embedder import Concept, Embedder, describe
 from lensbox.device.embedding.subject import Box
 from lensbox.device.embedding.views import QUERY_VIEWS, validate_views
+from lensbox.device.features.local import LocalFeatures, extract
+from lensbox.device.features.rerank import Evidence, RerankSettings, confidence, rerank
+from lensbox.device.features.store import LocalIndex, open_local_index
+from lensbox.device.search.calibration import Calibration
 
 Predicate = Callable[[Item], bool]
 
@@ -38,6 +42,7 @@ class SearchSettings:
     search_k: int = -1
     exact_below: int = 200_000
     exact_cache_mb: int = 128
+    rerank: RerankSettings = field(default_factory=RerankSettings)
 
     def __post_init__(self) -> None:
         validate_views(self.query_views)
@@ -54,14 +59,22 @@ class QueryEmbedding:
     subjects: list[Box]
     size: tuple[int, int]
     region: Box | None = None
+    local: LocalFeatures | None = None  # keypoints, when the bundle has local features
 
 
 @dataclass
 class Hit:
+    """One ranked item. ``inliers``/``region`` come from geometric verification (region:
+    the catalog photo's corners in the query image's pixels); ``verdict`` from the
+    bundle's calibrated thresholds."""
+
     row: int
     id: str
     score: float
     item: Item
+    inliers: int | None = None
+    region: list[tuple[float, float]] | None = None
+    verdict: str | None = None
 
 
 @dataclass
@@ -87,6 +100,10 @@ class SearchEngine:
         self._starts = np.flatnonzero(np.r_[True, np.diff(items) != 0]) if len(items) else items
         self._start_items = items[self._starts] if len(items) else items
         self._float: np.ndarray | None = None
+        self.local: LocalIndex | None = open_local_index(
+            bundle.path, bundle.manifest, bundle.item_count
+        )
+        self.calibration = Calibration.from_manifest(bundle.manifest)
 
     # -- embedding ---------------------------------------------------------------------
     def embed_query(
@@ -96,11 +113,29 @@ class SearchEngine:
         views: tuple[str, ...] | None = None,
     ) -> QueryEmbedding:
         """Embed a query; ``region`` crops first (the contracts' Region / box)."""
+        return self.embed_with(self.embedder, rgb, region, views)
+
+    def embed_with(
+        self,
+        embedder: Embedder,
+        rgb: np.ndarray,
+        region: Box | None = None,
+        views: tuple[str, ...] | None = None,
+    ) -> QueryEmbedding:
+        """As :meth:`embed_query` with the given embedder (one leased from a pool)."""
         if region is not None:
             rgb = region.crop(rgb)
-        emb = self.embedder.embed(rgb, views or self.settings.query_views)
+        emb = embedder.embed(rgb, views or self.settings.query_views)
         vectors = describe(emb.pooled, self.bundle.projection)
-        return QueryEmbedding(vectors, emb.concepts, emb.subjects, emb.size, region)
+        local = self.local_features(rgb)
+        return QueryEmbedding(vectors, emb.concepts, emb.subjects, emb.size, region, local)
+
+    def local_features(self, rgb: np.ndarray) -> LocalFeatures | None:
+        """The query's keypoints, when this bundle can verify (same code as the builder)."""
+        if self.local is None or self.settings.rerank.verify <= 0:
+            return None
+        settings = self.local.settings
+        return extract(rgb, settings, settings.query_features)
 
     # -- scoring -----------------------------------------------------------------------
     def _dequantized(self, vector_ids: np.ndarray) -> np.ndarray:
@@ -136,6 +171,75 @@ class SearchEngine:
             order = np.argsort(-scores, kind="stable")
         return self._start_items[order], scores[order]
 
+    def row_scores(self, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """Exact global score of each item row (best over its vectors and the query views)."""
+        pos = np.searchsorted(self._start_items, rows)
+        out = np.full(len(rows), -1.0, np.float32)
+        for i, (p, row) in enumerate(zip(pos.tolist(), rows.tolist())):
+            if p >= len(self._starts) or self._start_items[p] != row:
+                continue
+            end = self._starts[p + 1] if p + 1 < len(self._starts) else len(self.bundle.vectors)
+            vecs = self._dequantized(np.arange(self._starts[p], end))
+            out[i] = float((vecs @ queries.T).max())
+        return out
+
+    def verify(
+        self, queries: np.ndarray, rows: np.ndarray, local: LocalFeatures | None
+    ) -> dict[int, Evidence]:
+        """Local evidence for the head of a global ranking (empty without local features)."""
+        if local is None or self.local is None or not len(rows):
+            return {}
+        evidence, _ = rerank(self.local, local, rows.tolist(), self.settings.rerank)
+        return evidence
+
+    def rescore(
+        self, queries: np.ndarray, evidence: dict[int, Evidence]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, confidence) of the verified-or-checked items."""
+        rows = np.fromiter(evidence, np.int64, len(evidence))
+        globals_ = self.row_scores(rows, queries)
+        need = self.settings.rerank.match.min_inliers
+        conf = [
+            confidence(float(g), evidence[int(r)].inliers, need) for r, g in zip(rows, globals_)
+        ]
+        return rows, np.asarray(conf, np.float32)
+
+    def refine(
+        self,
+        queries: np.ndarray,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        local: LocalFeatures | None,
+        evidence: dict[int, Evidence] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Re-rank (rows, scores), best first, with verification of its head.
+
+        Items found only by the visual-word channel join the ranking with their exact
+        global score combined with their verification. ``evidence`` (a dict) receives what
+        was found, for the hits.
+        """
+        found = self.verify(queries, rows, local)
+        if not found:
+            return rows, scores
+        if evidence is not None:
+            evidence.update(found)
+        ev_rows, ev_scores = self.rescore(queries, found)
+        keep = ~np.isin(rows, ev_rows)
+        rows = np.concatenate([rows[keep], ev_rows])
+        scores = np.concatenate([np.asarray(scores, np.float32)[keep], ev_scores])
+        order = np.argsort(-scores, kind="stable")
+        return rows[order], scores[order]
+
+    def annotate(self, hits: list[Hit], evidence: dict[int, Evidence]) -> list[Hit]:
+        """Attach verification evidence and the calibrated verdict to each hit."""
+        for hit in hits:
+            ev = evidence.get(hit.row)
+            if ev is not None:
+                hit.inliers = ev.inliers
+                hit.region = ev.region
+            hit.verdict = self.calibration.verdict(hit.score)
+        return hits
+
     def _exact_ranking(
         self, queries: np.ndarray, wanted: int | None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -164,14 +268,22 @@ class SearchEngine:
         return len(self.bundle.vectors) < self.settings.exact_below
 
     def rank(
-        self, queries: np.ndarray, wanted: int | None, exact: bool | None = None
+        self,
+        queries: np.ndarray,
+        wanted: int | None,
+        exact: bool | None = None,
+        local: LocalFeatures | None = None,
+        evidence: dict[int, Evidence] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Item rows and raw scores, best first (ANN candidates unless exact)."""
+        """Item rows and scores, best first (ANN candidates unless exact), the head
+        verified with ``local`` features when given (evidence goes into ``evidence``)."""
         if exact is None:
             exact = self.use_exact()
         if exact:
-            return self._exact_ranking(queries, wanted)
-        return self._ann_ranking(queries, wanted)
+            rows, scores = self._exact_ranking(queries, wanted)
+        else:
+            rows, scores = self._ann_ranking(queries, wanted)
+        return self.refine(queries, rows, scores, local, evidence)
 
     # -- search ------------------------------------------------------------------------
     def search_vectors(
@@ -181,35 +293,47 @@ class SearchEngine:
         offset: int = 0,
         predicate: Predicate | None = None,
         min_score: float = 0.0,
+        local: LocalFeatures | None = None,
     ) -> tuple[list[Hit], int]:
         """A page of hits and how many matched; filters apply before the page is cut.
 
         ``total`` counts every item scoring at least ``min_score`` on an exact scan, and the
-        matching candidates on an Annoy search (a lower bound there).
+        matching candidates on an Annoy search (a lower bound there). With ``local`` (the
+        query's keypoints) the head of the ranking is verified and re-scored.
         """
         wanted = offset + top_k
+        evidence: dict[int, Evidence] = {}
         if predicate is None:
             if self.use_exact():
                 scores = self.exact_scores(queries)
+                shortlist = max(wanted, self.settings.rerank.shortlist)
+                head_rows, _ = self._top(scores, shortlist)
+                found = self.verify(queries, head_rows, local)
+                if found:
+                    evidence.update(found)
+                    ev_rows, ev_scores = self.rescore(queries, found)
+                    scores = scores.copy()
+                    scores[np.searchsorted(self._start_items, ev_rows)] = ev_scores
                 total = int((scores >= min_score).sum())
                 rows, scores = self._top(scores, wanted)
             else:
                 rows, scores = self._ann_ranking(queries, wanted)
+                rows, scores = self.refine(queries, rows, scores, local, evidence)
                 total = int((scores >= min_score).sum())
             keep = scores >= min_score
             rows, scores = rows[keep][offset:wanted], scores[keep][offset:wanted]
             items = self.bundle.items([int(r) for r in rows])
             hits = [make_hit(int(r), float(sc), it) for r, sc, it in zip(rows, scores, items)]
-            return hits, total
+            return self.annotate(hits, evidence), total
         exact = self.use_exact()
-        rows, scores = self.rank(queries, None if exact else wanted, exact)
+        rows, scores = self.rank(queries, None if exact else wanted, exact, local, evidence)
         keep = scores >= min_score
         passing = self._filter(rows[keep], scores[keep], predicate)
         if len(passing) < wanted and not exact:  # too few candidates passed: scan everything
-            rows, scores = self._exact_ranking(queries, None)
+            rows, scores = self.rank(queries, None, True, local, evidence)
             keep = scores >= min_score
             passing = self._filter(rows[keep], scores[keep], predicate)
-        return passing[offset:wanted], len(passing)
+        return self.annotate(passing[offset:wanted], evidence), len(passing)
 
     def _filter(self, rows: np.ndarray, scores: np.ndarray, predicate: Predicate) -> list[Hit]:
         return filter_hits(rows, scores, predicate, self.bundle.items)
@@ -237,7 +361,9 @@ def timed_image_search(
     t0 = time.perf_counter()
     query = searcher.embed_query(rgb, region)
     t1 = time.perf_counter()
-    hits, total = searcher.search_vectors(query.vectors, top_k, offset, predicate)
+    hits, total = searcher.search_vectors(
+        query.vectors, top_k, offset, predicate, local=query.local
+    )
     t2 = time.perf_counter()
     return SearchResult(
         hits, total, query, {"embed_ms": (t1 - t0) * 1e3, "search_ms": (t2 - t1) * 1e3}

@@ -1,0 +1,1 @@
+"""Local features: ORB keypoints stored in the bundle, a visual-word index, verification."""
