@@ -11,6 +11,7 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from lensbox.device.bundle.atomic import staged_directory
+from lensbox.device.bundle.checksums import bundle_checksums
 from lensbox.device.bundle.format import (
     ANNOY_INDEX,
     BUILD_REPORT,
@@ -99,4 +100,12 @@ def write_bundle(output: Path, content: BundleContent) -> None:
             axis_scale=index_axis_scale(content.manifest, content.projection),
         )
         (tmp / BUILD_REPORT).write_text(json.dumps(content.report, indent=2), encoding="utf-8")
-        (tmp / MANIFEST).write_text(json.dumps(content.manifest, indent=2), encoding="utf-8")
+        write_manifest(tmp, content.manifest)
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    """Record the sha256 of every file already in ``directory`` in ``manifest["checksums"]``
+    and write the manifest: call it last, once every other part is written. The device
+    checks them before it maps anything (reader.open_bundle)."""
+    manifest["checksums"] = bundle_checksums(directory)
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")

@@ -304,6 +304,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             validate_engine(open_engine(args.bundle, threads=1))
     except (BundleError, FileNotFoundError, ValueError) as exc:
         return fail(f"refused: {exc}")
+    except Exception as exc:  # whatever a corrupt file raises: refuse it, never a traceback
+        return fail(f"refused: {args.bundle} cannot be opened ({type(exc).__name__}: {exc})")
     slot = BundleSlot(target)
     try:
         previous = slot.current()
