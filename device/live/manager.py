@@ -213,6 +213,7 @@ class BundleManager(Mapping):
                 and old.catalog.signature == slot.signature()
                 and not old.catalog.closed
             ):
+                state.error = None  # serving what the slot holds: an older error is over
                 return ReloadResult(name, True, changed=False, path=str(target))
             try:
                 engine = self.open_engine(target)
@@ -245,8 +246,13 @@ class BundleManager(Mapping):
         self, name: str, slot: BundleSlot, target: Path, old: Instance | None, exc: BaseException
     ) -> ReloadResult:
         msg = f"refused bundle {target}: {exc}"
+        self._state(name).error = msg  # first: nothing below may hide the refusal
         if old is not None and Path(target).resolve() != old.catalog.base_path:
-            aside = slot.reject(target, keep=old.catalog.base_path)
+            try:
+                aside = slot.reject(target, keep=old.catalog.base_path)
+            except Exception as err:  # e.g. the disk is full: keep serving regardless
+                log.error("instance %s: could not roll the slot back: %s", name, err)
+                aside = None
             msg += f"; kept serving {old.catalog.base_path}"
             if aside is not None:
                 msg += f" (refused bundle moved to {aside})"
