@@ -67,7 +67,29 @@ class ServerConfig(Section):
         description="hosts url queries may fetch from ('*.example.com' allowed); "
         "empty: url queries are refused",
     )
-    url_timeout_s: float = Field(5.0, gt=0, le=60, description="url fetch timeout")
+    url_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="deadline for a whole url fetch (connect, headers, body)"
+    )
+    url_concurrency: Optional[int] = Field(
+        None,
+        ge=1,
+        le=64,
+        description="url fetches at once (None: threads - 1, so a slow image host can "
+        "never occupy every worker); more are refused as throttled",
+    )
+    connection_limit: int = Field(
+        1000, ge=10, le=10_000, description="open client connections at once"
+    )
+    request_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=600,
+        description="a request's headers and body must arrive within this many seconds "
+        "(slow or half-sent requests are dropped)",
+    )
+    idle_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="an idle keep-alive connection is closed after this"
+    )
     url_max_redirects: int = Field(3, ge=0, le=10)
     yandex_page_size: int = Field(10, ge=1, le=100, description="images per Yandex page")
     warmup: bool = Field(True, description="run each interpreter once before serving")
