@@ -131,7 +131,12 @@ def create_app(
         slots,
         metrics,
         server.query_cache_size,
-        UrlPolicy(server.url_allow_hosts, server.url_timeout_s, server.url_max_redirects),
+        UrlPolicy(
+            server.url_allow_hosts,
+            server.url_timeout_s,
+            server.url_max_redirects,
+            server.url_concurrency or max(1, server.threads - 1),
+        ),
         server.max_pixels,
     )
     # Nothing is sent anywhere unless fallback.enabled: no router exists otherwise.
