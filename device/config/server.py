@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from typing import Optional
 
 from pydantic import Field, field_validator, model_validator
@@ -16,9 +18,36 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 MiB = 1024 * 1024
 
 
+def is_loopback_address(address: str | None) -> bool:
+    """True for an IP address (v4, v6, v4-mapped v6) of this machine's loopback."""
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool((mapped or ip).is_loopback)
+
+
 def is_loopback(host: str) -> bool:
-    """True when only this machine can connect (so API keys may be left off)."""
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """True when only this machine can connect (so API keys may be left off): the bind
+    address, or every address the name resolves to, is loopback. A name is resolved, not
+    read: ``127.attacker.example`` is whatever its DNS says."""
+    if is_loopback_address(host):
+        return True
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return False  # an address, and not a loopback one
+    except ValueError:
+        pass
+    if host == "localhost":
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(is_loopback_address(str(info[4][0])) for info in infos)
 
 
 class ServerConfig(Section):
@@ -51,6 +80,11 @@ class ServerConfig(Section):
         10.0, ge=0, description="sustained requests per second per client (0: no limit)"
     )
     rate_burst: int = Field(20, ge=1, description="requests a client may send at once")
+    rate_limit_exempt_loopback: bool = Field(
+        False,
+        description="no rate limit for clients on this machine (127.0.0.0/8, ::1): they all "
+        "share one address, hence one budget (a local benchmark or kiosk process)",
+    )
     max_request_bytes: int = Field(
         28 * MiB,
         ge=64 * 1024,
