@@ -194,3 +194,19 @@ def test_serve_survives_a_corrupt_deployed_bundle_on_every_start(
             proc.terminate()
             proc.wait(timeout=30)
         assert proc.returncode == 0, proc.stderr.read()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"index": {"metric": "euclidean"}},
+        {"index": {"metric": "cosine"}},
+        {"descriptor": {"dims": 0}},
+    ],
+)
+def test_a_hand_edited_manifest_cannot_make_annoy_misread_its_file(copy: Path, edit: dict) -> None:
+    """The manifest is not covered by its own checksums: with every part intact, a metric
+    or dims that does not match the index file is still refused before Annoy maps it."""
+    _edit(copy, **edit)
+    with pytest.raises(BundleError):
+        open_bundle(copy)
