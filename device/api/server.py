@@ -122,6 +122,31 @@ def guard_slow_clients(server: Any, request_timeout_s: float) -> None:
     server.maintenance = maintenance
 
 
+FD_RESERVE = 128  # bundle files, journal, interpreters, logs, the image host sockets
+
+
+def fit_fd_limit(connections: int) -> int:
+    """Raise the soft open-file limit so ``connections`` sockets fit (systemd's default
+    soft limit is 1024); if the hard limit forbids it, serve fewer connections, never fail
+    on accept()."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = connections + FD_RESERVE
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    except (ImportError, OSError, ValueError):
+        return connections
+    if soft != resource.RLIM_INFINITY and soft - FD_RESERVE < connections:
+        fitted = max(16, soft - FD_RESERVE)
+        log.warning("open-file limit %d: serving at most %d connections", soft, fitted)
+        return fitted
+    return connections
+
+
 def error_renderer(app: Any) -> Any:
     """``request -> (status, headers, body)`` in the owning contract's error shape, for
     errors waitress answers before the app sees the request (None: not a lensbox app)."""
@@ -214,6 +239,8 @@ class BackgroundServer:
         from waitress import create_server
 
         request_timeout = options.pop("request_timeout_s", None)
+        if "connection_limit" in options:
+            options["connection_limit"] = fit_fd_limit(int(options["connection_limit"]))
         self._server = create_server(app, host=host, port=port, **options)
         if request_timeout is not None:
             guard_slow_clients(self._server, request_timeout)
