@@ -248,14 +248,19 @@ def check_annoy_file(path: Path, dims: int, metric: str, items: int, full: bool 
         del nodes
 
 
-def _check_items_db(path: Path, items: int) -> None:
-    """items.sqlite opens, has the items table, and rows 0..items-1 exactly."""
+def _check_items_db(path: Path, items: int, thorough: bool = False) -> None:
+    """items.sqlite opens, has the items table, and rows 0..items-1 exactly (``thorough``:
+    and every page is sound, for a file no checksum vouches for)."""
     uri = f"file:{(path / ITEMS_DB).as_posix()}?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True)
         try:
             n, lo, hi = conn.execute("SELECT COUNT(*), MIN(row), MAX(row) FROM items").fetchone()
             conn.execute(f"SELECT {', '.join(ITEM_COLUMNS)} FROM items LIMIT 1").fetchall()
+            if thorough:
+                (verdict,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+                if verdict != "ok":
+                    raise sqlite3.DatabaseError(verdict)
         finally:
             conn.close()
     except sqlite3.Error as exc:
@@ -336,7 +341,7 @@ def open_bundle(
                 f"{path}: {', '.join(unlisted)} not covered by the manifest's checksums; "
                 "rebuild the bundle"
             )
-    _check_items_db(path, items)
+    _check_items_db(path, items, thorough=not verified)
     vectors = (
         np.memmap(path / VECTORS, dtype=np.int8, mode="r", shape=(count, dims))
         if count
