@@ -423,8 +423,12 @@ def install_sighup(
             except Exception as exc:
                 log.error("SIGHUP: %s; keeping the running configuration", exc)
             else:
-                result = manager.reload_config(config)
-                log.info("SIGHUP: configuration reloaded", extra={"reload": result})
+                try:
+                    result = manager.reload_config(config)
+                except Exception:  # the running instances keep serving regardless
+                    log.exception("SIGHUP: applying the new configuration failed")
+                else:
+                    log.info("SIGHUP: configuration reloaded", extra={"reload": result})
             finally:
                 if notifier is not None:
                     notifier.ready("configuration reloaded")
