@@ -239,7 +239,10 @@ class BundleManager(Mapping):
                 extra={"instance": name, "bundle": str(target)},
             )
             if old is not None and old.catalog.base_path != catalog.base_path:
-                slot.prune(keep=[old.catalog.base_path, catalog.base_path])
+                try:
+                    slot.prune(keep=[old.catalog.base_path, catalog.base_path])
+                except OSError as exc:  # old generations stay on disk; the swap is done
+                    log.warning("instance %s: could not prune old generations: %s", name, exc)
             return ReloadResult(name, True, changed=True, path=str(target))
 
     def _refuse(
