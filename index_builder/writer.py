@@ -12,6 +12,7 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from lensbox.device.bundle.atomic import staged_directory
+from lensbox.device.bundle.checksums import bundle_checksums
 from lensbox.device.bundle.format import (
     ANNOY_INDEX,
     BUILD_REPORT,
@@ -119,7 +120,15 @@ def write_bundle(
         if content.thumbnails:
             write_thumbnails(tmp / THUMBNAILS, content.thumbnails)
         (tmp / BUILD_REPORT).write_text(json.dumps(content.report, indent=2), encoding="utf-8")
-        (tmp / MANIFEST).write_text(json.dumps(content.manifest, indent=2), encoding="utf-8")
-        if finish is not None:
+        write_manifest(tmp, content.manifest)
+        if finish is not None:  # reads the bundle only: the checksums stay valid
             content.manifest.update(finish(tmp))
             (tmp / MANIFEST).write_text(json.dumps(content.manifest, indent=2), encoding="utf-8")
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    """Record the sha256 of every file already in ``directory`` in ``manifest["checksums"]``
+    and write the manifest: call it last, once every other part is written. The device
+    checks them before it maps anything (reader.open_bundle)."""
+    manifest["checksums"] = bundle_checksums(directory)
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")

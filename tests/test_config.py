@@ -89,7 +89,7 @@ def test_env_overrides_win_and_show_in_the_effective_config(monkeypatch, capsys)
 
 def test_effective_toml_round_trips(capsys, monkeypatch):
     monkeypatch.setenv("LENSBOX__SERVICE__DEVICES", '["/dev/video1"]')
-    code, out, _ = _check(capsys, str(EXAMPLE))
+    code, out, _ = _check(capsys, str(EXAMPLE), "--show-secrets")
     assert code == 0 and out.startswith("# effective configuration")
     parsed = tomllib.loads(out)
     again = LensboxConfig.model_validate(parsed)

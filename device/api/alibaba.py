@@ -526,9 +526,13 @@ def _crop(data: bytes, region: Box, info: ImageInfo) -> bytes:
             f"Region {region_text(region)} is outside the {info.width}x{info.height} image",
             "Region",
         )
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        part = img.convert("RGB").crop((box.x, box.y, box.x + box.width, box.y + box.height))
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            part = img.convert("RGB").crop((box.x, box.y, box.x + box.width, box.y + box.height))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        # the header parsed but the pixels do not (a truncated file): the client's photo
+        raise ApiError("truncated_image", f"cannot read the image ({exc})") from exc
     buf = io.BytesIO()
     part.save(buf, "PNG")
     return buf.getvalue()

@@ -41,6 +41,7 @@ from lensbox.device.api.urlfetch import UrlPolicy
 from lensbox.device.api.writes import CatalogWriter
 from lensbox.device.api.yandex import YandexContract
 from lensbox.device.config.loader import LensboxConfig
+from lensbox.device.config.server import is_loopback_address
 from lensbox.device.search.engine import SearchEngine
 
 log = logging.getLogger("lensbox.api")
@@ -60,20 +61,39 @@ def _http_error(exc: HTTPException) -> ApiError:
 class Guard:
     """Auth + rate limit + error shaping around each route of a contract."""
 
-    def __init__(self, auth: Authenticator, limiter: RateLimiter) -> None:
+    def __init__(
+        self, auth: Authenticator, limiter: RateLimiter, exempt_loopback: bool = False
+    ) -> None:
         self.auth = auth
         self.limiter = limiter
+        self.exempt_loopback = exempt_loopback
 
     def admit(self, contract: Contract) -> None:
+        """Authenticate first, then charge the client's rate budget: a request whose body is
+        too broken to carry a key (Alibaba reads it from the body) carries none, so it is
+        refused as unauthenticated where keys are required, and counted either way."""
         address = f"addr:{request.remote_addr or '?'}"
         try:
             credential = contract.credential(request)  # may verify a signature
             self.auth.check(credential)
         except ApiError:
-            self.limiter.check(address)  # failed keys spend the address' budget
+            self._charge(address)  # failed keys spend the address' budget
             raise
         key = f"key:{credential}" if credential and self.auth.required else address
+        self._charge(key)
+
+    def _charge(self, key: str) -> None:
+        if self.exempt_loopback and is_loopback_address(request.remote_addr):
+            return
         self.limiter.check(key)
+
+    def authorized(self, contract: Contract) -> bool:
+        """Whether this request carries a valid key (always, where none is required)."""
+        try:
+            self.auth.check(contract.credential(request))
+        except ApiError:
+            return False
+        return True
 
     def wrap(self, contract: Contract, route: Route):
         def view(**params: str) -> Response:
@@ -132,7 +152,12 @@ def create_app(
         slots,
         metrics,
         server.query_cache_size,
-        UrlPolicy(server.url_allow_hosts, server.url_timeout_s, server.url_max_redirects),
+        UrlPolicy(
+            server.url_allow_hosts,
+            server.url_timeout_s,
+            server.url_max_redirects,
+            server.url_concurrency or max(1, server.threads - 1),
+        ),
         server.max_pixels,
     )
     # Nothing is sent anywhere unless fallback.enabled: no router exists otherwise.
@@ -150,6 +175,7 @@ def create_app(
     guard = Guard(
         Authenticator(server.api_keys, server.auth_required),
         RateLimiter(server.rate_limit, server.rate_burst),
+        server.rate_limit_exempt_loopback,
     )
 
     # static/: the page's JS and CSS, served at /static/ (public: no data in them)
@@ -171,7 +197,7 @@ def create_app(
             if route.rule == "/":  # the web page, unless the request is an Alibaba RPC
                 view = page.page_or(view)
             app.add_url_rule(route.rule, view_func=view, methods=list(route.methods))
-    _add_probes(app, service, metrics, fallback)
+    _add_probes(app, service, metrics, fallback, lambda: guard.authorized(native))
     metrics.add_collector(lambda: catalog_gauges(instances))
     if config.kiosk.in_daemon:
         from lensbox.device.api.kiosk_mount import mount_kiosk
@@ -228,7 +254,11 @@ def close_app(app: Flask) -> None:
 
 
 def _add_probes(
-    app: Flask, service: SearchService, metrics: Metrics, fallback: CloudFallback | None
+    app: Flask,
+    service: SearchService,
+    metrics: Metrics,
+    fallback: CloudFallback | None,
+    authorized: Any = lambda: True,
 ) -> None:
     @app.get("/healthz")
     def healthz() -> Response:
@@ -242,12 +272,13 @@ def _add_probes(
         ok, details = service.instances.ready()
         names = service.names()
         ready = ok and bool(names)
-        body = {
+        body: dict[str, Any] = {
             "status": "ready" if ready else "not_ready",
             "instances": names,
             "interpreters": service.slots.count,
-            "details": details,
         }
+        if authorized():  # paths and errors only for a client with a key (or on loopback)
+            body["details"] = details
         return json_response(body, 200 if ready else 503)
 
     @app.get("/metrics")

@@ -155,7 +155,10 @@ class ClarifaiContract(Contract):
         filters = Filters()
         for rank in ranks:
             self._rank(_obj(rank, "ranks[]"), sources, filters)
-        for flt in query.get("filters") or []:
+        raw_filters = query.get("filters") or []
+        if not isinstance(raw_filters, list):
+            raise ApiError("bad_param", "query.filters must be a list", "filters")
+        for flt in raw_filters:
             self._filter(_obj(flt, "filters[]"), filters)
         page_info = _obj(body.get("pagination"), "pagination")
         page = in_range(as_int(page_info.get("page", 1), "page"), "page", 1, 10_000)

@@ -51,7 +51,11 @@ class ApiContext:
 
 def json_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    resp = Response(text, status=status, mimetype="application/json")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from old stored data: never a 500
+        data = text.encode("utf-8", "replace")
+    resp = Response(data, status=status, mimetype="application/json")
     for key, value in (headers or {}).items():
         resp.headers[key] = value
     return resp

@@ -17,7 +17,6 @@ JSON / form field) picks the bundle.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from lensbox.device.api.params import (
     box_from_xywh,
     in_range,
     json_object,
+    loads_text,
     pic_name,
 )
 from lensbox.device.api.query import (
@@ -441,10 +441,7 @@ def _json_field(text: str | None) -> Any:
     """A form / query parameter holding a JSON object (``fields``)."""
     if text in (None, ""):
         return None
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise ApiError("bad_param", f"fields is not valid JSON ({exc})", "fields") from exc
+    return loads_text(text, "fields", "bad_param", "fields")
 
 
 def _flat_to_body(flat: dict[str, str]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ name for an out-of-range value check the range themselves.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -19,16 +20,25 @@ TRUE = frozenset({"true", "1", "yes", "on"})
 FALSE = frozenset({"false", "0", "no", "off"})
 
 
+# Every integer a request carries must fit SQLite's INTEGER (filters and stored fields).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def as_int(value: Any, name: str, code: str = "bad_param") -> int:
     if isinstance(value, bool):
         raise ApiError(code, f"{name} must be an integer, not a boolean", name)
+    out: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit() and len(value) < 20:
-        return int(value.strip())
-    raise ApiError(code, f"{name} must be an integer, got {value!r:.40}", name)
+        out = value
+    elif isinstance(value, float) and value.is_integer():
+        out = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit() and len(value) < 24:
+        out = int(value.strip())
+    if out is None:
+        raise ApiError(code, f"{name} must be an integer, got {value!r:.40}", name)
+    if not INT64_MIN <= out <= INT64_MAX:
+        raise ApiError(code, f"{name} must be within {INT64_MIN}..{INT64_MAX}", name)
+    return out
 
 
 def as_bool(value: Any, name: str) -> bool:
@@ -107,10 +117,40 @@ def load_json(request: Request) -> Any:
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise ApiError("bad_json", "the request body is empty; expected JSON")
+    return loads_text(raw, "the request body")
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+
+
+def _valid_text(value: Any) -> bool:
+    """No string in ``value`` holds a lone surrogate (which no encoder can write back)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_valid_text(k) and _valid_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_valid_text(v) for v in value)
+    return True
+
+
+def loads_text(
+    raw: bytes | str, what: str, code: str = "bad_json", param: str | None = None
+) -> Any:
+    """JSON text -> value, or ``code``: invalid JSON, too deep, or a ``\\ud800`` escape that
+    decodes to a lone surrogate (valid JSON, but not text anything can store or answer)."""
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise ApiError("bad_json", f"the request body is not valid JSON ({exc})") from exc
+        raise ApiError(code, f"{what} is not valid JSON ({exc})", param) from exc
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if _SURROGATE_ESCAPE.search(data) and not _valid_text(value):
+        raise ApiError(code, f"{what} holds invalid Unicode (a lone surrogate escape)", param)
+    return value
 
 
 def json_object(request: Request) -> dict[str, Any]:

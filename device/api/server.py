@@ -27,6 +27,7 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,135 @@ def waitress_options(server) -> dict[str, Any]:
     return {
         "threads": server.threads,
         # Let Flask answer oversized bodies itself (in the contract's error shape):
-        # waitress only steps in well past MAX_CONTENT_LENGTH.
+        # waitress only steps in well past MAX_CONTENT_LENGTH (and then in JSON too, see
+        # _JsonErrorTask).
         "max_request_body_size": server.max_request_bytes + 1024 * 1024,
         "ident": "lensbox",
-        "channel_timeout": 60,
-        "connection_limit": 100,
+        # Idle keep-alive connections; a request still arriving is bounded separately by
+        # request_timeout_s (guard_slow_clients).
+        "channel_timeout": server.idle_timeout_s,
+        "cleanup_interval": 1,
+        # Connections cost a socket and a little memory each (waitress buffers a request
+        # before a worker sees it), so many slow clients can be held open without taking
+        # a worker; poll() instead of select() so more than 1024 descriptors work.
+        "connection_limit": server.connection_limit,
+        "asyncore_use_poll": True,
         "clear_untrusted_proxy_headers": True,
+        "request_timeout_s": server.request_timeout_s,
     }
+
+
+# -- slow clients and waitress' own errors ------------------------------------------------
+def _guarded_channel(base: type) -> type:
+    from waitress.task import ErrorTask
+
+    class JsonErrorTask(ErrorTask):
+        """waitress' own refusals (body over max_request_body_size, bad headers) in the
+        contract's JSON error shape instead of waitress' plain text."""
+
+        def execute(self) -> None:
+            render = getattr(self.channel.server, "lensbox_render_error", None)
+            rendered = None
+            if render is not None:
+                try:
+                    rendered = render(self.request)
+                except Exception:  # never worse than waitress' own answer
+                    log.exception("rendering a waitress error failed")
+            if rendered is None:
+                super().execute()
+                return
+            status, headers, body = rendered
+            self.status = status
+            self.response_headers.extend(headers)
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class GuardedChannel(base):
+        """Remembers since when the request now arriving has been arriving."""
+
+        error_task_class = JsonErrorTask
+        partial_since: float | None = None
+
+        def received(self, data: bytes) -> bool:
+            before = self.request
+            result = super().received(data)
+            if self.request is None:
+                self.partial_since = None
+            elif self.request is not before or self.partial_since is None:
+                self.partial_since = time.time()
+            return result
+
+    return GuardedChannel
+
+
+def guard_slow_clients(server: Any, request_timeout_s: float) -> None:
+    """Drop connections whose request has been arriving for longer than
+    ``request_timeout_s`` (slowloris: headers or a body dribbled a byte at a time, which
+    waitress' inactivity timeout never catches). Checked every ``cleanup_interval``."""
+    server.channel_class = _guarded_channel(server.channel_class)
+    idle_cleanup = server.maintenance
+
+    def maintenance(now: float) -> None:
+        idle_cleanup(now)
+        cutoff = now - request_timeout_s
+        for channel in list(server.active_channels.values()):
+            since = getattr(channel, "partial_since", None)
+            if since is not None and since < cutoff and not channel.requests:
+                channel.will_close = True
+
+    server.maintenance = maintenance
+
+
+FD_RESERVE = 128  # bundle files, journal, interpreters, logs, the image host sockets
+
+
+def fit_fd_limit(connections: int) -> int:
+    """Raise the soft open-file limit so ``connections`` sockets fit (systemd's default
+    soft limit is 1024); if the hard limit forbids it, serve fewer connections, never fail
+    on accept()."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = connections + FD_RESERVE
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    except (ImportError, OSError, ValueError):
+        return connections
+    if soft != resource.RLIM_INFINITY and soft - FD_RESERVE < connections:
+        fitted = max(16, soft - FD_RESERVE)
+        log.warning("open-file limit %d: serving at most %d connections", soft, fitted)
+        return fitted
+    return connections
+
+
+def error_renderer(app: Any) -> Any:
+    """``request -> (status, headers, body)`` in the owning contract's error shape, for
+    errors waitress answers before the app sees the request (None: not a lensbox app)."""
+    ext = getattr(app, "extensions", {}).get("lensbox")
+    if not ext:
+        return None
+    from lensbox.device.api.errors import ApiError
+
+    contracts = ext["contracts"]
+
+    def render(request: Any) -> tuple[str, list[tuple[str, str]], bytes]:
+        err = request.error
+        path = request.path if isinstance(getattr(request, "path", None), str) else "/"
+        path = path if path.startswith("/") else "/"
+        if getattr(err, "code", 400) == 413:
+            api = ApiError("request_too_large", f"the request body is too large ({err.body})")
+        else:
+            api = ApiError("bad_request", f"{err.reason}: {err.body}")
+        contract = next(c for c in contracts if c.owns(path))
+        with app.test_request_context(path, method=request.command or "POST"):
+            resp = contract.render_error(api)
+            return resp.status, list(resp.headers.items()), resp.get_data()
+
+    return render
 
 
 @dataclass
@@ -115,7 +238,13 @@ class BackgroundServer:
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
         from waitress import create_server
 
+        request_timeout = options.pop("request_timeout_s", None)
+        if "connection_limit" in options:
+            options["connection_limit"] = fit_fd_limit(int(options["connection_limit"]))
         self._server = create_server(app, host=host, port=port, **options)
+        if request_timeout is not None:
+            guard_slow_clients(self._server, request_timeout)
+        self._server.lensbox_render_error = error_renderer(app)
         self.host = host
         self.port = int(self._server.effective_port)
         self._thread = threading.Thread(target=self._server.run, name="waitress", daemon=True)

@@ -20,6 +20,7 @@ nothing already stored can be lost by it.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -203,6 +204,16 @@ class CatalogWriter:
             raise ApiError("not_found", f"no catalog item with id {exc.args[0]!r}") from exc
         except ValueError as exc:
             raise ApiError("bad_param", str(exc)) from exc
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                # Nothing was acknowledged (the journal cut the failed append back);
+                # searches go on, and writes work again once space is freed.
+                raise ApiError(
+                    "read_only",
+                    f"instance {inst.name!r}: storage full ({exc.strerror}); the change was "
+                    "not stored, searches still work, retry once space is freed",
+                ) from exc
+            raise
 
     def _current(self, inst: Instance, item_id: str) -> dict | None:
         """The item as the instance's *current* catalog has it (after the change)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 from annoy import AnnoyIndex
 
+from lensbox.device.bundle.checksums import verify_checksums
 from lensbox.device.bundle.format import (
     ANNOY_INDEX,
     FORMAT_NAME,
@@ -144,17 +146,121 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
-def _check_items_db(path: Path, expected: int) -> None:
-    """Refuse a damaged or mismatched items.sqlite now, not with a traceback mid-search.
+def _number(value: Any, kind: type, lo: float, hi: float) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        return False
+    return math.isfinite(value) and lo <= value <= hi
 
-    Counting the rows walks the whole table b-tree, so a truncated or overwritten file is
-    found here (milliseconds for 100k items)."""
+
+def check_manifest(path: Path, manifest: Any) -> None:
+    """The manifest fields a device relies on, with their types and ranges (BundleError)."""
+    problems: list[str] = []
+
+    def need(section: str, key: str, ok) -> None:
+        sub = manifest.get(section)
+        if not isinstance(sub, dict) or key not in sub:
+            problems.append(f"{section}.{key} is missing")
+        elif not ok(sub[key]):
+            problems.append(f"{section}.{key} is invalid ({sub[key]!r:.40})")
+
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}: the manifest is not a JSON object; rebuild the bundle")
+    need("model", "sha256", lambda v: isinstance(v, str))
+    need("descriptor", "dims", lambda v: _number(v, int, 1, MAX_DIMS))
+    need("descriptor", "int8_scale", lambda v: _number(v, float, 1e-6, 1e9))
+    need("descriptor", "pooling", lambda v: isinstance(v, str))
+    need("index", "metric", lambda v: v in ANNOY_NODE_HEADER)
+    need("index", "trees", lambda v: _number(v, int, 1, 10_000))
+    need("counts", "items", lambda v: _number(v, int, 0, MAX_COUNT))
+    need("counts", "vectors", lambda v: _number(v, int, 0, MAX_COUNT))
+    if problems:
+        raise BundleError(
+            f"{path}: bad manifest: {'; '.join(problems)}; rebuild the bundle with `lensbox build`"
+        )
+    counts = manifest["counts"]
+    if counts["vectors"] < counts["items"]:
+        raise BundleError(
+            f"{path}: bad manifest: counts.vectors ({counts['vectors']}) is below counts.items "
+            f"({counts['items']}); rebuild the bundle"
+        )
+
+
+# Bytes before the vector in one Annoy node (annoylib.h): n_descendants + children[2] for
+# angular; n_descendants + a + children[2] (or dot_factor) for the others.
+ANNOY_NODE_HEADER = {"angular": 12, "euclidean": 16, "manhattan": 16, "dot": 16, "hamming": 16}
+MAX_DIMS = 4096
+MAX_COUNT = 2**31 - 2
+
+
+def check_annoy_file(path: Path, dims: int, metric: str, items: int, full: bool = True) -> None:
+    """Check ``index.ann`` is a whole Annoy forest over ``items`` vectors of ``dims``
+    *without* letting Annoy map it: every child reference must point inside the file and
+    every leaf at an item, so a torn or foreign file cannot crash the process in native
+    code (a segfault at the first query, on every restart). ``full=False``: only the size
+    and the roots (enough for a file whose sha256 matched the build's)."""
+    name = path.name
+    header = ANNOY_NODE_HEADER[metric]
+    node_bytes = header + 4 * dims
+    size = path.stat().st_size
+    if size == 0 or size % node_bytes:
+        raise BundleError(
+            f"{path.parent}: {name} is {size} bytes, not a whole number of {dims}-d index "
+            "nodes; the file is truncated or foreign: rebuild the bundle"
+        )
+    n_nodes = size // node_bytes
+    if n_nodes <= items:
+        raise BundleError(
+            f"{path.parent}: {name} holds {n_nodes} nodes, too few for {items} vectors; "
+            "rebuild the bundle"
+        )
+    stride = node_bytes // 4
+    child = 1 if header == 12 else 2  # int32 offset of children[] in a node
+    leaf_max = stride - child  # Annoy's K: item ids a leaf node can hold
+    nodes = np.memmap(path, dtype=np.int32, mode="r", shape=(n_nodes, stride))
+    try:
+        if int(nodes[-1, 0]) != items:
+            raise BundleError(
+                f"{path.parent}: {name} indexes {int(nodes[-1, 0])} vectors, the bundle "
+                f"holds {items}; rebuild the bundle"
+            )
+        if not full:
+            return
+        step = max(1, (16 * 1024 * 1024) // node_bytes)
+        for lo in range(0, n_nodes, step):
+            block = np.asarray(nodes[lo : lo + step])
+            nd = block[:, 0].astype(np.int64)
+            rows = np.arange(lo, lo + len(block))
+            is_item = rows < items
+            if np.any(nd[is_item] != 1) or np.any((nd[~is_item] < 1) | (nd[~is_item] > items)):
+                raise BundleError(f"{path.parent}: {name} is corrupt (bad node); rebuild it")
+            kids = block[:, child : child + leaf_max].astype(np.int64)
+            small = ~is_item & (nd <= leaf_max)
+            if np.any(small):
+                used = np.arange(leaf_max)[None, :] < nd[small][:, None]
+                ids = kids[small][used]
+                if np.any((ids < 0) | (ids >= items)):
+                    raise BundleError(f"{path.parent}: {name} is corrupt (bad leaf); rebuild it")
+            big = ~is_item & (nd > leaf_max)
+            refs = kids[big][:, :2]
+            if np.any((refs < 0) | (refs >= n_nodes)):
+                raise BundleError(f"{path.parent}: {name} is corrupt (bad child); rebuild it")
+    finally:
+        del nodes
+
+
+def _check_items_db(path: Path, items: int, thorough: bool = False) -> None:
+    """items.sqlite opens, has the items table, and rows 0..items-1 exactly (``thorough``:
+    and every page is sound, for a file no checksum vouches for)."""
     uri = f"file:{(path / ITEMS_DB).as_posix()}?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True)
         try:
-            (count,) = conn.execute("SELECT count(*) FROM items").fetchone()
+            n, lo, hi = conn.execute("SELECT COUNT(*), MIN(row), MAX(row) FROM items").fetchone()
             conn.execute(f"SELECT {', '.join(ITEM_COLUMNS)} FROM items LIMIT 1").fetchall()
+            if thorough:
+                (verdict,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+                if verdict != "ok":
+                    raise sqlite3.DatabaseError(verdict)
         finally:
             conn.close()
     except sqlite3.Error as exc:
@@ -162,17 +268,53 @@ def _check_items_db(path: Path, expected: int) -> None:
             f"{path}: the bundle is damaged: {ITEMS_DB} cannot be read ({exc}); "
             "rebuild it with `lensbox build` or deploy it again"
         ) from exc
-    if count != expected:
+    if n != items or (items and (lo != 0 or hi != items - 1)):
         raise BundleError(
-            f"{path}: the bundle is damaged: {ITEMS_DB} has {count} items, the manifest "
-            f"says {expected}; rebuild it with `lensbox build` or deploy it again"
+            f"{path}: the bundle is damaged: {ITEMS_DB} has {n} items, the manifest says "
+            f"{items}; rebuild it with `lensbox build` or deploy it again"
         )
 
 
-def open_bundle(path: str | Path, model_sha256: str | None = None) -> Bundle:
-    """Open ``path``; with ``model_sha256``, refuse a bundle built with another model."""
+def _check_vectors(
+    path: Path, vectors: np.ndarray, vector_items: np.ndarray, items: int, scale: float
+) -> None:
+    if len(vector_items) and (
+        int(vector_items.min()) < 0
+        or int(vector_items.max()) >= items
+        or np.any(np.diff(vector_items) < 0)
+    ):
+        raise BundleError(
+            f"{path}: {VECTOR_ITEMS} names items outside 0..{items - 1} or is out of order; "
+            "rebuild the bundle"
+        )
+    # Stored descriptors are unit vectors times int8_scale (rounding adds at most a few
+    # percent, clipping only shortens them): random bytes are far longer, a zero-filled
+    # file far shorter.
+    step = 65536
+    short = 0
+    for lo in range(0, len(vectors), step):
+        block = np.asarray(vectors[lo : lo + step], dtype=np.float32)
+        norms = np.linalg.norm(block, axis=1) / scale
+        short += int(np.count_nonzero(norms < 0.5))
+        if np.any(norms > 1.25) or short > len(vectors) // 2:
+            raise BundleError(
+                f"{path}: {VECTORS} does not hold unit descriptors at int8 scale {scale:g}; "
+                "the file is corrupt, rebuild the bundle"
+            )
+
+
+def open_bundle(
+    path: str | Path, model_sha256: str | None = None, *, verify: bool = True
+) -> Bundle:
+    """Open ``path``; with ``model_sha256``, refuse a bundle built with another model.
+
+    Everything is checked *before* a file is mapped (``verify``: also the sha256 of each
+    part when the manifest records them): the manifest's fields, each part's size against
+    the counts, the parts against each other, and the Annoy file's structure. A bundle that
+    fails raises :class:`BundleError`, never a crash."""
     path = Path(path)
     manifest = read_manifest(path)
+    check_manifest(path, manifest)
     built_with = manifest["model"]["sha256"]
     if model_sha256 is not None and built_with != model_sha256:
         raise BundleError(
@@ -182,13 +324,26 @@ def open_bundle(path: str | Path, model_sha256: str | None = None) -> Bundle:
         )
     dims = int(manifest["descriptor"]["dims"])
     count = int(manifest["counts"]["vectors"])
+    items = int(manifest["counts"]["items"])
     for name in (VECTORS, VECTOR_ITEMS, ITEMS_DB, ANNOY_INDEX):
         if not (path / name).is_file():
             raise BundleError(f"{path}: {name} is missing; the bundle is incomplete, rebuild it")
     expected = count * dims
     if (path / VECTORS).stat().st_size != expected:
         raise BundleError(f"{path}: {VECTORS} has the wrong size (expected {expected} bytes)")
-    _check_items_db(path, int(manifest["counts"]["items"]))
+    if (path / VECTOR_ITEMS).stat().st_size != count * 4:
+        raise BundleError(f"{path}: {VECTOR_ITEMS} does not match {VECTORS}; rebuild the bundle")
+    verified = verify and verify_checksums(path, manifest)
+    if verified:
+        listed = manifest["checksums"]
+        parts = (VECTORS, VECTOR_ITEMS, ITEMS_DB, ANNOY_INDEX, PROJECTION)
+        unlisted = [n for n in parts if (path / n).is_file() and n not in listed]
+        if unlisted:
+            raise BundleError(
+                f"{path}: {', '.join(unlisted)} not covered by the manifest's checksums; "
+                "rebuild the bundle"
+            )
+    _check_items_db(path, items, thorough=not verified)
     vectors = (
         np.memmap(path / VECTORS, dtype=np.int8, mode="r", shape=(count, dims))
         if count
@@ -197,8 +352,28 @@ def open_bundle(path: str | Path, model_sha256: str | None = None) -> Bundle:
     vector_items = np.fromfile(path / VECTOR_ITEMS, dtype=np.int32)
     if len(vector_items) != count:
         raise BundleError(f"{path}: {VECTOR_ITEMS} does not match {VECTORS}; rebuild the bundle")
-    index = AnnoyIndex(dims, manifest["index"]["metric"])
+    if count and items == 0:
+        raise BundleError(f"{path}: bad manifest: vectors without items; rebuild the bundle")
+    _check_vectors(path, vectors, vector_items, items, float(manifest["descriptor"]["int8_scale"]))
+    metric = manifest["index"]["metric"]
+    if count:
+        # the node-by-node scan only where no checksum vouches for the file
+        check_annoy_file(path / ANNOY_INDEX, dims, metric, count, full=not verified)
+    projection = None
+    if (path / PROJECTION).is_file():
+        try:
+            projection = Projection.load(path / PROJECTION)
+        except Exception as exc:  # a torn npz: zipfile, pickle-free numpy, key errors
+            raise BundleError(f"{path}: {PROJECTION} is unreadable ({exc}); rebuild it") from exc
+        if projection.dims != dims:
+            raise BundleError(
+                f"{path}: {PROJECTION} gives {projection.dims}-d descriptors, the manifest "
+                f"says {dims}; rebuild the bundle"
+            )
+    index = AnnoyIndex(dims, metric)
     if count and not index.load(str(path / ANNOY_INDEX), prefault=False):
         raise BundleError(f"{path}: cannot load {ANNOY_INDEX}; rebuild the bundle")
-    projection = Projection.load(path / PROJECTION) if (path / PROJECTION).is_file() else None
+    if count and index.get_n_items() != count:
+        index.unload()
+        raise BundleError(f"{path}: {ANNOY_INDEX} does not match {VECTORS}; rebuild the bundle")
     return Bundle(path, manifest, vectors, vector_items, projection, index)

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from typing import Optional
 
 from pydantic import Field, field_validator, model_validator
@@ -16,9 +18,36 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 MiB = 1024 * 1024
 
 
+def is_loopback_address(address: str | None) -> bool:
+    """True for an IP address (v4, v6, v4-mapped v6) of this machine's loopback."""
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool((mapped or ip).is_loopback)
+
+
 def is_loopback(host: str) -> bool:
-    """True when only this machine can connect (so API keys may be left off)."""
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """True when only this machine can connect (so API keys may be left off): the bind
+    address, or every address the name resolves to, is loopback. A name is resolved, not
+    read: ``127.attacker.example`` is whatever its DNS says."""
+    if is_loopback_address(host):
+        return True
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return False  # an address, and not a loopback one
+    except ValueError:
+        pass
+    if host == "localhost":
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(is_loopback_address(str(info[4][0])) for info in infos)
 
 
 class ServerConfig(Section):
@@ -82,6 +111,11 @@ class ServerConfig(Section):
         10.0, ge=0, description="sustained requests per second per client (0: no limit)"
     )
     rate_burst: int = Field(20, ge=1, description="requests a client may send at once")
+    rate_limit_exempt_loopback: bool = Field(
+        False,
+        description="no rate limit for clients on this machine (127.0.0.0/8, ::1): they all "
+        "share one address, hence one budget (a local benchmark or kiosk process)",
+    )
     max_request_bytes: int = Field(
         28 * MiB,
         ge=64 * 1024,
@@ -98,7 +132,29 @@ class ServerConfig(Section):
         description="hosts url queries may fetch from ('*.example.com' allowed); "
         "empty: url queries are refused",
     )
-    url_timeout_s: float = Field(5.0, gt=0, le=60, description="url fetch timeout")
+    url_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="deadline for a whole url fetch (connect, headers, body)"
+    )
+    url_concurrency: Optional[int] = Field(
+        None,
+        ge=1,
+        le=64,
+        description="url fetches at once (None: threads - 1, so a slow image host can "
+        "never occupy every worker); more are refused as throttled",
+    )
+    connection_limit: int = Field(
+        1000, ge=10, le=10_000, description="open client connections at once"
+    )
+    request_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=600,
+        description="a request's headers and body must arrive within this many seconds "
+        "(slow or half-sent requests are dropped)",
+    )
+    idle_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="an idle keep-alive connection is closed after this"
+    )
     url_max_redirects: int = Field(3, ge=0, le=10)
     yandex_page_size: int = Field(10, ge=1, le=100, description="images per Yandex page")
     warmup: bool = Field(True, description="run each interpreter once before serving")

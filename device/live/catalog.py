@@ -35,7 +35,7 @@ from lensbox.device.bundle.format import MANIFEST
 from lensbox.device.bundle.reader import Item
 from lensbox.device.embedding.descriptor import quantize_int8
 from lensbox.device.embedding.embedder import describe
-from lensbox.device.live.items import blank_item, check_id, normalize_fields
+from lensbox.device.live.items import blank_item, check_id, normalize_fields, scrub_record
 from lensbox.device.live.journal import (
     JournalError,
     JournalRecord,
@@ -220,7 +220,7 @@ class _Draft:
 
     def apply(self, rec: JournalRecord) -> None:
         """Apply one journal record. Total and deterministic: replay gives the same state."""
-        data = rec.data
+        data = scrub_record(rec.data) if rec.op in ("put", "update") else rec.data
         if rec.op == "put":
             vectors = self.to_int8(rec.blob)
             old = self.item_and_vectors(data["id"]) if data.get("append") else None

@@ -102,6 +102,27 @@ def explain(exc: Any, root: Any) -> list[str]:
     return lines
 
 
+_SECRET_KEY = re.compile(r"(^|_)(keys?|secret|token|password|credentials?|pat)($|_)", re.I)
+REDACTED = "***"
+
+
+def redact(data: Any, key: str = "") -> Any:
+    """The effective config with every secret (API keys, cloud secrets and tokens, a
+    secret's inline ``value``) replaced by ``***``: `config check` output lands in
+    terminals, tickets and logs. Where a secret is read from (``env``, ``file``) stays."""
+    secret = bool(_SECRET_KEY.search(key))
+    if isinstance(data, dict):
+        return {
+            k: (REDACTED if secret and k == "value" and v else redact(v, str(k)))
+            for k, v in data.items()
+        }
+    if secret and isinstance(data, str) and data:
+        return REDACTED
+    if secret and isinstance(data, (list, tuple)):
+        return [REDACTED if v else v for v in data]
+    return data
+
+
 def check_config(path: str | None, environ: dict[str, str]) -> tuple[Any, list[str], list[str]]:
     """(config or None, errors, env keys applied)."""
     from pydantic import ValidationError
@@ -151,6 +172,11 @@ def add_config(sub: argparse._SubParsersAction) -> None:
     c.add_argument("file", nargs="?", help=f"config file (default {DEFAULT_CONFIG})")
     c.add_argument("--json", action="store_true", help="print the effective config as JSON")
     c.add_argument("-q", "--quiet", action="store_true", help="only the exit status and errors")
+    c.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="print API keys and cloud secrets as they are (default: ***)",
+    )
     c.set_defaults(func=cmd_config_check)
     d = actions.add_parser(
         "dropin",
@@ -195,6 +221,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         print(f"# environment overrides: {', '.join(env_keys)}", file=sys.stderr)
     if not args.quiet:
         data = config.model_dump(mode="json")
+        if not args.show_secrets:
+            data = redact(data)
         if args.json:
             print(json.dumps(data, indent=2))
         else:
@@ -316,6 +344,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             validate_engine(open_engine(args.bundle, threads=1))
     except (BundleError, FileNotFoundError, ValueError) as exc:
         return fail(f"refused: {exc}")
+    except Exception as exc:  # whatever a corrupt file raises: refuse it, never a traceback
+        return fail(f"refused: {args.bundle} cannot be opened ({type(exc).__name__}: {exc})")
     slot = BundleSlot(target)
     try:
         previous = slot.current()

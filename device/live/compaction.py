@@ -34,7 +34,6 @@ from lensbox.device.bundle.format import (
     ANNOY_INDEX,
     BUILD_REPORT,
     ITEMS_DB,
-    MANIFEST,
     PROJECTION,
     THUMBNAILS,
     VECTOR_ITEMS,
@@ -116,7 +115,7 @@ def write_content(tmp: Path, content: dict[str, Any]) -> None:
     """Write a bundle directory (the manifest last); the staging dir is fsync'd by the slot."""
     from lensbox.device.bundle.reader import index_axis_scale
     from lensbox.device.embedding.descriptor import Projection
-    from lensbox.index_builder.writer import build_annoy, write_items_db
+    from lensbox.index_builder.writer import build_annoy, write_items_db, write_manifest
 
     manifest = content["manifest"]
     write_items_db(tmp / ITEMS_DB, content["items"])
@@ -143,7 +142,7 @@ def write_content(tmp: Path, content: dict[str, Any]) -> None:
         "vectors": manifest["counts"]["vectors"],
     }
     (tmp / BUILD_REPORT).write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    write_manifest(tmp, manifest)  # records the new parts' checksums
 
 
 def compact(cat: LiveCatalog) -> dict | None:

@@ -7,6 +7,7 @@ wrong types are refused here, before anything is journaled, so replay can never 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,24 @@ TEXT_FIELDS = (
 INT_FIELDS = ("category_id", "width", "height")
 FIELDS = tuple(c for c in ITEM_COLUMNS if c != "id")
 MAX_ID_LENGTH = 512
+# SQLite's INTEGER (a compaction writes every field into items.sqlite).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+def _text_ok(value: str) -> bool:
+    """Encodable as UTF-8: no lone surrogate (JSON allows ``"\\ud800"``, SQLite and every
+    response encoder refuse it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(key: str, value: str) -> str:
+    if not _text_ok(value):
+        raise ValueError(f"{key} is not valid Unicode text (it holds a lone surrogate)")
+    return value
 
 
 def blank_item(item_id: str) -> dict[str, Any]:
@@ -39,7 +58,7 @@ def check_id(item_id: Any) -> str:
         raise ValueError("item id must be a non-empty string")
     if len(item_id) > MAX_ID_LENGTH or any(ord(c) < 32 for c in item_id):
         raise ValueError(f"item id must be at most {MAX_ID_LENGTH} printable characters")
-    return item_id
+    return _check_text("item id", item_id)
 
 
 def _int(key: str, value: Any) -> int | None:
@@ -47,6 +66,8 @@ def _int(key: str, value: Any) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{key} must be an integer, got {type(value).__name__}")
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError(f"{key} must be within {INT_MIN}..{INT_MAX}, got {value}")
     return value
 
 
@@ -59,14 +80,15 @@ def _str_map(key: str, value: Any, ints: bool = False) -> dict[str, Any]:
     for k, v in value.items():
         if not isinstance(k, str):
             raise ValueError(f"{key} keys must be strings")
+        _check_text(f"{key} key", k)
         if ints:
-            if isinstance(v, bool) or not isinstance(v, int):
+            if v is None:
                 raise ValueError(f"{key}.{k} must be an integer")
-            out[k] = v
+            out[k] = _int(f"{key}.{k}", v)
         else:
             if not isinstance(v, (str, int, float)) or isinstance(v, bool):
                 raise ValueError(f"{key}.{k} must be text")
-            out[k] = str(v)
+            out[k] = _check_text(f"{key}.{k}", str(v))
     return out
 
 
@@ -94,7 +116,7 @@ def normalize_fields(fields: Mapping[str, Any] | None) -> dict[str, Any]:
         if key in TEXT_FIELDS:
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{key} must be text, got {type(value).__name__}")
-            out[key] = value
+            out[key] = value if value is None else _check_text(key, value)
         elif key in INT_FIELDS:
             out[key] = _int(key, value)
         elif key in ("tags", "str_attrs"):
@@ -108,3 +130,28 @@ def normalize_fields(fields: Mapping[str, Any] | None) -> dict[str, Any]:
         elif key == "concepts":
             out[key] = _concepts(value)
     return out
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if _text_ok(value) else _SURROGATES.sub("\ufffd", value)
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if INT_MIN <= value <= INT_MAX else None
+    if isinstance(value, Mapping):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def scrub_record(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A journal record's data as it can always be stored and answered: lone surrogates
+    become U+FFFD and integers outside SQLite's range become null. New writes are refused
+    at the door (:func:`normalize_fields`); this keeps a journal written before that rule
+    from failing searches, item reads and compactions after a restart."""
+    return _scrub(data)

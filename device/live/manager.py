@@ -213,6 +213,7 @@ class BundleManager(Mapping):
                 and old.catalog.signature == slot.signature()
                 and not old.catalog.closed
             ):
+                state.error = None  # serving what the slot holds: an older error is over
                 return ReloadResult(name, True, changed=False, path=str(target))
             try:
                 engine = self.open_engine(target)
@@ -238,15 +239,23 @@ class BundleManager(Mapping):
                 extra={"instance": name, "bundle": str(target)},
             )
             if old is not None and old.catalog.base_path != catalog.base_path:
-                slot.prune(keep=[old.catalog.base_path, catalog.base_path])
+                try:
+                    slot.prune(keep=[old.catalog.base_path, catalog.base_path])
+                except OSError as exc:  # old generations stay on disk; the swap is done
+                    log.warning("instance %s: could not prune old generations: %s", name, exc)
             return ReloadResult(name, True, changed=True, path=str(target))
 
     def _refuse(
         self, name: str, slot: BundleSlot, target: Path, old: Instance | None, exc: BaseException
     ) -> ReloadResult:
         msg = f"refused bundle {target}: {exc}"
+        self._state(name).error = msg  # first: nothing below may hide the refusal
         if old is not None and Path(target).resolve() != old.catalog.base_path:
-            aside = slot.reject(target, keep=old.catalog.base_path)
+            try:
+                aside = slot.reject(target, keep=old.catalog.base_path)
+            except Exception as err:  # e.g. the disk is full: keep serving regardless
+                log.error("instance %s: could not roll the slot back: %s", name, err)
+                aside = None
             msg += f"; kept serving {old.catalog.base_path}"
             if aside is not None:
                 msg += f" (refused bundle moved to {aside})"
@@ -417,8 +426,12 @@ def install_sighup(
             except Exception as exc:
                 log.error("SIGHUP: %s; keeping the running configuration", exc)
             else:
-                result = manager.reload_config(config)
-                log.info("SIGHUP: configuration reloaded", extra={"reload": result})
+                try:
+                    result = manager.reload_config(config)
+                except Exception:  # the running instances keep serving regardless
+                    log.exception("SIGHUP: applying the new configuration failed")
+                else:
+                    log.info("SIGHUP: configuration reloaded", extra={"reload": result})
             finally:
                 if notifier is not None:
                     notifier.ready("configuration reloaded")

@@ -181,8 +181,21 @@ class BundleSlot:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(link)
         os.symlink(target.name, link)
-        os.replace(link, self.path)
+        try:
+            os.replace(link, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(link)  # no stray symlink left behind
+            raise
         fsync_dir(self.root)
+
+    def owns(self, path: Path) -> bool:
+        """``path`` is one of this slot's generation directories."""
+        path = Path(path)
+        m = GEN_RE.match(path.name)
+        return bool(
+            m and m.group("name") == self.name and path.parent.resolve() == self.root.resolve()
+        )
 
     def point_to(self, target: Path) -> None:
         """Re-point the slot at an existing generation (rollback of a refused deploy)."""
@@ -190,9 +203,13 @@ class BundleSlot:
             self._point_to(Path(target))
 
     def reject(self, target: Path, keep: Path) -> Path | None:
-        """Roll the slot back to ``keep`` and set the refused ``target`` aside."""
+        """Roll the slot back to ``keep`` and set the refused ``target`` aside.
+
+        Only a slot (a symlink) rolls back, and only to one of its own generations: a plain
+        directory, or a ``keep`` that lives in another slot (the config moved the
+        instance), is left as it is; the caller keeps serving ``keep`` from memory."""
         with self.locked():
-            if not Path(keep).is_dir():
+            if not Path(keep).is_dir() or not self.path.is_symlink() or not self.owns(keep):
                 return None
             self._point_to(Path(keep))
             aside = self.root / f".{Path(target).name}.rejected"
