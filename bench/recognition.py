@@ -193,14 +193,14 @@ def photograph(
     w, h = 800, 600
     scene = cv2.resize(T.texture(rng), (w, h)).astype(np.float32)
     for other in clutter:
-        ow = int(rng.uniform(0.25, 0.4) * w)
+        ow = int(rng.uniform(0.2, 0.35) * w)
         oh = int(ow * other.shape[0] / other.shape[1])
         piece = cv2.resize(other, (ow, oh))
         x, y = int(rng.integers(-ow // 3, w - ow // 2)), int(rng.integers(-oh // 3, h - oh // 2))
         xs, ys = slice(max(0, x), min(w, x + ow)), slice(max(0, y), min(h, y + oh))
         scene[ys, xs] = piece[ys.start - y : ys.stop - y, xs.start - x : xs.stop - x]
     ch, cw = cover.shape[:2]
-    fill = rng.uniform(0.3, 0.6)
+    fill = rng.uniform(0.45, 0.8)  # the item is the subject: held up or laid in front
     s = fill * min(w / cw, h / ch)
     quad = np.float32([[0, 0], [cw, 0], [cw, ch], [0, ch]]) * s
     quad += rng.uniform(-0.15, 0.15, (4, 2)).astype(np.float32) * np.float32([cw * s, ch * s])

@@ -108,34 +108,60 @@ def camera_like(rgb: np.ndarray, background: np.ndarray, seed: int) -> np.ndarra
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def draw_table(seed: int, size: tuple[int, int] = (480, 640)) -> np.ndarray:
+    """A table top the script draws: shaded wood-like grain. Not a catalog photo: a query
+    whose background is itself a catalog item would rightly match that item."""
+    rng = np.random.default_rng(1000 + seed)
+    h, w = size
+    base = rng.uniform(90, 190, 3)
+    y = np.arange(h, dtype=np.float32)[:, None]
+    grain = np.sin(y / rng.uniform(6, 14) + np.sin(np.arange(w)[None, :] / 90.0) * 2.0)
+    img = base[None, None, :] * (1 + 0.08 * grain[..., None])
+    img += rng.normal(0, 5, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def save_jpeg(path: Path, rgb: np.ndarray, quality: int = 90) -> None:
     cv2.imwrite(
         str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
     )
 
 
-def main() -> None:
-    import skimage.data
+QUERY_NAMES = ["chelsea-cat", "coffee", "astronaut", "rocket", "card-02", "card-04"]
 
+
+def write_queries(catalog: Path, queries: Path) -> None:
+    """Camera-like renderings of a few catalog photos, each on a drawn table top."""
+    for n, name in enumerate(QUERY_NAMES):
+        rgb = cv2.cvtColor(cv2.imread(str(catalog / f"{name}.jpg")), cv2.COLOR_BGR2RGB)
+        save_jpeg(queries / f"{name}-photo.jpg", camera_like(rgb, draw_table(n), n), 80)
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     here = Path(__file__).parent
     parser.add_argument("--out", type=Path, default=here)
+    parser.add_argument(
+        "--queries-only",
+        action="store_true",
+        help="re-render sample-queries/ from the catalog already in --out (no scikit-image)",
+    )
     args = parser.parse_args()
     catalog, queries = args.out / "sample-catalog", args.out / "sample-queries"
     catalog.mkdir(parents=True, exist_ok=True)
     queries.mkdir(parents=True, exist_ok=True)
+    if args.queries_only:
+        write_queries(catalog, queries)
+        print(f"wrote {len(QUERY_NAMES)} queries")
+        return
+    import skimage.data
+
     photos = {name: to_rgb(getattr(skimage.data, fn)()) for name, (fn, _) in SKIMAGE_PHOTOS.items()}
     for i in range(6):
         photos[f"card-{i:02d}"] = draw_card(i)
     for name, rgb in photos.items():
         save_jpeg(catalog / f"{name}.jpg", rgb)
-    backgrounds = [photos["brick"], photos["gravel"]]
-    for n, name in enumerate(
-        ["chelsea-cat", "coffee", "astronaut", "rocket", "card-02", "card-04"]
-    ):
-        save_jpeg(
-            queries / f"{name}-photo.jpg", camera_like(photos[name], backgrounds[n % 2], n), 80
-        )
+    write_queries(catalog, queries)
     lines = [
         "# Sample catalog licences",
         "",
@@ -151,7 +177,8 @@ def main() -> None:
     lines += [f"| card-{i:02d}.jpg | drawn by the script | CC0 |" for i in range(6)]
     lines += [
         "",
-        "Queries in `sample-queries/` are the script's camera-like renderings of catalog photos.",
+        "Queries in `sample-queries/` are the script's camera-like renderings of catalog photos",
+        "on table tops the script draws (CC0, this project).",
     ]
     (args.out / "LICENSES.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {len(photos)} catalog photos and {len(list(queries.glob('*.jpg')))} queries")
