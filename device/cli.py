@@ -295,6 +295,9 @@ def _result_json(query: str, res, categories: dict[int, str]) -> dict:
             {
                 "id": h.id,
                 "score": h.score,
+                "verdict": h.verdict,
+                "inliers": h.inliers,
+                "region": h.region,
                 "title": h.item.get("title"),
                 "source": h.item.get("source"),
                 "category_id": h.item.get("category_id"),
@@ -313,12 +316,12 @@ def _print_table(query: str, res) -> None:
         f"{query}  (looks like: {concepts}; embed {res.timings['embed_ms']:.0f} ms, "
         f"search {res.timings['search_ms']:.1f} ms)"
     )
-    print(f"  {'rank':>4}  {'score':>6}  {'id':<20} {'title':<28} source")
+    print(f"  {'rank':>4}  {'score':>6}  {'verdict':<7}  {'id':<20} {'title':<28} source")
     for rank, hit in enumerate(res.hits, start=1):
         title = _clip(hit.item.get("title") or "", 28)
         print(
-            f"  {rank:>4}  {hit.score:>6.3f}  {hit.id:<20} {title:<28} "
-            f"{hit.item.get('source') or ''}"
+            f"  {rank:>4}  {hit.score:>6.3f}  {hit.verdict or '-':<7}  {hit.id:<20} "
+            f"{title:<28} {hit.item.get('source') or ''}"
         )
     if not res.hits:
         print("  (no hits)")

@@ -90,7 +90,8 @@ def test_trigger_line_in_match_out(kiosk) -> None:
     loop, port = kiosk([COFFEE] * 5)
     status, tag, item, score = fields(port.ask("LOOKUP 42"))
     assert (status, tag, item) == ("OK", "42", "coffee")
-    assert loop.cfg.min_score <= float(score) <= 1.0
+    assert loop.cfg.min_score is None  # the default: the bundle's calibrated verdict decides
+    assert loop.last().verdict == "match" and 0.0 <= float(score) <= 1.0
     assert fields(port.ask("LOOKUP"))[:2] == ["OK", "coffee"]  # untagged: no tag field
     assert port.ask("PING p1") == "PONG p1"
     assert fields(port.ask("STATUS"))[:2] == ["STATUS", "ok"]
@@ -105,11 +106,30 @@ def test_a_different_item_gets_a_different_answer(kiosk) -> None:
 
 
 def test_below_min_score_is_nomatch_with_the_best_score(kiosk) -> None:
-    loop, port = kiosk([COFFEE] * 5, min_score=0.99)
+    loop, port = kiosk([_unknown_object()] * 5, min_score=0.99)
     status, tag, best = fields(port.ask("LOOKUP 5"))
     assert (status, tag) == ("NOMATCH", "5")
     assert 0.0 < float(best) < 0.99
-    assert loop.last().hits[0]["id"] == "coffee"  # the JSON still says what it was closest to
+    assert loop.last().hits  # the JSON still says what it was closest to
+
+
+def _unknown_object() -> np.ndarray:
+    """A sharp, well-lit scene of shapes that is in no catalog."""
+    rng = np.random.default_rng(5)
+    frame = np.full((480, 640, 3), 150, np.uint8)
+    for _ in range(40):
+        colour = rng.integers(0, 256, 3).tolist()
+        x, y = int(rng.integers(600)), int(rng.integers(440))
+        cv2.rectangle(frame, (x, y), (x + int(rng.integers(10, 80)), y + 30), colour, -1)
+    return frame
+
+
+def test_an_object_not_in_the_catalog_is_nomatch_by_default(kiosk) -> None:
+    loop, port = kiosk([_unknown_object()] * 5)
+    assert loop.cfg.min_score is None  # the bundle's calibrated threshold decides
+    status, tag, _ = fields(port.ask("LOOKUP u"))
+    assert (status, tag) == ("NOMATCH", "u")
+    assert loop.last().verdict in ("weak", "none")
 
 
 # -- quality gate --------------------------------------------------------------------

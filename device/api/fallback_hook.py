@@ -144,7 +144,8 @@ class CloudFallback:
                 raise
             return self._cloud_only(query, exc, started)
         best = max((h.score for h in local.hits), default=None)
-        reason = self._not_asked(query, best, local.image)
+        calibrated = self._calibrated(local.instance)
+        reason = self._not_asked(query, best, local.image, calibrated)
         if reason is not None:
             self.metrics.fallback_not_asked(reason)
             return self._answer(
@@ -156,19 +157,33 @@ class CloudFallback:
                 FallbackReport("not_asked", reason),
             )
         assert local.image is not None
-        cloud = self._ask(local.image, window, best, query)
+        cloud = self._ask(local.image, window, best, query, calibrated)
         if self.router.should_fail(cloud):
             assert cloud.error is not None
             raise cloud_api_error(cloud.error)
-        merged = self.router.merge(local.hits, cloud, window)
+        merged = self.router.merge(local.hits, cloud, window, calibrated)
         n_cloud = sum(1 for h in merged if h["source"] != LOCAL)
         total = n_cloud + (local.total if len(merged) > n_cloud else 0)
         return self._answer(
             local, merged, total, query, started, self._report(cloud, merged, query)
         )
 
-    def _not_asked(self, query: SearchQuery, best: float | None, image: bytes | None):
-        if not self.router.should_ask(best):
+    def _calibrated(self, instance: str) -> float | None:
+        """The "match" threshold the builder measured for this instance's bundle."""
+        try:
+            calibration = self.service.instance(instance).catalog.engine.calibration
+        except (ApiError, AttributeError):
+            return None
+        return calibration.match if calibration.source == "bundle" else None
+
+    def _not_asked(
+        self,
+        query: SearchQuery,
+        best: float | None,
+        image: bytes | None,
+        calibrated: float | None = None,
+    ):
+        if not self.router.should_ask(best, calibrated):
             return "local_strong" if self.router.active_providers() else "no_provider"
         if image is None:
             return "no_image"
@@ -177,10 +192,17 @@ class CloudFallback:
         return None
 
     def _ask(
-        self, image: bytes, window: int, best: float | None, query: SearchQuery
+        self,
+        image: bytes,
+        window: int,
+        best: float | None,
+        query: SearchQuery,
+        calibrated: float | None = None,
     ) -> FallbackOutcome:
         deadline = time.monotonic() + self.config.timeout_s
-        cloud = self.router.search(image, min(window, CLOUD_MAX_TOP_K), best, deadline=deadline)
+        cloud = self.router.search(
+            image, min(window, CLOUD_MAX_TOP_K), best, deadline=deadline, calibrated=calibrated
+        )
         if cloud.skipped:
             self.metrics.fallback_not_asked(cloud.skipped)
         else:

@@ -82,6 +82,13 @@ def item_metadata(item: dict) -> dict:
     }
 
 
+def _region_json(region: Any) -> list[list[float]] | None:
+    """The matched item's outline in the query image (4 corners, pixels), or None."""
+    if not region:
+        return None
+    return [[round(float(x), 1), round(float(y), 1)] for x, y in region]
+
+
 class NativeContract(Contract):
     name = "native"
 
@@ -223,6 +230,9 @@ class NativeContract(Contract):
                     "score": h["score"],
                     "source": h["source"],
                     "score_kind": h["score_kind"],
+                    "verdict": h.get("verdict"),
+                    "inliers": h.get("inliers"),
+                    "region": _region_json(h.get("region")),
                     "metadata": item_metadata(h["item"]),
                 }
                 for h in outcome.hits

@@ -273,7 +273,7 @@ class KioskLoop:
             return _retake("nocamera", timings)
         newer_than = pend.accepted_at - cfg.max_frame_age_ms / 1000.0
         seq = -1
-        tops: list[tuple[str | None, float]] = []
+        tops: list[tuple[str | None, float, str | None]] = []
         search = frame = quality = None
         for _ in range(cfg.stable_frames):
             t = self._clock()
@@ -302,7 +302,11 @@ class KioskLoop:
                     len(tops) + 1,
                 )
             search = self._search(image, timings)
-            tops.append((search.hits[0].id, search.hits[0].score) if search.hits else (None, 0.0))
+            tops.append(
+                (search.hits[0].id, search.hits[0].score, search.hits[0].verdict)
+                if search.hits
+                else (None, 0.0, None)
+            )
         assert frame is not None and quality is not None and search is not None
         fields: dict[str, Any] = {
             "hits": [_hit_json(h) for h in search.hits],
@@ -315,17 +319,31 @@ class KioskLoop:
         fields.update(fields2)
         return _Outcome(status, fields, frame.bgr)
 
-    def _decide(self, tops: list[tuple[str | None, float]], search: Any) -> tuple[str, dict]:
-        """All frames agree and clear min_score -> ok; nothing clears it -> nomatch;
+    def _clears(self, score: float, verdict: str | None) -> bool:
+        """A configured ``min_score`` wins; otherwise the bundle's calibrated verdict."""
+        if self.cfg.min_score is not None:
+            return score >= self.cfg.min_score
+        return verdict == "match"
+
+    def _decide(
+        self, tops: list[tuple[str | None, float, str | None]], search: Any
+    ) -> tuple[str, dict]:
+        """All frames agree and clear the bar -> ok; nothing clears it -> nomatch;
         frames disagree about something that would have matched -> retake unstable."""
-        ids = {item_id for item_id, _ in tops}
-        scores = [score for _, score in tops]
+        ids = {item_id for item_id, _, _ in tops}
+        scores = [score for _, score, _ in tops]
+        clear = [self._clears(score, verdict) for _, score, verdict in tops]
         best = max(scores)
-        if len(ids) == 1 and None not in ids and min(scores) >= self.cfg.min_score:
+        if len(ids) == 1 and None not in ids and all(clear):
             top = search.hits[0]
-            return "ok", {"item_id": top.id, "score": min(scores), "item": dict(top.item)}
-        if best < self.cfg.min_score or ids == {None}:
-            return "nomatch", {"score": best}
+            return "ok", {
+                "item_id": top.id,
+                "score": min(scores),
+                "verdict": top.verdict,
+                "item": dict(top.item),
+            }
+        if not any(clear) or ids == {None}:
+            return "nomatch", {"score": best, "verdict": tops[-1][2] or "none"}
         if len(ids) == 1:  # same id, one frame under the bar: not sure enough
             return "nomatch", {"score": min(scores)}
         return "retake", {"reason": "unstable", "score": best}
@@ -427,6 +445,8 @@ def _hit_json(hit: Any) -> dict[str, Any]:
     return {
         "id": hit.id,
         "score": hit.score,
+        "verdict": getattr(hit, "verdict", None),
+        "inliers": getattr(hit, "inliers", None),
         "title": item.get("title"),
         "page_url": item.get("page_url"),
         "category_id": item.get("category_id"),

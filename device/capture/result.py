@@ -27,6 +27,7 @@ class LookupResult:
     lookup_id: int = 0
     item_id: str | None = None
     score: float | None = None
+    verdict: str | None = None  # the top hit's: match | weak | none (see the bundle's calibration)
     reason: str | None = None
     message: str = ""
     retry_ms: int | None = None

@@ -113,7 +113,13 @@ class KioskConfig(Section):
     )
     instance: str = Field("default", description="bundle instance searched inside the daemon")
     top_k: int = Field(3, ge=1, le=100, description="hits kept in the JSON result")
-    min_score: float = Field(0.5, ge=0, le=1, description="below this the answer is NOMATCH")
+    min_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="below this the answer is NOMATCH; unset: OK only for a hit whose "
+        "verdict is 'match' (the threshold the builder measured on the catalog)",
+    )
     stable_frames: int = Field(
         1, ge=1, le=10, description="fresh frames whose top id must agree (else RETAKE unstable)"
     )

@@ -144,7 +144,13 @@ class ClarifaiConfig(ProviderSection):
 class FallbackConfig(Section):
     enabled: bool = Field(False, description="master switch: nothing is sent while false")
     order: tuple[str, ...] = Field((), description="providers to ask, first that answers wins")
-    threshold: float = Field(0.5, ge=0.0, le=1.0, description="ask when best local score < this")
+    threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="ask when the best local score is below this; unset: when no local hit "
+        "has the verdict 'match' (the bundle's calibrated threshold)",
+    )
     policy: Literal["cloud_only_when_weak", "local_then_cloud"] = "cloud_only_when_weak"
     on_error: Literal["local_only", "error"] = "local_only"
     timeout_s: float = Field(3.0, gt=0, le=60, description="budget of one fallback call")

@@ -71,6 +71,9 @@ def local_hit_to_native(hit: Any, rank: int = 0) -> dict[str, Any]:
         "rank": rank,
         "item": hit.item,
         "row": getattr(hit, "row", None),
+        "verdict": getattr(hit, "verdict", None),
+        "inliers": getattr(hit, "inliers", None),
+        "region": getattr(hit, "region", None),
     }
 
 

@@ -85,6 +85,11 @@ class _Call:
     attempts: int = 0
 
 
+# Used when neither the config nor the bundle gives a threshold (a bundle built before
+# calibration): the benchmark's precision-95% point (README, "Scores").
+DEFAULT_THRESHOLD = 0.65
+
+
 class FallbackRouter:
     """Cloud fallback with deadline, retries, circuit breakers and an answer cache.
 
@@ -124,9 +129,18 @@ class FallbackRouter:
             return []
         return [n for n in self.config.order if self.config.provider(n).enabled]
 
-    def should_ask(self, local_best_score: float | None) -> bool:
+    def threshold(self, calibrated: float | None = None) -> float:
+        """The configured threshold, else the bundle's calibrated "match" threshold, else
+        the benchmark's default (README, "Scores")."""
+        if self.config.threshold is not None:
+            return self.config.threshold
+        return calibrated if calibrated is not None else DEFAULT_THRESHOLD
+
+    def should_ask(self, local_best_score: float | None, calibrated: float | None = None) -> bool:
         """Pass ``None`` when the query names an instance the box does not hold."""
-        return bool(self.active_providers()) and is_weak(local_best_score, self.config.threshold)
+        return bool(self.active_providers()) and is_weak(
+            local_best_score, self.threshold(calibrated)
+        )
 
     def should_fail(self, outcome: FallbackOutcome) -> bool:
         """True when the caller must answer with an error (``on_error = "error"``) rather
@@ -134,11 +148,15 @@ class FallbackRouter:
         return self.config.on_error == "error" and outcome.error is not None
 
     def merge(
-        self, local_hits: Sequence[Any], outcome: FallbackOutcome, top_k: int
+        self,
+        local_hits: Sequence[Any],
+        outcome: FallbackOutcome,
+        top_k: int,
+        calibrated: float | None = None,
     ) -> list[dict[str, Any]]:
         """Local + cloud hits as native dicts, per ``fallback.policy``/``threshold``."""
         return merge_results(
-            local_hits, outcome.hits, self.config.policy, self.config.threshold, top_k
+            local_hits, outcome.hits, self.config.policy, self.threshold(calibrated), top_k
         )
 
     # -- the call ----------------------------------------------------------------------
@@ -149,6 +167,7 @@ class FallbackRouter:
         top_k: int,
         local_best_score: float | None = None,
         deadline: float | None = None,
+        calibrated: float | None = None,
     ) -> FallbackOutcome:
         """Ask the cloud if the local answer is weak.  Never raises for provider errors;
         returns by ``deadline`` (absolute ``time.monotonic()``; capped at now +
@@ -170,7 +189,7 @@ class FallbackRouter:
         names = self.active_providers()
         if not names:
             return done(skipped="no_provider")
-        if not is_weak(local_best_score, self.config.threshold):
+        if not is_weak(local_best_score, self.threshold(calibrated)):
             return done(skipped="local_strong")
 
         digest = image_key(image)
