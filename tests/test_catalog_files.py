@@ -236,7 +236,7 @@ def test_the_search_table_shows_the_title(named) -> None:
     assert table.returncode == 0, table.stderr
     header, first = table.stdout.splitlines()[1:3]
     assert "title" in header.split()
-    assert first.split()[2:5] == ["coffee", "Morning", "Coffee"]
+    assert first.split()[2:6] == ["match", "coffee", "Morning", "Coffee"]
 
 
 # -- skipped photos -----------------------------------------------------------------------

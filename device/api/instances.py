@@ -28,7 +28,7 @@ import numpy as np
 
 from lensbox.device.api.engines import InterpreterPool, InterpreterSlots
 from lensbox.device.bundle.format import PROJECTION
-from lensbox.device.embedding.embedder import Embedder, describe
+from lensbox.device.embedding.embedder import Embedder
 from lensbox.device.live.catalog import CatalogReadOnly
 from lensbox.device.search.engine import Predicate, QueryEmbedding, SearchEngine, SearchResult
 
@@ -89,7 +89,9 @@ class SlotSearcher:
         t0 = time.perf_counter()
         query = self.inst.embed(self.slot, rgb, region)
         t1 = time.perf_counter()
-        hits, total = self.inst.catalog.search_vectors(query.vectors, top_k, offset, predicate)
+        hits, total = self.inst.catalog.search_vectors(
+            query.vectors, top_k, offset, predicate, local=query.local
+        )
         t2 = time.perf_counter()
         return SearchResult(
             hits, total, query, {"embed_ms": (t1 - t0) * 1e3, "search_ms": (t2 - t1) * 1e3}
@@ -153,11 +155,7 @@ class FixedCatalog:
     ) -> QueryEmbedding:
         if embedder is None:
             return self.engine.embed_query(rgb, region, views)
-        if region is not None:
-            rgb = region.crop(rgb)
-        emb = embedder.embed(rgb, views or self.engine.settings.query_views)
-        vectors = describe(emb.pooled, self.engine.bundle.projection)
-        return QueryEmbedding(vectors, emb.concepts, emb.subjects, emb.size, region)
+        return self.engine.embed_with(embedder, rgb, region, views)
 
     def search_vectors(
         self,
@@ -166,8 +164,9 @@ class FixedCatalog:
         offset: int = 0,
         predicate: Predicate | None = None,
         min_score: float = 0.0,
+        local: Any = None,
     ):
-        return self.engine.search_vectors(queries, top_k, offset, predicate, min_score)
+        return self.engine.search_vectors(queries, top_k, offset, predicate, min_score, local)
 
     def item_by_id(self, item_id: str):
         return self.engine.bundle.item_by_id(item_id)

@@ -164,7 +164,9 @@ class SearchService:
         prepared = [self._prepare(inst, src, query) for src in query.sources]
         vectors = np.vstack([p.query.embedding.vectors for p in prepared])
         t0 = time.perf_counter()
-        hits, total = self._rank(inst, vectors, query)
+        # Keypoints verify one query image; a multi-image query ranks by its descriptors.
+        local = prepared[0].query.embedding.local if len(prepared) == 1 else None
+        hits, total = self._rank(inst, vectors, query, local)
         search_s = time.perf_counter() - t0
         self.metrics.searched(inst.name, search_s)
         timings = _sum_timings(p.timings for p in prepared)
@@ -185,15 +187,17 @@ class SearchService:
             image=next((p.data for p in prepared if p.data), None),
         )
 
-    def _rank(self, inst: Instance, vectors: np.ndarray, query: SearchQuery):
+    def _rank(self, inst: Instance, vectors: np.ndarray, query: SearchQuery, local=None):
         predicate = build_predicate(query.filters)
         catalog = inst.catalog
         if not query.filters.distinct_product:
-            return catalog.search_vectors(vectors, query.top_k, query.offset, predicate)
+            return catalog.search_vectors(
+                vectors, query.top_k, query.offset, predicate, local=local
+            )
         wanted = query.offset + query.top_k
         fetch = max(3 * wanted, 50)
         while True:
-            hits, total = catalog.search_vectors(vectors, fetch, 0, predicate)
+            hits, total = catalog.search_vectors(vectors, fetch, 0, predicate, local=local)
             unique = distinct_products(hits)
             exhausted = fetch >= total
             if len(unique) >= wanted or exhausted:

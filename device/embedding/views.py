@@ -19,7 +19,7 @@ ALL_VIEWS = ("full", "center", "subject", "tl", "tr", "bl", "br")
 def fixed_crop(rgb: np.ndarray, view: str, frac: float = 0.7) -> np.ndarray:
     """Fixed crops: the centre or one of four corners, each ``frac`` of each side."""
     h, w = rgb.shape[:2]
-    cw, ch = int(w * frac), int(h * frac)
+    cw, ch = max(1, int(w * frac)), max(1, int(h * frac))  # never empty, even for 1x1
     x = {"center": (w - cw) // 2, "tl": 0, "bl": 0, "tr": w - cw, "br": w - cw}[view]
     y = {"center": (h - ch) // 2, "tl": 0, "tr": 0, "bl": h - ch, "br": h - ch}[view]
     return rgb[y : y + ch, x : x + cw]
@@ -39,7 +39,9 @@ def crop_views(rgb: np.ndarray, views: tuple[str, ...], subject: Box | None) -> 
         if view == "full":
             out.append(rgb)
         elif view == "subject":
-            out.append(subject.crop(rgb) if subject is not None else rgb)
+            # A box under 2 px (a tiny image) has no crop to give: the whole image stands in.
+            usable = subject is not None and min(subject.width, subject.height) >= 2
+            out.append(subject.crop(rgb) if usable else rgb)
         else:
             out.append(fixed_crop(rgb, view))
     return out

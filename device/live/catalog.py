@@ -35,6 +35,8 @@ from lensbox.device.bundle.format import MANIFEST
 from lensbox.device.bundle.reader import Item
 from lensbox.device.embedding.descriptor import quantize_int8
 from lensbox.device.embedding.embedder import describe
+from lensbox.device.features.local import LocalFeatures
+from lensbox.device.features.rerank import Evidence
 from lensbox.device.live.items import blank_item, check_id, normalize_fields, scrub_record
 from lensbox.device.live.journal import (
     JournalError,
@@ -451,11 +453,7 @@ class LiveCatalog:
         if embedder is None:
             with self._embed_lock:
                 return engine.embed_query(rgb, region, views)
-        if region is not None:
-            rgb = region.crop(rgb)
-        emb = embedder.embed(rgb, views or engine.settings.query_views)
-        vectors = describe(emb.pooled, engine.bundle.projection)
-        return QueryEmbedding(vectors, emb.concepts, emb.subjects, emb.size, region)
+        return engine.embed_with(embedder, rgb, region, views)
 
     def search_image(
         self,
@@ -474,23 +472,28 @@ class LiveCatalog:
         offset: int = 0,
         predicate: Predicate | None = None,
         min_score: float = 0.0,
+        local: LocalFeatures | None = None,
     ) -> tuple[list[Hit], int]:
-        """Same contract as :meth:`SearchEngine.search_vectors`, over base + delta - tombstones."""
+        """Same contract as :meth:`SearchEngine.search_vectors`, over base + delta - tombstones
+        (the base bundle's items verified with ``local``; items added live rank by their
+        global descriptor, as they have no stored keypoints)."""
         view = self._view
         queries = np.atleast_2d(np.asarray(queries, np.float32))
         wanted = offset + top_k
-        rows, scores, exhaustive = _ranked(view, queries, wanted, None)
+        evidence: dict[int, Evidence] = {}
+        rows, scores, exhaustive = _ranked(view, queries, wanted, None, local, evidence)
         keep = scores >= min_score
         rows, scores = rows[keep], scores[keep]
+        annotate = view.engine.annotate
         if predicate is None:
             page = slice(offset, wanted)
-            return _hits(view, rows[page], scores[page]), len(rows)
+            return annotate(_hits(view, rows[page], scores[page]), evidence), len(rows)
         passing = _filter(view, rows, scores, predicate)
         if len(passing) < wanted and not exhaustive:
-            rows, scores, _ = _ranked(view, queries, wanted, True)
+            rows, scores, _ = _ranked(view, queries, wanted, True, local, evidence)
             keep = scores >= min_score
             passing = _filter(view, rows[keep], scores[keep], predicate)
-        return passing[offset:wanted], len(passing)
+        return annotate(passing[offset:wanted], evidence), len(passing)
 
     def item_by_id(self, item_id: str) -> tuple[int, Item] | None:
         view = self._view
@@ -833,7 +836,12 @@ def _default_factory(engine: SearchEngine) -> EngineFactory:
 
 # -- search internals ---------------------------------------------------------------------
 def _ranked(
-    view: _View, queries: np.ndarray, wanted: int, exact: bool | None
+    view: _View,
+    queries: np.ndarray,
+    wanted: int,
+    exact: bool | None,
+    local: LocalFeatures | None = None,
+    evidence: dict[int, Evidence] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Merged (rows, raw scores) best first, and whether the base ranking was exhaustive."""
     engine = view.engine
@@ -846,7 +854,7 @@ def _ranked(
         # exact path only runs below exact_below vectors). Annoy: enough candidates to
         # make up for tombstoned ones.
         want = None if use_exact else wanted + len(view.hidden)
-        rows, scores = engine.rank(queries, want, exact=use_exact)
+        rows, scores = engine.rank(queries, want, use_exact, local, evidence)
         exhaustive = use_exact or len(rows) >= bundle.item_count
         if len(view.hidden_arr):
             keep = ~np.isin(rows, view.hidden_arr)

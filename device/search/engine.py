@@ -20,9 +20,13 @@ from lensbox.device.embedding.views import QUERY_VIEWS, validate_views
 from lensbox.device.features.local import LocalFeatures, extract
 from lensbox.device.features.rerank import Evidence, RerankSettings, confidence, rerank
 from lensbox.device.features.store import LocalIndex, open_local_index
-from lensbox.device.search.calibration import Calibration
+from lensbox.device.search.calibration import MATCH, WEAK, Calibration
 
 Predicate = Callable[[Item], bool]
+
+# A verified hit with fewer than this share of the best verified hit's inliers is at most
+# "weak" (see SearchEngine.annotate).
+SIBLING_RATIO = 0.7
 
 
 @dataclass(frozen=True)
@@ -231,13 +235,24 @@ class SearchEngine:
         return rows[order], scores[order]
 
     def annotate(self, hits: list[Hit], evidence: dict[int, Evidence]) -> list[Hit]:
-        """Attach verification evidence and the calibrated verdict to each hit."""
+        """Attach verification evidence and the calibrated verdict to each hit.
+
+        A verified hit is a ``match`` only when it is about as well supported as the best
+        verified item (``SIBLING_RATIO`` of its inliers): items sharing a template or
+        artwork with the one in view verify too, with fewer inliers, and must not read as
+        the item.
+        """
+        best = max((ev.inliers for ev in evidence.values() if ev.verified), default=0)
         for hit in hits:
             ev = evidence.get(hit.row)
             if ev is not None:
                 hit.inliers = ev.inliers
                 hit.region = ev.region
-            hit.verdict = self.calibration.verdict(hit.score)
+            verdict = self.calibration.verdict(hit.score)
+            weaker = ev is None or ev.inliers < SIBLING_RATIO * best
+            if verdict == MATCH and best and weaker:
+                verdict = WEAK
+            hit.verdict = verdict
         return hits
 
     def _exact_ranking(
