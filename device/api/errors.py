@@ -68,7 +68,6 @@ IMAGE_CODES = {
 
 # Every image problem, so contracts can map them as one group where they have one name.
 IMAGE_ERRORS = frozenset(IMAGE_CODES.values()) | {"bad_base64", "incorrect_orientation"}
-PIXEL_ERRORS = frozenset({"too_small", "too_large", "too_many_pixels"})
 
 
 class ApiError(Exception):

@@ -239,9 +239,6 @@ class StaticInstances:
     def names(self) -> list[str]:
         return sorted({*self._instances, *self._aliases})
 
-    def real_names(self) -> list[str]:
-        return sorted(self._instances)
-
     def configured(self) -> list[str]:
         return self.names()
 
@@ -303,9 +300,6 @@ class ManagedInstances:
     def names(self) -> list[str]:
         """Instances that are serving now."""
         return self._with_alias(list(self.manager))
-
-    def real_names(self) -> list[str]:
-        return sorted(self.manager)
 
     def configured(self) -> list[str]:
         return self._with_alias(list(self.manager.config.bundles))

@@ -29,7 +29,7 @@ from lensbox.device.bundle.format import (
     VECTORS,
     BundleError,
 )
-from lensbox.device.embedding.descriptor import Projection
+from lensbox.device.embedding.descriptor import Projection, dequantize_int8
 
 Item = dict[str, Any]
 
@@ -99,7 +99,7 @@ class Bundle:
     def item_vectors(self, row: int) -> np.ndarray:
         """Dequantized descriptors of one item (all its views / photos)."""
         mask = self.vector_items == row
-        return self.vectors[mask].astype(np.float32) / self.int8_scale
+        return dequantize_int8(self.vectors[mask], self.int8_scale)
 
     @cached_property
     def index_axis_scale(self) -> np.ndarray | None:

@@ -33,7 +33,7 @@ import numpy as np
 
 from lensbox.device.bundle.format import MANIFEST
 from lensbox.device.bundle.reader import Item
-from lensbox.device.embedding.descriptor import quantize_int8
+from lensbox.device.embedding.descriptor import dequantize_int8, quantize_int8
 from lensbox.device.embedding.embedder import describe
 from lensbox.device.features.local import LocalFeatures
 from lensbox.device.features.rerank import Evidence
@@ -129,8 +129,7 @@ class _View:
     hidden_arr: np.ndarray
     vectors: np.ndarray  # (n, D) int8 delta descriptors (a slice of the growing buffer)
     vec_slot: np.ndarray  # (n,) int32 owning slot, non-decreasing
-    slots: list  # shared, append-only: slot -> item dict (valid below n_slots)
-    n_slots: int
+    slots: list  # shared, append-only: slot -> item dict
     alive: frozenset
     alive_arr: np.ndarray
     ids: Mapping[str, int]  # live delta id -> slot
@@ -170,7 +169,6 @@ class _Draft:
             vectors=self.buf.vectors[:n],
             vec_slot=self.buf.vec_slot[:n],
             slots=self.buf.slots,
-            n_slots=len(self.buf.slots),
             alive=frozenset(self.alive),
             alive_arr=np.fromiter(sorted(self.alive), np.int64, len(self.alive)),
             ids=dict(self.ids),
@@ -334,7 +332,6 @@ class LiveCatalog:
             raise
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._force = False
         self._thread: threading.Thread | None = None
         if self.live_settings.background and self.writable_reason() is None and slot is not None:
             self._thread = threading.Thread(
@@ -519,13 +516,13 @@ class LiveCatalog:
         slot = view.ids.get(item_id)
         if slot is not None:
             lo, hi = np.searchsorted(view.vec_slot, [slot, slot + 1])
-            return view.vectors[lo:hi].astype(np.float32) / scale
+            return dequantize_int8(view.vectors[lo:hi], scale)
         found = view.engine.bundle.item_by_id(item_id)
         if found is None or found[0] in view.hidden:
             return None
         vi = view.engine.bundle.vector_items
         lo, hi = np.searchsorted(vi, [found[0], found[0] + 1])
-        return view.engine.bundle.vectors[lo:hi].astype(np.float32) / scale
+        return dequantize_int8(view.engine.bundle.vectors[lo:hi], scale)
 
     def find_ids(self, product_id: str) -> list[str]:
         """Ids of the live items with this product_id (Alibaba DeleteImage without PicName)."""
@@ -723,11 +720,6 @@ class LiveCatalog:
 
         return compact(self)
 
-    def request_compaction(self) -> None:
-        """Ask the background thread to compact now (regardless of thresholds)."""
-        self._force = True
-        self._wake.set()
-
     def _compactor(self) -> None:
         from lensbox.device.live.compaction import lower_thread_priority
 
@@ -737,8 +729,7 @@ class LiveCatalog:
             self._wake.clear()
             if self._stop.is_set():
                 break
-            forced, self._force = self._force, False
-            if not (forced or self.needs_compaction()):
+            if not self.needs_compaction():
                 continue
             try:
                 self.compact()
@@ -876,7 +867,7 @@ def _ranked(
 def _delta_scores(view: _View, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact best score per live delta item (rows numbered after the base rows)."""
     keep = np.isin(view.vec_slot, view.alive_arr)
-    vecs = view.vectors[keep].astype(np.float32) / view.engine.bundle.int8_scale
+    vecs = dequantize_int8(view.vectors[keep], view.engine.bundle.int8_scale)
     slots = view.vec_slot[keep]
     best = (vecs @ queries.T).max(axis=1)
     starts = np.flatnonzero(np.r_[True, np.diff(slots) != 0])

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from lensbox.device.bundle.format import BundleError
+from lensbox.device.embedding.descriptor import dequantize_int8
 from lensbox.device.live.catalog import CatalogClosed, LiveCatalog, LiveSettings
 from lensbox.device.live.slot import BundleSlot
 from lensbox.device.search.engine import SearchEngine
@@ -70,7 +71,7 @@ def validate_engine(engine: SearchEngine, embed_lock: Any = None) -> None:
     produce descriptors of the bundle's size. Raises BundleError with the reason."""
     bundle = engine.bundle
     if len(bundle.vectors):
-        query = bundle.vectors[:1].astype(np.float32) / bundle.int8_scale
+        query = dequantize_int8(bundle.vectors[:1], bundle.int8_scale)
         query /= max(float(np.linalg.norm(query)), 1e-6)
         for exact in (True, False):
             rows, scores = engine.rank(query, 1, exact=exact)

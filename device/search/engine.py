@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lensbox.device.bundle.reader import Bundle, Item
+from lensbox.device.embedding.descriptor import dequantize_int8
 from lensbox.device.embedding.embedder import Concept, Embedder, describe
 from lensbox.device.embedding.subject import Box
 from lensbox.device.embedding.views import QUERY_VIEWS, validate_views
@@ -143,21 +144,18 @@ class SearchEngine:
 
     # -- scoring -----------------------------------------------------------------------
     def _dequantized(self, vector_ids: np.ndarray) -> np.ndarray:
-        return self.bundle.vectors[vector_ids].astype(np.float32) / self.bundle.int8_scale
+        return dequantize_int8(self.bundle.vectors[vector_ids], self.bundle.int8_scale)
 
     def _float_blocks(self, block: int = 65536):
         """Yield (start, float32 block) over all stored vectors, from the cache if it fits."""
         vectors = self.bundle.vectors
         if self._float is None and vectors.nbytes * 4 <= self.settings.exact_cache_mb << 20:
-            self._float = np.asarray(vectors, dtype=np.float32) / self.bundle.int8_scale
+            self._float = dequantize_int8(np.asarray(vectors), self.bundle.int8_scale)
         if self._float is not None:
             yield 0, self._float
             return
         for start in range(0, len(vectors), block):
-            yield (
-                start,
-                np.asarray(vectors[start : start + block], np.float32) / self.bundle.int8_scale,
-            )
+            yield start, dequantize_int8(vectors[start : start + block], self.bundle.int8_scale)
 
     def exact_scores(self, queries: np.ndarray) -> np.ndarray:
         """Best score of every item against the query views: (items_with_vectors,)."""
