@@ -192,10 +192,18 @@ class Daemon:
 
 
 def open_daemon(
-    config, *, notifier=None, configure_logging: bool = True, background: bool = True
+    config,
+    *,
+    notifier=None,
+    configure_logging: bool = True,
+    background: bool = True,
+    pool: Any = None,
 ) -> Daemon:
     """Load the interpreters and every configured bundle (errors are kept per instance,
-    see ``manager.ready()``) and build the app over them. No port is bound yet."""
+    see ``manager.ready()``) and build the app over them. No port is bound yet.
+
+    ``pool``: interpreters already loaded (an InterpreterPool of ``server.interpreters``
+    models), reused instead of loading new ones (tests start many daemons)."""
     from contextlib import nullcontext
 
     from lensbox.device.api.app import create_app
@@ -206,13 +214,14 @@ def open_daemon(
     if not config.bundles:
         raise ValueError("no bundle to serve: give a bundle path, or [bundles] in --config")
     server = config.server
-    pool = InterpreterPool.load(
-        server.interpreters,
-        server.interpreter_threads or config.search.threads,
-        config.search.runtime,
-    )
-    if server.warmup:
-        pool.warmup()
+    if pool is None:
+        pool = InterpreterPool.load(
+            server.interpreters,
+            server.interpreter_threads or config.search.threads,
+            config.search.runtime,
+        )
+        if server.warmup:
+            pool.warmup()
     # Settings are read from the manager's config at each open (the lambda runs only once
     # `manager` exists), so a SIGHUP that changes [search] applies to what it reloads.
     opener = pool.opener(lambda: manager.config.search.settings())

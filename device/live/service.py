@@ -4,7 +4,7 @@ Usage (the serve command)::
 
     runtime = ServiceRuntime(config, config_path)
     manager = runtime.start()                  # logging, bundles, SIGHUP, watcher
-    app = create_app(config, manager)          # manager[name] -> LiveCatalog
+    app = create_app(config, manager=manager, pool=pool)   # manager[name] -> LiveCatalog
     server = make_server(app, ...)             # bind the port first ...
     runtime.ready(f"serving {len(manager)} bundle(s) on :{port}")   # ... then READY=1
     try:
