@@ -97,7 +97,7 @@ _POOLS: dict[int, object] = {}
 
 def pool_for(interpreters: int = 1):
     """``interpreters`` TFLite models (cached: loading them is the slow part of a start)."""
-    from lensbox.device.api.engines import InterpreterPool
+    from lensbox.device.serving.interpreters import InterpreterPool
 
     if interpreters not in _POOLS:
         _POOLS[interpreters] = InterpreterPool.load(interpreters, threads=1)
@@ -125,8 +125,8 @@ def serve_config(bundles: dict[str, Path], sections: dict | None = None, **serve
 def open_test_daemon(config):
     """`lensbox serve`'s daemon (pool, bundle manager, runtime, app) on cached interpreters;
     sd_notify and logging set-up off."""
-    from lensbox.device.api.server import open_daemon
-    from lensbox.device.live.sdnotify import Notifier
+    from lensbox.device.appliance.sdnotify import Notifier
+    from lensbox.device.serving.daemon import open_daemon
 
     return open_daemon(
         config,

@@ -119,8 +119,9 @@ def _config(state: Path, server: dict | None = None, **state_extra):
 def live_server(state: Path, server: dict | None = None, **state_extra):
     """`lensbox serve`'s daemon (interpreter pool, bundle manager, runtime, app) on a free
     loopback port; sd_notify off."""
-    from lensbox.device.api.server import BackgroundServer, open_daemon, waitress_options
-    from lensbox.device.live.sdnotify import Notifier
+    from lensbox.device.api.server import BackgroundServer, waitress_options
+    from lensbox.device.appliance.sdnotify import Notifier
+    from lensbox.device.serving.daemon import open_daemon
 
     config = _config(state, server, **state_extra)
     daemon = open_daemon(config, notifier=Notifier(socket_path=""), configure_logging=False)

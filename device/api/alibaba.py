@@ -45,7 +45,6 @@ from typing import Any
 
 from flask import Request, Response, g, request
 
-from lensbox.device.api.alibaba_filter import FilterError, parse_filter
 from lensbox.device.api.alibaba_upload import OssError, Uploads
 from lensbox.device.api.auth import SignatureError, Signatures
 from lensbox.device.api.contract import (
@@ -57,10 +56,17 @@ from lensbox.device.api.contract import (
 )
 from lensbox.device.api.errors import ApiError
 from lensbox.device.api.params import as_bool, as_int, as_str, in_range, load_json, pic_name
-from lensbox.device.api.query import Filters, ImageLimits, ImageSource, SearchOutcome, SearchQuery
-from lensbox.device.api.writes import product_items
 from lensbox.device.embedding.subject import Box
 from lensbox.device.imaging.decode import ImageInfo
+from lensbox.device.search.expression import FilterError, parse_filter
+from lensbox.device.serving.query import (
+    Filters,
+    ImageLimits,
+    ImageSource,
+    SearchOutcome,
+    SearchQuery,
+)
+from lensbox.device.serving.writes import product_items
 
 ACTION = "SearchImageByPic"
 ADD, DELETE = "AddImage", "DeleteImage"

@@ -28,21 +28,21 @@ from lensbox.device.api.alibaba import AlibabaContract
 from lensbox.device.api.auth import Authenticator
 from lensbox.device.api.clarifai import ClarifaiContract
 from lensbox.device.api.contract import ApiContext, Contract, Route, json_response
-from lensbox.device.api.engines import InterpreterPool
 from lensbox.device.api.errors import ApiError, internal_error
-from lensbox.device.api.fallback_hook import CloudFallback
 from lensbox.device.api.huawei import HuaweiContract, HuaweiV2Contract
-from lensbox.device.api.instances import ManagedInstances
 from lensbox.device.api.limits import RateLimiter
-from lensbox.device.api.metrics import Metrics, render_gauge
 from lensbox.device.api.native import NativeContract
-from lensbox.device.api.service import SearchService
-from lensbox.device.api.urlfetch import UrlPolicy
-from lensbox.device.api.writes import CatalogWriter
 from lensbox.device.api.yandex import YandexContract
 from lensbox.device.config.loader import LensboxConfig
 from lensbox.device.config.server import is_loopback_address
 from lensbox.device.live.manager import BundleManager
+from lensbox.device.serving.fallback_hook import CloudFallback
+from lensbox.device.serving.instances import ManagedInstances
+from lensbox.device.serving.interpreters import InterpreterPool
+from lensbox.device.serving.metrics import Metrics, render_gauge
+from lensbox.device.serving.service import SearchService
+from lensbox.device.serving.urlfetch import UrlPolicy
+from lensbox.device.serving.writes import CatalogWriter
 
 log = logging.getLogger("lensbox.api")
 access_log = logging.getLogger("lensbox.access")  # one line per request (`serve -v`)
@@ -123,7 +123,7 @@ def error_response(contract: Contract, error: ApiError) -> Response:
 
 def create_app(config: LensboxConfig, *, manager: BundleManager, pool: InterpreterPool) -> Flask:
     """The WSGI app over a bundle ``manager``'s live catalogs, opened on ``pool``'s
-    interpreters (:func:`~lensbox.device.api.server.open_daemon` builds both).
+    interpreters (:func:`~lensbox.device.serving.daemon.open_daemon` builds both).
 
     A single bundle also answers to ``default``.
     """

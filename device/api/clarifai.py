@@ -31,9 +31,9 @@ from lensbox.device.api.contract import (
     request_id,
 )
 from lensbox.device.api.errors import ApiError
-from lensbox.device.api.filters import has_concept
 from lensbox.device.api.params import as_int, as_str, as_tags, in_range, item_url, json_object
-from lensbox.device.api.query import (
+from lensbox.device.serving.filters import has_concept
+from lensbox.device.serving.query import (
     ConceptTerm,
     Filters,
     ImageLimits,

@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 from flask import Request, Response, request
 
 from lensbox.device.api.errors import ApiError
-from lensbox.device.api.fallback_hook import CloudFallback, as_native, fallback_header
-from lensbox.device.api.query import ImageLimits, SearchOutcome, SearchQuery
-from lensbox.device.api.service import SearchService
 from lensbox.device.config.server import ServerConfig
+from lensbox.device.serving.fallback_hook import CloudFallback, as_native, fallback_header
+from lensbox.device.serving.query import ImageLimits, SearchOutcome, SearchQuery
+from lensbox.device.serving.service import SearchService
 
 BODY_OVERHEAD = 256 * 1024
 

@@ -40,8 +40,14 @@ from lensbox.device.api.params import (
     in_range,
     json_object,
 )
-from lensbox.device.api.query import Filters, ImageLimits, ImageSource, SearchOutcome, SearchQuery
 from lensbox.device.embedding.subject import Box
+from lensbox.device.serving.query import (
+    Filters,
+    ImageLimits,
+    ImageSource,
+    SearchOutcome,
+    SearchQuery,
+)
 
 MB = 1024 * 1024
 PATH_RE = "/v1/<project_id>/<instance_name>/image/search"

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from lensbox.device.api.errors import ApiError
-from lensbox.device.api.instances import ManagedInstances
+from lensbox.device.serving.instances import ManagedInstances
 
 if TYPE_CHECKING:
     from flask import Flask

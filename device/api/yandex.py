@@ -25,7 +25,13 @@ from lensbox.device.api.auth import bearer
 from lensbox.device.api.contract import Contract, Route, json_response
 from lensbox.device.api.errors import ApiError
 from lensbox.device.api.params import as_int, as_str, in_range, item_url, json_object
-from lensbox.device.api.query import Filters, ImageLimits, ImageSource, SearchOutcome, SearchQuery
+from lensbox.device.serving.query import (
+    Filters,
+    ImageLimits,
+    ImageSource,
+    SearchOutcome,
+    SearchQuery,
+)
 
 MiB = 1024 * 1024
 FORMATS = {

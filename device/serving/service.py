@@ -26,19 +26,19 @@ import numpy as np
 from flask import g, has_request_context
 from PIL import Image
 
-from lensbox.device.api import urlfetch
-from lensbox.device.api.engines import InterpreterSlots
 from lensbox.device.api.errors import ApiError
-from lensbox.device.api.filters import build_predicate, concept_score
-from lensbox.device.api.instances import Instance
 from lensbox.device.api.limits import decode_base64
-from lensbox.device.api.metrics import Metrics
-from lensbox.device.api.query import ImageLimits, ImageSource, SearchOutcome, SearchQuery
-from lensbox.device.api.query_cache import QueryCache
 from lensbox.device.embedding.embedder import Concept
 from lensbox.device.embedding.subject import Box
 from lensbox.device.imaging.decode import ImageError, ImageInfo, decode_image, probe_image
 from lensbox.device.search.engine import Hit, QueryEmbedding
+from lensbox.device.serving import urlfetch
+from lensbox.device.serving.filters import build_predicate, concept_score
+from lensbox.device.serving.instances import Instance
+from lensbox.device.serving.interpreters import InterpreterSlots
+from lensbox.device.serving.metrics import Metrics
+from lensbox.device.serving.query import ImageLimits, ImageSource, SearchOutcome, SearchQuery
+from lensbox.device.serving.query_cache import QueryCache
 
 EXIF_ORIENTATION = 0x0112
 # A subject box covering this much of the image is the image: no second model run.

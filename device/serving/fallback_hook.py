@@ -32,10 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from lensbox.device.api.errors import ApiError
-from lensbox.device.api.filters import host_matches
-from lensbox.device.api.metrics import Metrics
-from lensbox.device.api.query import Filters, SearchOutcome, SearchQuery
-from lensbox.device.api.service import SearchService
 from lensbox.device.config.fallback import FallbackConfig
 from lensbox.device.fallback import (
     CloudError,
@@ -43,6 +39,10 @@ from lensbox.device.fallback import (
     FallbackRouter,
     local_hit_to_native,
 )
+from lensbox.device.serving.filters import host_matches
+from lensbox.device.serving.metrics import Metrics
+from lensbox.device.serving.query import Filters, SearchOutcome, SearchQuery
+from lensbox.device.serving.service import SearchService
 
 LOCAL = "local"
 # Providers page at most ~100 results; deeper pages of a merged answer are local only.

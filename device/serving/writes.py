@@ -25,14 +25,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from lensbox.device.api.engines import PooledEmbedder
 from lensbox.device.api.errors import ApiError
-from lensbox.device.api.instances import Instance
-from lensbox.device.api.metrics import Metrics
 from lensbox.device.api.params import pic_name
-from lensbox.device.api.query import ImageLimits
 from lensbox.device.imaging.decode import ImageError
 from lensbox.device.live.catalog import CatalogClosed, CatalogReadOnly, Change
+from lensbox.device.serving.instances import Instance
+from lensbox.device.serving.interpreters import PooledEmbedder
+from lensbox.device.serving.metrics import Metrics
+from lensbox.device.serving.query import ImageLimits
 
 # Item fields an API client may set; the rest (size, format, concepts, hash) are measured
 # from the photo itself.

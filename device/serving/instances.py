@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from lensbox.device.api.engines import InterpreterPool
 from lensbox.device.bundle.format import PROJECTION
 from lensbox.device.embedding.embedder import Embedder
 from lensbox.device.live.catalog import LiveCatalog
 from lensbox.device.search.engine import QueryEmbedding
+from lensbox.device.serving.interpreters import InterpreterPool
 
 
 # -- the per-request view ------------------------------------------------------------------
