@@ -51,10 +51,9 @@ from lensbox.device.search.engine import (
     QueryEmbedding,
     SearchEngine,
     SearchResult,
-    filter_hits,
-    make_hit,
     timed_image_search,
 )
+from lensbox.device.search.results import page_hits
 
 log = logging.getLogger("lensbox.live")
 
@@ -478,19 +477,19 @@ class LiveCatalog:
         queries = np.atleast_2d(np.asarray(queries, np.float32))
         wanted = offset + top_k
         evidence: dict[int, Evidence] = {}
-        rows, scores, exhaustive = _ranked(view, queries, wanted, None, local, evidence)
-        keep = scores >= min_score
-        rows, scores = rows[keep], scores[keep]
-        annotate = view.engine.annotate
-        if predicate is None:
-            page = slice(offset, wanted)
-            return annotate(_hits(view, rows[page], scores[page]), evidence), len(rows)
-        passing = _filter(view, rows, scores, predicate)
-        if len(passing) < wanted and not exhaustive:
-            rows, scores, _ = _ranked(view, queries, wanted, True, local, evidence)
-            keep = scores >= min_score
-            passing = _filter(view, rows[keep], scores[keep], predicate)
-        return annotate(passing[offset:wanted], evidence), len(passing)
+
+        def ranking(exact: bool | None) -> tuple[np.ndarray, np.ndarray, bool]:
+            return _ranked(view, queries, wanted, exact, local, evidence)
+
+        return page_hits(
+            ranking,
+            lambda rows: _items(view, rows),
+            lambda hits: view.engine.annotate(hits, evidence),
+            top_k,
+            offset,
+            predicate,
+            min_score,
+        )
 
     def item_by_id(self, item_id: str) -> tuple[int, Item] | None:
         view = self._view
@@ -886,14 +885,3 @@ def _items(view: _View, rows: Sequence[int]) -> list[Item]:
         r = int(r)
         out.append(found.get(r) if r < base_n else dict(view.slots[r - base_n]))
     return out
-
-
-def _hits(view: _View, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
-    items = _items(view, rows.tolist())
-    return [
-        make_hit(int(r), float(s), it) for r, s, it in zip(rows, scores, items) if it is not None
-    ]
-
-
-def _filter(view: _View, rows: np.ndarray, scores: np.ndarray, predicate: Predicate) -> list[Hit]:
-    return filter_hits(rows, scores, predicate, lambda chunk: _items(view, chunk))
