@@ -424,7 +424,7 @@ class AlibabaContract(Contract):
         inst = service.find(outcome.instance)  # None: a cloud-only answer
         category = query.filters.category_id
         if category is None:
-            top = outcome.hits[0]["item"].get("category_id") if outcome.hits else None
+            top = outcome.hits[0].item.get("category_id") if outcome.hits else None
             category = GENERIC_CATEGORY if top is None else top
         # a catalog that named its categories (category_id = toys) keeps name -> id
         table = (inst.bundle.manifest.get("categories") or {}) if inst else {}
@@ -445,13 +445,13 @@ class AlibabaContract(Contract):
         hits, total = outcome.hits, outcome.total
         threshold = self._threshold(self._params(req))
         if threshold is not None:  # hits come best first: everything after the cut is below
-            hits = [h for h in hits if h["score"] >= threshold]
+            hits = [h for h in hits if h.score >= threshold]
             if len(hits) < len(outcome.hits):
                 total = query.offset + len(hits)
-        auctions = [self._auction(h["item"], h["score"]) for h in hits]
+        auctions = [self._auction(h.item, h.score) for h in hits]
         if has_cloud_hits(outcome):  # extra key; Alibaba's SDK models ignore unknown keys
             for auction, hit in zip(auctions, hits):
-                auction["LensboxSource"] = hit["source"]
+                auction["LensboxSource"] = hit.source
         return json_response(
             {
                 "Auctions": auctions,

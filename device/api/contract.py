@@ -68,7 +68,7 @@ def request_id() -> str:
 def has_cloud_hits(outcome: SearchOutcome) -> bool:
     """Whether the cloud contributed: provider contracts then mark every hit's source in
     the body too (a purely local answer keeps the exact documented body)."""
-    return any(h["source"] != "local" for h in outcome.hits)
+    return any(h.source != "local" for h in outcome.hits)
 
 
 class Contract(ABC):
@@ -121,7 +121,7 @@ class Contract(ABC):
             resp.headers["X-Lensbox-Query-Id"] = outcome.query_id
         resp.headers["X-Lensbox-Cached"] = "true" if outcome.cached else "false"
         # Where each hit came from, in hit order: "local" or "cloud:<provider>".
-        resp.headers["X-Lensbox-Source"] = ",".join(h["source"] for h in outcome.hits)
+        resp.headers["X-Lensbox-Source"] = ",".join(h.source for h in outcome.hits)
         if outcome.fallback is not None:
             resp.headers["X-Lensbox-Fallback"] = fallback_header(outcome.fallback)
         return resp

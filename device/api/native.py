@@ -226,14 +226,14 @@ class NativeContract(Contract):
             "offset": query.offset,
             "hits": [
                 {
-                    "id": h["id"],
-                    "score": h["score"],
-                    "source": h["source"],
-                    "score_kind": h["score_kind"],
-                    "verdict": h.get("verdict"),
-                    "inliers": h.get("inliers"),
-                    "region": _region_json(h.get("region")),
-                    "metadata": item_metadata(h["item"]),
+                    "id": h.id,
+                    "score": h.score,
+                    "source": h.source,
+                    "score_kind": h.score_kind,
+                    "verdict": h.verdict,
+                    "inliers": h.inliers,
+                    "region": _region_json(h.region),
+                    "metadata": item_metadata(h.item),
                 }
                 for h in outcome.hits
             ],

@@ -141,7 +141,7 @@ class YandexContract(Contract):
         max_page = max(0, math.ceil(outcome.total / size) - 1)
         # No per-image source field: proto3 JSON parsers reject unknown fields by default,
         # so the source of each image travels in the X-Lensbox-Source header only.
-        images = [self._image(h["item"], req.host_url) for h in outcome.hits]
+        images = [self._image(h.item, req.host_url) for h in outcome.hits]
         return json_response(
             {
                 "images": images,

@@ -71,17 +71,24 @@ class QueryEmbedding:
 
 @dataclass
 class Hit:
-    """One ranked item. ``inliers``/``region`` come from geometric verification (region:
-    the catalog photo's corners in the query image's pixels); ``verdict`` from the
-    bundle's calibrated thresholds."""
+    """One ranked item, from the engine to every contract. ``inliers``/``region`` come from
+    geometric verification (region: the catalog photo's corners in the query image's
+    pixels); ``verdict`` from the bundle's calibrated thresholds.
 
-    row: int
+    A cloud fallback hit has no ``row``, ``source`` ``cloud:<provider>`` and, when the
+    provider gives no similarity (Yandex), ``score_kind`` ``rank``. ``rank``: its place
+    in the answer, 0-based."""
+
+    row: int | None
     id: str
     score: float
     item: Item
     inliers: int | None = None
     region: list[tuple[float, float]] | None = None
     verdict: str | None = None
+    source: str = "local"
+    score_kind: str = "similarity"
+    rank: int = 0
 
 
 @dataclass

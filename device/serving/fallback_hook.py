@@ -39,6 +39,7 @@ from lensbox.device.fallback import (
     FallbackRouter,
     local_hit_to_native,
 )
+from lensbox.device.search.engine import Hit
 from lensbox.device.serving.filters import host_matches
 from lensbox.device.serving.metrics import Metrics
 from lensbox.device.serving.query import Filters, SearchOutcome, SearchQuery
@@ -79,13 +80,13 @@ def fallback_header(report: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def native_hits(hits: Sequence[Any]) -> list[dict[str, Any]]:
-    """Engine hits (or native dicts) -> native hit dicts marked ``source: local``."""
+def native_hits(hits: Sequence[Hit]) -> list[Hit]:
+    """Local hits, each with its ``rank`` in the answer."""
     return [local_hit_to_native(h, rank) for rank, h in enumerate(hits)]
 
 
 def as_native(outcome: SearchOutcome) -> SearchOutcome:
-    """The service's outcome with its hits as native dicts (no fallback involved)."""
+    """The service's outcome with its hits ranked (no fallback involved)."""
     return dataclasses.replace(outcome, hits=native_hits(outcome.hits))
 
 
@@ -162,7 +163,7 @@ class CloudFallback:
             assert cloud.error is not None
             raise cloud_api_error(cloud.error)
         merged = self.router.merge(local.hits, cloud, window, calibrated)
-        n_cloud = sum(1 for h in merged if h["source"] != LOCAL)
+        n_cloud = sum(1 for h in merged if h.source != LOCAL)
         total = n_cloud + (local.total if len(merged) > n_cloud else 0)
         return self._answer(
             local, merged, total, query, started, self._report(cloud, merged, query)
@@ -220,7 +221,7 @@ class CloudFallback:
         return cloud
 
     def _report(
-        self, cloud: FallbackOutcome, merged: list[dict[str, Any]], query: SearchQuery
+        self, cloud: FallbackOutcome, merged: list[Hit], query: SearchQuery
     ) -> FallbackReport:
         elapsed = round(cloud.elapsed * 1e3, 1)
         if cloud.skipped:
@@ -230,7 +231,7 @@ class CloudFallback:
                 "failed", cloud.error.kind, cloud.error.provider, elapsed_ms=elapsed
             )
         page = merged[query.offset : query.offset + query.top_k]
-        used = sum(1 for h in page if h["source"] != LOCAL)
+        used = sum(1 for h in page if h.source != LOCAL)
         return FallbackReport(
             "cached" if cloud.from_cache else "answered", None, cloud.provider, used, elapsed
         )
@@ -238,7 +239,7 @@ class CloudFallback:
     def _answer(
         self,
         local: SearchOutcome,
-        hits: list[dict[str, Any]],
+        hits: list[Hit],
         total: int,
         query: SearchQuery,
         started: float,
