@@ -28,14 +28,13 @@ from lensbox.device.bundle.format import (
     VECTOR_ITEMS,
     VECTORS,
     BundleError,
+    Item,
 )
 from lensbox.device.embedding.descriptor import Projection, dequantize_int8
 
-Item = dict[str, Any]
-
 
 def row_to_item(row: sqlite3.Row | tuple, columns: tuple[str, ...] = ITEM_COLUMNS) -> Item:
-    item = dict(zip(columns, row))
+    item: Any = dict(zip(columns, row))
     for col in JSON_COLUMNS & item.keys():
         item[col] = json.loads(item[col]) if item[col] else ({} if col != "concepts" else [])
     item["adult"] = bool(item.get("adult"))
