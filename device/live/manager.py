@@ -25,10 +25,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 from lensbox.device.bundle.format import BundleError
+from lensbox.device.bundle.reader import Bundle
 from lensbox.device.embedding.descriptor import dequantize_int8
+from lensbox.device.embedding.subject import Box
 from lensbox.device.live.catalog import CatalogClosed, LiveCatalog, LiveSettings
+from lensbox.device.live.lineage import descriptor_key
 from lensbox.device.live.slot import BundleSlot
-from lensbox.device.search.engine import SearchEngine
+from lensbox.device.search.engine import QueryEmbedding, SearchEngine
 
 log = logging.getLogger("lensbox.live")
 T = TypeVar("T")
@@ -38,7 +41,8 @@ EngineOpener = Callable[[Path], SearchEngine]
 
 @dataclass(frozen=True)
 class Instance:
-    """What one request holds: an instance's catalog at the moment it was taken."""
+    """What one request holds: an instance's catalog at the moment it was taken. A request
+    takes it once and uses it to the end, so a hot swap never changes the catalog under it."""
 
     name: str
     slot_path: Path
@@ -48,6 +52,32 @@ class Instance:
     @property
     def engine(self) -> SearchEngine:
         return self.catalog.engine
+
+    @property
+    def bundle(self) -> Bundle:
+        """The base bundle (manifest, dims, projection); items: ask the catalog."""
+        return self.catalog.bundle
+
+    def embedder_at(self, slot: int) -> Any:
+        """The embedder running interpreter ``slot`` (the caller holds its lease); None when
+        the catalog's embedder is not a pool's (it then locks on its own)."""
+        at = getattr(self.catalog.embedder, "at", None)
+        return at(slot) if at is not None else None
+
+    def embed(self, slot: int, rgb: np.ndarray, region: Box | None = None) -> QueryEmbedding:
+        """Embed a query on interpreter ``slot``, with this bundle's projection."""
+        return self.catalog.embed_query(rgb, region, embedder=self.embedder_at(slot))
+
+    @property
+    def cache_key(self) -> str:
+        """Query-cache namespace: the instance name and what its query descriptors depend
+        on, so a cached embedding is never reused across a bundle with another projection."""
+        return f"{self.name}|{descriptor_key(self.catalog.bundle)}"
+
+    def version(self) -> tuple:
+        """Changes whenever the catalog's content may have (swap, compaction, change)."""
+        cat = self.catalog
+        return (id(cat), str(cat.base_path), cat.applied_seq + cat.pending_changes)
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Which catalog answers a request: the instance *registry* and the per-request
-:class:`Instance`.
+"""Which catalog answers a request: the instance *registry* over the bundle manager's
+:class:`~lensbox.device.live.manager.Instance` (one Instance class, the manager's).
 
 `lensbox serve` serves live catalogs: a :class:`ManagedInstances` registry asks the
 :class:`~lensbox.device.live.manager.BundleManager` for the instance's current
@@ -15,79 +15,11 @@ path, the one `lensbox serve` runs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from lensbox.device.bundle.format import PROJECTION
-from lensbox.device.embedding.embedder import Embedder
-from lensbox.device.live.catalog import LiveCatalog
-from lensbox.device.search.engine import QueryEmbedding
+from lensbox.device.live.manager import Instance
 from lensbox.device.serving.interpreters import InterpreterPool
-
-
-# -- the per-request view ------------------------------------------------------------------
-@dataclass(frozen=True)
-class Instance:
-    """One instance as a request sees it: its catalog and one embedder per interpreter
-    slot (embedder ``i`` runs interpreter ``i``; lease the slot first)."""
-
-    name: str
-    catalog: LiveCatalog
-    embedders: tuple[Embedder, ...]
-    loaded_at: float | None = None
-
-    @property
-    def bundle(self):
-        """The base bundle (manifest, dims, projection); items: ask the catalog."""
-        return self.catalog.bundle
-
-    def embed(self, slot: int, rgb: np.ndarray, region=None) -> QueryEmbedding:
-        return self.catalog.embed_query(rgb, region, embedder=self.embedders[slot])
-
-    @property
-    def cache_key(self) -> str:
-        """Query-cache namespace: the instance name and what its query descriptors depend
-        on, so a cached embedding is never reused across a bundle with another projection."""
-        return f"{self.name}|{descriptor_key(self.catalog.bundle)}"
-
-    def version(self) -> tuple:
-        """Changes whenever the catalog's content may have (swap, compaction, change)."""
-        cat = self.catalog
-        return (id(cat), str(cat.base_path), cat.applied_seq + cat.pending_changes)
-
-
-_DESCRIPTOR_KEYS: dict[str, str] = {}
-
-
-def descriptor_key(bundle: Any) -> str:
-    """Hash of what turns a query image into this bundle's descriptors (model, pooling,
-    projection); cached per bundle directory."""
-    path = str(bundle.path)
-    key = _DESCRIPTOR_KEYS.get(path)
-    if key is None:
-        manifest = bundle.manifest
-        descriptor = {
-            k: v
-            for k, v in (manifest.get("descriptor") or {}).items()
-            if k not in ("int8_scale", "catalog_views")
-        }
-        digest = hashlib.sha256(
-            json.dumps(
-                [manifest.get("model", {}).get("sha256"), descriptor], sort_keys=True, default=str
-            ).encode()
-        )
-        projection = Path(bundle.path) / PROJECTION
-        if projection.is_file():
-            digest.update(projection.read_bytes())
-        key = digest.hexdigest()[:16]
-        _DESCRIPTOR_KEYS[path] = key
-    return key
 
 
 # -- the registry ----------------------------------------------------------------------
@@ -100,7 +32,6 @@ class ManagedInstances:
     def __init__(self, manager: Any, pool: InterpreterPool) -> None:
         self.manager = manager
         self.pool = pool
-        self._built: dict[str, Instance] = {}
 
     def _real(self, name: str) -> str:
         configured = list(self.manager.config.bundles)
@@ -109,18 +40,7 @@ class ManagedInstances:
         return name
 
     def get(self, name: str) -> Instance | None:
-        real = self._real(name)
-        held = self.manager.instance(real)
-        if held is None:
-            return None
-        built = self._built.get(real)
-        if built is not None and built.catalog is held.catalog:
-            return built
-        pooling = held.catalog.bundle.manifest["descriptor"]["pooling"]
-        embedders = tuple(self.pool.embedder(pooling).embedders)
-        built = Instance(real, held.catalog, embedders, held.loaded_at)
-        self._built[real] = built
-        return built
+        return self.manager.instance(self._real(name))
 
     def _with_alias(self, names: Sequence[str]) -> list[str]:
         configured = list(self.manager.config.bundles)

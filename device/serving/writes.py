@@ -98,7 +98,7 @@ def product_items(catalog: Any, product_id: str, name: str | None = None) -> lis
 def _slot_embedder(catalog: Any, slot: int, inst: Instance) -> Any:
     """The embedder of ``slot`` for this catalog (its bundle's pooling)."""
     emb = getattr(catalog, "embedder", None)
-    return emb.at(slot) if isinstance(emb, PooledEmbedder) else inst.embedders[slot]
+    return emb.at(slot) if isinstance(emb, PooledEmbedder) else inst.embedder_at(slot)
 
 
 class CatalogWriter:
