@@ -17,7 +17,7 @@ from flask import Request, Response, request
 
 from lensbox.device.api.errors import ApiError
 from lensbox.device.config.server import ServerConfig
-from lensbox.device.serving.fallback_hook import CloudFallback, as_native, fallback_header
+from lensbox.device.serving.fallback_hook import CloudFallback, fallback_header
 from lensbox.device.serving.query import ImageLimits, SearchOutcome, SearchQuery
 from lensbox.device.serving.service import SearchService
 
@@ -43,10 +43,11 @@ class ApiContext:
     writer: Any = None
 
     def answer(self, query: SearchQuery) -> SearchOutcome:
-        """The local search, then the cloud when it is weak; hits as native dicts."""
+        """The local search, then the cloud when it is weak (a purely local answer never
+        goes through the fallback)."""
         if self.fallback is not None:
             return self.fallback.run(query)
-        return as_native(self.service.run(query))
+        return self.service.run(query)
 
 
 def json_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:

@@ -6,9 +6,8 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
 
-from lensbox.device.bundle.format import MANIFEST, PROJECTION
+from lensbox.device.bundle.format import MANIFEST
 from lensbox.device.search.engine import SearchEngine
 
 
@@ -42,31 +41,3 @@ def dir_signature(path: Path) -> tuple[str, int, int] | None:
     except OSError:
         return None
     return (str(path), st.st_ino, st.st_mtime_ns)
-
-
-_DESCRIPTOR_KEYS: dict[str, str] = {}
-
-
-def descriptor_key(bundle: Any) -> str:
-    """Hash of what turns a query image into this bundle's descriptors (model, pooling,
-    projection); cached per bundle directory."""
-    path = str(bundle.path)
-    key = _DESCRIPTOR_KEYS.get(path)
-    if key is None:
-        manifest = bundle.manifest
-        descriptor = {
-            k: v
-            for k, v in (manifest.get("descriptor") or {}).items()
-            if k not in ("int8_scale", "catalog_views")
-        }
-        digest = hashlib.sha256(
-            json.dumps(
-                [manifest.get("model", {}).get("sha256"), descriptor], sort_keys=True, default=str
-            ).encode()
-        )
-        projection = Path(bundle.path) / PROJECTION
-        if projection.is_file():
-            digest.update(projection.read_bytes())
-        key = digest.hexdigest()[:16]
-        _DESCRIPTOR_KEYS[path] = key
-    return key

@@ -13,6 +13,8 @@ test query; otherwise it is refused, the slot is rolled back, and the old one ke
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import signal
 import threading
@@ -24,12 +26,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from lensbox.device.bundle.format import BundleError
+from lensbox.device.bundle.format import PROJECTION, BundleError
 from lensbox.device.bundle.reader import Bundle
 from lensbox.device.embedding.descriptor import dequantize_int8
 from lensbox.device.embedding.subject import Box
 from lensbox.device.live.catalog import CatalogClosed, LiveCatalog, LiveSettings
-from lensbox.device.live.lineage import descriptor_key
 from lensbox.device.live.slot import BundleSlot
 from lensbox.device.search.engine import QueryEmbedding, SearchEngine
 
@@ -78,6 +79,34 @@ class Instance:
         """Changes whenever the catalog's content may have (swap, compaction, change)."""
         cat = self.catalog
         return (id(cat), str(cat.base_path), cat.applied_seq + cat.pending_changes)
+
+
+_DESCRIPTOR_KEYS: dict[str, str] = {}
+
+
+def descriptor_key(bundle: Any) -> str:
+    """Hash of what turns a query image into this bundle's descriptors (model, pooling,
+    projection); cached per bundle directory."""
+    path = str(bundle.path)
+    key = _DESCRIPTOR_KEYS.get(path)
+    if key is None:
+        manifest = bundle.manifest
+        descriptor = {
+            k: v
+            for k, v in (manifest.get("descriptor") or {}).items()
+            if k not in ("int8_scale", "catalog_views")
+        }
+        digest = hashlib.sha256(
+            json.dumps(
+                [manifest.get("model", {}).get("sha256"), descriptor], sort_keys=True, default=str
+            ).encode()
+        )
+        projection = Path(bundle.path) / PROJECTION
+        if projection.is_file():
+            digest.update(projection.read_bytes())
+        key = digest.hexdigest()[:16]
+        _DESCRIPTOR_KEYS[path] = key
+    return key
 
 
 @dataclass

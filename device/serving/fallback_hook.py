@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +36,6 @@ from lensbox.device.fallback import (
     CloudError,
     FallbackOutcome,
     FallbackRouter,
-    local_hit_to_native,
 )
 from lensbox.device.search.engine import Hit
 from lensbox.device.serving.filters import host_matches
@@ -78,16 +76,6 @@ def fallback_header(report: dict[str, Any]) -> str:
     if report["state"] in ("answered", "cached"):
         parts.append(f"hits={report['hits']}")
     return "; ".join(parts)
-
-
-def native_hits(hits: Sequence[Hit]) -> list[Hit]:
-    """Local hits, each with its ``rank`` in the answer."""
-    return [local_hit_to_native(h, rank) for rank, h in enumerate(hits)]
-
-
-def as_native(outcome: SearchOutcome) -> SearchOutcome:
-    """The service's outcome with its hits ranked (no fallback involved)."""
-    return dataclasses.replace(outcome, hits=native_hits(outcome.hits))
 
 
 def catalog_filters(filters: Filters) -> bool:
@@ -151,7 +139,7 @@ class CloudFallback:
             self.metrics.fallback_not_asked(reason)
             return self._answer(
                 local,
-                native_hits(local.hits),
+                local.hits,  # ranked by the service
                 local.total,
                 query,
                 started,

@@ -176,7 +176,7 @@ class SearchService:
         return SearchOutcome(
             instance=inst.name,
             query_id=first.query_id,
-            hits=hits,
+            hits=ranked(hits),
             total=total,
             query=first.embedding,
             region=first.region,
@@ -222,7 +222,7 @@ class SearchService:
         return SearchOutcome(
             instance=inst.name,
             query_id=None,
-            hits=page,
+            hits=ranked(page),
             total=len(scored),
             query=None,
             region=None,
@@ -382,6 +382,13 @@ class SearchService:
         size = (int(item.get("width") or 0), int(item.get("height") or 0))
         emb = QueryEmbedding(vectors, concepts, [], size, None)
         return PreparedQuery(query_id, emb, None, [], size)
+
+
+def ranked(hits: list[Hit]) -> list[Hit]:
+    """``hits`` with ``rank`` set to their place in the answer (0-based)."""
+    for rank, hit in enumerate(hits):
+        hit.rank = rank
+    return hits
 
 
 def distinct_products(hits: list[Hit]) -> list[Hit]:
