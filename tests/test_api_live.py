@@ -467,7 +467,7 @@ def test_read_only_boxes_refuse_changes_in_each_contract(tmp_path, sample_bundle
             requests.get(f"{url}/readyz", timeout=10).json()["details"]["default"]["writable"]
             is False
         )
-    with running_server({"default": sample_bundle}) as fixed:  # fixed engines: read-only
+    with running_server({"default": sample_bundle}) as fixed:  # no [state]: read-only
         resp = requests.delete(f"{fixed.url}/v1/items/coffee", timeout=30)
         assert resp.status_code == 503 and resp.json()["error"]["code"] == "read_only"
 

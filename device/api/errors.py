@@ -46,7 +46,7 @@ NATIVE_STATUS: dict[str, int] = {
     "url_timeout": 504,
     "not_ready": 503,
     # a catalog change on a box that takes none (state.read_only, a failed journal, or
-    # fixed engines): nothing was changed, nothing stored was lost
+    # no [state]): nothing was changed, nothing stored was lost
     "read_only": 503,
     "internal": 500,
     # cloud fallback (fallback.on_error = "error"): the provider failed / did not answer

@@ -5,7 +5,7 @@ Alibaba ``AddImage`` / ``DeleteImage``, Huawei image add / modify / delete). The
 parses its own request and renders its own answer; this module
 
 * refuses early, before any photo is decoded, on an instance that takes no changes
-  (``read_only``: ``state.read_only``, a failed journal, fixed engines) and on fields an
+  (``read_only``: ``state.read_only`` or no ``[state]``, a failed journal) and on fields an
   API client may not set;
 * checks each photo against the contract's image limits from its header, then lets
   :meth:`LiveCatalog.put` decode and embed it on an interpreter leased from the daemon's
