@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lensbox.device.api.server import add_serve
+from lensbox.device.appliance.commands import add_config, add_deploy
 from lensbox.device.capture.cli import add_kiosk
 from lensbox.device.console import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail
 from lensbox.device.console import error as console_error
-from lensbox.device.live.commands import add_config, add_deploy
 from lensbox.device.live.edit import add_add, add_remove
 
 

@@ -19,7 +19,7 @@
 #   --no-enable      install files only (no systemctl enable/start)
 #   --no-start       enable but do not start now
 #   --mdwe MODE      auto (default): add MemoryDenyWriteExecute=yes when the model runs under
-#                    that rule on this board (python3 -m lensbox.device.live.mdwe); yes; no
+#                    that rule on this board (python3 -m lensbox.device.appliance.mdwe); yes; no
 #   --dry-run        print what would be done, change nothing
 #   DESTDIR=/tmp/root (environment): install into a staging root; no user is created, no
 #                    chown, and systemctl runs with --root (enable symlinks only, no start)
@@ -167,7 +167,7 @@ case "$MDWE" in
     yes) USE_MDWE=1 ;;
     no) USE_MDWE=0 ;;
     auto)
-        if "$PYTHON" -m lensbox.device.live.mdwe >/dev/null 2>&1; then USE_MDWE=1; else USE_MDWE=0; fi
+        if "$PYTHON" -m lensbox.device.appliance.mdwe >/dev/null 2>&1; then USE_MDWE=1; else USE_MDWE=0; fi
         say "MemoryDenyWriteExecute probe: $([ $USE_MDWE = 1 ] && echo passed || echo 'not enabled')"
         ;;
 esac
@@ -183,7 +183,7 @@ for unit in "${UNITS[@]}"; do
         if [ "$DRY" = 1 ]; then
             echo "+ write $ROOT$UNIT_DIR/$unit.d/mdwe.conf (MemoryDenyWriteExecute=yes)"
         else
-            printf '%s\n' "# The model ran under this rule on this board (lensbox.device.live.mdwe)." \
+            printf '%s\n' "# The model ran under this rule on this board (lensbox.device.appliance.mdwe)." \
                 "[Service]" "MemoryDenyWriteExecute=yes" >"$ROOT$UNIT_DIR/$unit.d/mdwe.conf"
             chmod 0644 "$ROOT$UNIT_DIR/$unit.d/mdwe.conf"
         fi

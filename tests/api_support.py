@@ -92,22 +92,48 @@ def metadata_bundle(factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-_ENGINES: dict[tuple[str, int], dict] = {}
+_POOLS: dict[int, object] = {}
 
 
-def engines_for(bundles: dict[str, Path], interpreters: int = 1) -> dict:
-    """Engines over ``bundles`` (cached: loading is the slow part of starting a server)."""
-    from lensbox.device.api.engines import load_engines
+def pool_for(interpreters: int = 1):
+    """``interpreters`` TFLite models (cached: loading them is the slow part of a start)."""
+    from lensbox.device.serving.interpreters import InterpreterPool
 
-    key = (repr(sorted((k, str(v)) for k, v in bundles.items())), interpreters)
-    if key not in _ENGINES:
-        _ENGINES[key] = load_engines(
-            {k: str(v) for k, v in bundles.items()},
-            interpreters=interpreters,
-            threads=1,
-            warmup=False,
-        )
-    return _ENGINES[key]
+    if interpreters not in _POOLS:
+        _POOLS[interpreters] = InterpreterPool.load(interpreters, threads=1)
+    return _POOLS[interpreters]
+
+
+def serve_config(bundles: dict[str, Path], sections: dict | None = None, **server: object):
+    """The config `lensbox serve` builds without a ``[state]`` section: the bundles served
+    read-only (here with a private state dir, so no journal of the host is read)."""
+    import tempfile
+
+    from lensbox.device.config.loader import LensboxConfig
+
+    state = {"dir": tempfile.mkdtemp(prefix="lensbox-state-"), "read_only": True}
+    return LensboxConfig.model_validate(
+        {
+            **(sections or {}),
+            "server": {"rate_limit": 0, "warmup": False, **server},
+            "bundles": {k: str(v) for k, v in bundles.items()},
+            "state": {**state, **(sections or {}).get("state", {})},
+        }
+    )
+
+
+def open_test_daemon(config):
+    """`lensbox serve`'s daemon (pool, bundle manager, runtime, app) on cached interpreters;
+    sd_notify and logging set-up off."""
+    from lensbox.device.appliance.sdnotify import Notifier
+    from lensbox.device.serving.daemon import open_daemon
+
+    return open_daemon(
+        config,
+        notifier=Notifier(socket_path=""),
+        configure_logging=False,
+        pool=pool_for(config.server.interpreters),
+    )
 
 
 @dataclass
@@ -123,26 +149,22 @@ def running_server(
     sections: dict | None = None,
     **server: object,
 ) -> Iterator[Api]:
-    """A real waitress server over a real app on a free loopback port.
+    """The daemon `lensbox serve` runs, behind a real waitress server on a free loopback
+    port: the bundles opened by a bundle manager as read-only live catalogs.
 
     ``sections`` adds other config sections (``{"fallback": {...}, "kiosk": {...}}``).
-    Engines are cached per (bundles, interpreters): servers sharing them must not serve
-    at the same time (tests drive one server at a time).
+    Interpreters are cached per count: servers sharing them must not serve at the same
+    time (tests drive one server at a time).
     """
-    from lensbox.device.api.app import close_app, create_app
     from lensbox.device.api.server import BackgroundServer, waitress_options
-    from lensbox.device.config.loader import LensboxConfig
 
-    settings = {"rate_limit": 0, **server}
-    config = LensboxConfig.model_validate(
-        {**(sections or {}), "server": settings, "bundles": {k: str(v) for k, v in bundles.items()}}
-    )
-    app = create_app(config, engines_for(bundles, interpreters))
+    config = serve_config(bundles, sections, interpreters=interpreters, **server)
+    daemon = open_test_daemon(config)
     try:
-        with BackgroundServer(app, "127.0.0.1", 0, **waitress_options(config.server)) as srv:
-            yield Api(srv.url, app)
+        with BackgroundServer(daemon.app, "127.0.0.1", 0, **waitress_options(config.server)) as srv:
+            yield Api(srv.url, daemon.app)
     finally:
-        close_app(app)
+        daemon.close()
 
 
 def photo(name: str) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lensbox.device.api.alibaba_filter import MAX_DEPTH, FilterError, parse_filter, tokenize
+from lensbox.device.search.expression import MAX_DEPTH, FilterError, parse_filter, tokenize
 
 ITEMS = [
     {

@@ -12,7 +12,7 @@ import pytest
 import requests
 import yaml
 
-from tests.api_support import CATALOG, engines_for, running_server
+from tests.api_support import CATALOG, open_test_daemon, running_server, serve_config
 
 KEY = "kiosk-key-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -87,14 +87,9 @@ def test_trigger_and_last_on_the_daemon(bundle: Path, tmp_path: Path) -> None:
 
 def test_kiosk_instance_must_be_served(bundle: Path) -> None:
     """A startup error (``lensbox serve`` prints it and exits 1), before any camera opens."""
-    from lensbox.device.api.app import create_app
-    from lensbox.device.config.loader import LensboxConfig
-
-    config = LensboxConfig.model_validate(
-        {"bundles": {"default": str(bundle)}, "kiosk": {"in_daemon": True, "instance": "nope"}}
-    )
+    config = serve_config({"default": bundle}, {"kiosk": {"in_daemon": True, "instance": "nope"}})
     with pytest.raises(ValueError, match=r"kiosk\.instance 'nope' is not a served bundle"):
-        create_app(config, engines_for({"default": bundle}))
+        open_test_daemon(config)
 
 
 def test_no_kiosk_routes_unless_asked(bundle: Path) -> None:

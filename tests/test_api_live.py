@@ -142,8 +142,9 @@ def _config(state: Path, server: dict | None = None, **state_extra):
 def live_server(state: Path, server: dict | None = None, **state_extra):
     """`lensbox serve`'s daemon (interpreter pool, bundle manager, runtime, app) on a free
     loopback port; sd_notify off."""
-    from lensbox.device.api.server import BackgroundServer, open_daemon, waitress_options
-    from lensbox.device.live.sdnotify import Notifier
+    from lensbox.device.api.server import BackgroundServer, waitress_options
+    from lensbox.device.appliance.sdnotify import Notifier
+    from lensbox.device.serving.daemon import open_daemon
 
     config = _config(state, server, **state_extra)
     daemon = open_daemon(config, notifier=Notifier(socket_path=""), configure_logging=False)
@@ -489,7 +490,7 @@ def test_read_only_boxes_refuse_changes_in_each_contract(tmp_path, sample_bundle
             requests.get(f"{url}/readyz", timeout=10).json()["details"]["default"]["writable"]
             is False
         )
-    with running_server({"default": sample_bundle}) as fixed:  # fixed engines: read-only
+    with running_server({"default": sample_bundle}) as fixed:  # no [state]: read-only
         resp = requests.delete(f"{fixed.url}/v1/items/coffee", timeout=30)
         assert resp.status_code == 503 and resp.json()["error"]["code"] == "read_only"
 

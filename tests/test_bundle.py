@@ -56,3 +56,10 @@ def test_refuses_what_is_not_a_bundle(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(BundleError, match="not a lensbox bundle"):
         open_bundle(tmp_path / "empty")
+
+
+def test_the_item_type_names_every_items_column() -> None:
+    """Item (the TypedDict code reads items through) and the items table agree."""
+    from lensbox.device.bundle.format import ITEM_COLUMNS, Item
+
+    assert tuple(Item.__annotations__) == ITEM_COLUMNS

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from lensbox.device.appliance.commands import check_config, config_devices, to_toml
 from lensbox.device.cli import main as cli
 from lensbox.device.config.loader import ConfigError, LensboxConfig, load_config
 from lensbox.device.config.state import StateConfig
-from lensbox.device.live.commands import check_config, config_devices, to_toml
 
 if sys.version_info >= (3, 11):
     import tomllib

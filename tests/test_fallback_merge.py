@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 
 from lensbox.device.bundle.format import ITEM_COLUMNS
@@ -15,18 +12,11 @@ from lensbox.device.fallback import (
     merge_results,
     rank_score,
 )
+from lensbox.device.search.engine import Hit
 
 
-@dataclass
-class EngineHit:  # the search engine's Hit shape (row, id, score, item)
-    row: int
-    id: str
-    score: float
-    item: dict[str, Any]
-
-
-def local(i: int, score: float, url: str | None = None) -> EngineHit:
-    return EngineHit(i, f"local-{i}", score, {"id": f"local-{i}", "source": url or f"/p/{i}.jpg"})
+def local(i: int, score: float, url: str | None = None) -> Hit:
+    return Hit(i, f"local-{i}", score, {"id": f"local-{i}", "source": url or f"/p/{i}.jpg"})
 
 
 def cloud(i: int, score: float, provider: str = "clarifai", url: str | None = None) -> CloudHit:
@@ -46,8 +36,8 @@ def cloud(i: int, score: float, provider: str = "clarifai", url: str | None = No
 
 def test_cloud_hit_to_native_has_every_item_column() -> None:
     native = cloud_hit_to_native(cloud(2, 0.8, "alibaba"))
-    assert native["source"] == "cloud:alibaba" and native["score"] == 0.8
-    item = native["item"]
+    assert native.source == "cloud:alibaba" and native.score == 0.8
+    item = native.item
     assert set(item) == set(ITEM_COLUMNS)  # unknown extra keys are dropped
     assert item["source"] == "https://img.example.com/2.jpg"
     assert (item["title"], item["page_url"], item["host"]) == (
@@ -61,13 +51,13 @@ def test_cloud_hit_to_native_has_every_item_column() -> None:
 
 def test_local_hit_to_native_marks_source_local() -> None:
     native = local_hit_to_native(local(1, 0.7), rank=3)
-    assert (native["id"], native["score"], native["source"], native["rank"]) == (
+    assert (native.id, native.score, native.source, native.rank) == (
         "local-1",
         0.7,
         "local",
         3,
     )
-    assert native["row"] == 1
+    assert native.row == 1
 
 
 def test_weak_local_is_replaced_by_cloud() -> None:
@@ -78,32 +68,32 @@ def test_weak_local_is_replaced_by_cloud() -> None:
         0.5,
         10,
     )
-    assert [h["id"] for h in out] == ["c-1", "c-2"]
-    assert {h["source"] for h in out} == {"cloud:clarifai"}
+    assert [h.id for h in out] == ["c-1", "c-2"]
+    assert {h.source for h in out} == {"cloud:clarifai"}
 
 
 def test_strong_local_ignores_cloud() -> None:
     out = merge_results(
         [local(1, 0.8), local(2, 0.4)], [cloud(1, 0.99)], "cloud_only_when_weak", 0.5, 10
     )
-    assert [h["id"] for h in out] == ["local-1", "local-2"]
-    assert {h["source"] for h in out} == {"local"}
+    assert [h.id for h in out] == ["local-1", "local-2"]
+    assert {h.source for h in out} == {"local"}
 
 
 def test_weak_local_kept_when_cloud_has_nothing() -> None:
     out = merge_results([local(1, 0.1)], [], "cloud_only_when_weak", 0.5, 10)
-    assert [h["id"] for h in out] == ["local-1"]
+    assert [h.id for h in out] == ["local-1"]
 
 
 def test_no_local_hits_at_all_uses_cloud() -> None:
     out = merge_results([], [cloud(1, 0.4)], "cloud_only_when_weak", 0.5, 10)
-    assert [h["source"] for h in out] == ["cloud:clarifai"]
+    assert [h.source for h in out] == ["cloud:clarifai"]
 
 
 def test_threshold_is_strict() -> None:
     at = merge_results([local(1, 0.5)], [cloud(1, 0.9)], "cloud_only_when_weak", 0.5, 10)
     below = merge_results([local(1, 0.4999)], [cloud(1, 0.9)], "cloud_only_when_weak", 0.5, 10)
-    assert at[0]["source"] == "local" and below[0]["source"] == "cloud:clarifai"
+    assert at[0].source == "local" and below[0].source == "cloud:clarifai"
 
 
 def test_local_then_cloud_appends_and_dedupes() -> None:
@@ -116,8 +106,8 @@ def test_local_then_cloud_appends_and_dedupes() -> None:
         10,
     )
     # c-1 has the same image URL as local-2; the second c-2 repeats an id.
-    assert [h["id"] for h in out] == ["local-1", "local-2", "c-2", "c-3"]
-    assert [h["source"] for h in out] == ["local", "local", "cloud:clarifai", "cloud:clarifai"]
+    assert [h.id for h in out] == ["local-1", "local-2", "c-2", "c-3"]
+    assert [h.source for h in out] == ["local", "local", "cloud:clarifai", "cloud:clarifai"]
 
 
 def test_local_then_cloud_truncates_to_top_k() -> None:
@@ -128,7 +118,7 @@ def test_local_then_cloud_truncates_to_top_k() -> None:
         0.5,
         4,
     )
-    assert [h["source"] for h in out] == ["local"] * 3 + ["cloud:clarifai"]
+    assert [h.source for h in out] == ["local"] * 3 + ["cloud:clarifai"]
 
 
 def test_unknown_policy_is_an_error() -> None:

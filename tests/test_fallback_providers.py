@@ -50,9 +50,9 @@ def test_success_returns_translated_hits(setup: Setup, image: bytes) -> None:
         assert hit.rank == rank
         assert 0.0 <= hit.score <= 1.0
         native = cloud_hit_to_native(hit)
-        assert native["source"] == f"cloud:{name}"
-        assert set(native["item"]) == set(ITEM_COLUMNS)
-        assert native["id"] == native["item"]["id"] == hit.id
+        assert native.source == f"cloud:{name}"
+        assert set(native.item) == set(ITEM_COLUMNS)
+        assert native.id == native.item["id"] == hit.id
         if name == "yandex":
             assert (hit.id, hit.url, hit.title, hit.page_url, hit.host) == (
                 c["url"],
@@ -63,19 +63,19 @@ def test_success_returns_translated_hits(setup: Setup, image: bytes) -> None:
             )
             assert (hit.width, hit.height) == (c["width"], c["height"])  # int64 strings parsed
             assert hit.score_kind == "rank"
-            assert native["item"]["format"] == "jpeg"
+            assert native.item["format"] == "jpeg"
         elif name == "alibaba":
             assert hit.id == f"{c['id']}/{c['id']}.jpg"
             assert hit.score == pytest.approx(c["score"]) and hit.score_kind == "similarity"
-            assert native["item"]["product_id"] == c["id"]
-            assert native["item"]["int_attrs"] == {"int_attr": c["width"]}
-            assert native["item"]["str_attrs"] == {"str_attr": c["tags"]["color"]}
-            assert native["item"]["custom_content"] == c["title"]
+            assert native.item["product_id"] == c["id"]
+            assert native.item["int_attrs"] == {"int_attr": c["width"]}
+            assert native.item["str_attrs"] == {"str_attr": c["tags"]["color"]}
+            assert native.item["custom_content"] == c["title"]
         elif name == "huawei":
             assert (hit.id, hit.url) == (c["url"], c["url"])
             assert hit.score == pytest.approx(c["score"])
             assert hit.tags == c["tags"]
-            assert native["item"]["source"] == c["url"]
+            assert native.item["source"] == c["url"]
         else:
             assert (hit.id, hit.url, hit.title, hit.page_url) == (
                 c["id"],

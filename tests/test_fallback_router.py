@@ -14,6 +14,7 @@ import pytest
 
 from lensbox.device.config.fallback import FallbackConfig, YandexConfig
 from lensbox.device.fallback import CloudError, CloudHit, CloudProvider, FallbackRouter
+from lensbox.device.search.engine import Hit
 from tests.fakes import PROVIDERS, SECRETS, WRONG, Setup, provider_setup
 
 QUERIES = Path(__file__).resolve().parent.parent / "examples" / "sample-queries"
@@ -362,11 +363,11 @@ def test_on_error_decides_whether_to_surface(yandex: Setup, image: bytes) -> Non
 
 def test_router_merge_applies_configured_policy(yandex: Setup, image: bytes) -> None:
     router = make_router(yandex, threshold=0.5, policy="local_then_cloud")
-    local = [{"id": "local-1", "score": 0.3, "item": {"id": "local-1", "source": "a.jpg"}}]
+    local = [Hit(0, "local-1", 0.3, {"id": "local-1", "source": "a.jpg"})]
     out = router.search(image, 4, local_best_score=0.3)
     merged = router.merge(local, out, top_k=3)
-    assert [h["source"] for h in merged] == ["local", "cloud:yandex", "cloud:yandex"]
-    assert merged[1]["id"] == out.hits[0].id
+    assert [h.source for h in merged] == ["local", "cloud:yandex", "cloud:yandex"]
+    assert merged[1].id == out.hits[0].id and merged[1].row is None
 
 
 def test_misconfigured_credential_sends_nothing(yandex: Setup, image: bytes) -> None:

@@ -119,6 +119,15 @@ def test_update_changes_fields_and_keeps_the_photos(slot, engine, tmp_path):
     assert cat.stats()["seq"] == 1  # refused changes were never journaled
 
 
+def test_a_live_catalog_is_the_catalog_that_serves(slot, engine, tmp_path):
+    """The one Catalog protocol (device/search/catalog.py) describes what LiveCatalog offers."""
+    from lensbox.device.search.catalog import Catalog
+
+    cat = _open(slot, engine, tmp_path)
+    assert isinstance(cat, Catalog)
+    assert not isinstance(engine, Catalog)  # an engine ranks; it holds no items of its own
+
+
 def test_replacing_and_appending_photos(slot, engine, tmp_path):
     cat = _open(slot, engine, tmp_path)
     coffee = cat.embed_query(load_image(QUERIES / "coffee-photo.jpg")).vectors

@@ -14,13 +14,13 @@ import uuid
 
 import pytest
 
-from lensbox.device.live.logging import (
+from lensbox.device.appliance.logging import (
     JournalHandler,
     JsonFormatter,
     encode_journal_fields,
     setup_logging,
 )
-from lensbox.device.live.sdnotify import Heartbeat, Notifier
+from lensbox.device.appliance.sdnotify import Heartbeat, Notifier
 
 
 @pytest.fixture()

@@ -23,7 +23,7 @@ import crash_trials  # synthetic bundles, no model needed
 from lensbox.device.bundle.reader import open_bundle
 from lensbox.device.config.loader import load_config
 from lensbox.device.live.manager import BundleManager
-from lensbox.device.live.service import ServiceRuntime
+from lensbox.device.appliance.runtime import ServiceRuntime
 from lensbox.device.search.engine import SearchEngine, SearchSettings
 
 conf = sys.argv[1]

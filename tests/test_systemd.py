@@ -179,7 +179,7 @@ def test_bad_option_is_an_error(tmp_path):
 # -- MemoryDenyWriteExecute ----------------------------------------------------------------
 MPROTECT_SNIPPET = """
 import ctypes, mmap, sys
-from lensbox.device.live import mdwe
+from lensbox.device.appliance import mdwe
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mmap.restype = ctypes.c_void_p
 libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
@@ -207,7 +207,7 @@ def test_mdwe_filter_blocks_what_systemd_blocks():
 
 def test_mdwe_probe_runs_the_model_under_the_filter():
     res = subprocess.run(
-        [sys.executable, "-m", "lensbox.device.live.mdwe"],
+        [sys.executable, "-m", "lensbox.device.appliance.mdwe"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -45,7 +45,6 @@ from typing import Any
 
 from flask import Request, Response, g, request
 
-from lensbox.device.api.alibaba_filter import FilterError, parse_filter
 from lensbox.device.api.alibaba_upload import OssError, Uploads
 from lensbox.device.api.auth import SignatureError, Signatures
 from lensbox.device.api.contract import (
@@ -57,10 +56,17 @@ from lensbox.device.api.contract import (
 )
 from lensbox.device.api.errors import ApiError
 from lensbox.device.api.params import as_bool, as_int, as_str, in_range, load_json, pic_name
-from lensbox.device.api.query import Filters, ImageLimits, ImageSource, SearchOutcome, SearchQuery
-from lensbox.device.api.writes import product_items
 from lensbox.device.embedding.subject import Box
 from lensbox.device.imaging.decode import ImageInfo
+from lensbox.device.search.expression import FilterError, parse_filter
+from lensbox.device.serving.query import (
+    Filters,
+    ImageLimits,
+    ImageSource,
+    SearchOutcome,
+    SearchQuery,
+)
+from lensbox.device.serving.writes import product_items
 
 ACTION = "SearchImageByPic"
 ADD, DELETE = "AddImage", "DeleteImage"
@@ -418,7 +424,7 @@ class AlibabaContract(Contract):
         inst = service.find(outcome.instance)  # None: a cloud-only answer
         category = query.filters.category_id
         if category is None:
-            top = outcome.hits[0]["item"].get("category_id") if outcome.hits else None
+            top = outcome.hits[0].item.get("category_id") if outcome.hits else None
             category = GENERIC_CATEGORY if top is None else top
         # a catalog that named its categories (category_id = toys) keeps name -> id
         table = (inst.bundle.manifest.get("categories") or {}) if inst else {}
@@ -439,13 +445,13 @@ class AlibabaContract(Contract):
         hits, total = outcome.hits, outcome.total
         threshold = self._threshold(self._params(req))
         if threshold is not None:  # hits come best first: everything after the cut is below
-            hits = [h for h in hits if h["score"] >= threshold]
+            hits = [h for h in hits if h.score >= threshold]
             if len(hits) < len(outcome.hits):
                 total = query.offset + len(hits)
-        auctions = [self._auction(h["item"], h["score"]) for h in hits]
+        auctions = [self._auction(h.item, h.score) for h in hits]
         if has_cloud_hits(outcome):  # extra key; Alibaba's SDK models ignore unknown keys
             for auction, hit in zip(auctions, hits):
-                auction["LensboxSource"] = hit["source"]
+                auction["LensboxSource"] = hit.source
         return json_response(
             {
                 "Auctions": auctions,

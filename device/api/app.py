@@ -9,7 +9,8 @@ error and no details). A client never sees a Flask HTML page or a traceback.
 Under `lensbox serve` the app serves a :class:`~lensbox.device.live.manager.BundleManager`'s
 live catalogs (``create_app(config, manager=..., pool=...)``): instances are resolved per
 request, catalog changes go through the manager, ``/readyz`` is the manager's readiness and
-``/metrics`` carries catalog gauges. ``create_app(config, engines)`` serves fixed engines.
+``/metrics`` carries catalog gauges. Without a ``[state]`` section the manager opens the
+same catalogs read-only: there is no other serving mode.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import calendar
 import logging
 import time
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -28,21 +28,21 @@ from lensbox.device.api.alibaba import AlibabaContract
 from lensbox.device.api.auth import Authenticator
 from lensbox.device.api.clarifai import ClarifaiContract
 from lensbox.device.api.contract import ApiContext, Contract, Route, json_response
-from lensbox.device.api.engines import InterpreterPool
 from lensbox.device.api.errors import ApiError, internal_error
-from lensbox.device.api.fallback_hook import CloudFallback
 from lensbox.device.api.huawei import HuaweiContract, HuaweiV2Contract
-from lensbox.device.api.instances import ManagedInstances, make_instances
 from lensbox.device.api.limits import RateLimiter
-from lensbox.device.api.metrics import Metrics, render_gauge
 from lensbox.device.api.native import NativeContract
-from lensbox.device.api.service import SearchService
-from lensbox.device.api.urlfetch import UrlPolicy
-from lensbox.device.api.writes import CatalogWriter
 from lensbox.device.api.yandex import YandexContract
 from lensbox.device.config.loader import LensboxConfig
 from lensbox.device.config.server import is_loopback_address
-from lensbox.device.search.engine import SearchEngine
+from lensbox.device.live.manager import BundleManager
+from lensbox.device.serving.fallback_hook import CloudFallback
+from lensbox.device.serving.instances import ManagedInstances
+from lensbox.device.serving.interpreters import InterpreterPool
+from lensbox.device.serving.metrics import Metrics, render_gauge
+from lensbox.device.serving.service import SearchService
+from lensbox.device.serving.urlfetch import UrlPolicy
+from lensbox.device.serving.writes import CatalogWriter
 
 log = logging.getLogger("lensbox.api")
 access_log = logging.getLogger("lensbox.access")  # one line per request (`serve -v`)
@@ -132,31 +132,15 @@ def error_response(contract: Contract, error: ApiError) -> Response:
     return resp
 
 
-def create_app(
-    config: LensboxConfig,
-    engines: Mapping[str, SearchEngine | Sequence[SearchEngine]] | None = None,
-    *,
-    manager: Any = None,
-    pool: InterpreterPool | None = None,
-) -> Flask:
-    """The WSGI app over a bundle ``manager`` (live catalogs, opened on ``pool``'s
-    interpreters), or over fixed ``engines`` (instance name -> one engine, or one per
-    interpreter; read-only).
+def create_app(config: LensboxConfig, *, manager: BundleManager, pool: InterpreterPool) -> Flask:
+    """The WSGI app over a bundle ``manager``'s live catalogs, opened on ``pool``'s
+    interpreters (:func:`~lensbox.device.serving.daemon.open_daemon` builds both).
 
-    A single bundle also answers to ``default``. With one engine per instance, embedding
-    is serialised by a single interpreter slot; :func:`~lensbox.device.api.engines.load_engines`
-    builds several.
+    A single bundle also answers to ``default``.
     """
     server = config.server
-    if manager is None and hasattr(engines, "reload_config"):  # a BundleManager, positionally
-        manager, engines = engines, None
-    if manager is not None:
-        if pool is None:
-            raise ValueError("a bundle manager needs the interpreter pool its engines use")
-        instances: Any = ManagedInstances(manager, pool)
-        slots = pool.slots
-    else:
-        instances, slots = make_instances(engines or {})
+    instances = ManagedInstances(manager, pool)
+    slots = pool.slots
     metrics = Metrics()
     service = SearchService(
         instances,
@@ -220,7 +204,7 @@ def create_app(
                 return error_response(native, exc)
             return None
 
-        app.extensions["lensbox"]["kiosk"] = mount_kiosk(app, config, instances, slots, admit_kiosk)
+        app.extensions["lensbox"]["kiosk"] = mount_kiosk(app, config, instances, admit_kiosk)
 
     def contract_for(path: str) -> Contract:
         return next(c for c in contracts if c.owns(path))

@@ -31,9 +31,9 @@ from lensbox.device.api.contract import (
     request_id,
 )
 from lensbox.device.api.errors import ApiError
-from lensbox.device.api.filters import has_concept
 from lensbox.device.api.params import as_int, as_str, as_tags, in_range, item_url, json_object
-from lensbox.device.api.query import (
+from lensbox.device.serving.filters import has_concept
+from lensbox.device.serving.query import (
     ConceptTerm,
     Filters,
     ImageLimits,
@@ -215,7 +215,7 @@ class ClarifaiContract(Contract):
         hits = []
         mark = has_cloud_hits(outcome)
         for hit in outcome.hits:
-            item = hit["item"]
+            item = hit.item
             concepts = [
                 {
                     "id": str(c.get("id")),
@@ -228,10 +228,10 @@ class ClarifaiContract(Contract):
             tags = item.get("tags") or {}
             # input.data.metadata is a free-form Struct: the one place an extra key is
             # valid for every Clarifai client, proto-based or not.
-            metadata = {**tags, "lensbox_source": hit["source"]} if mark else tags
+            metadata = {**tags, "lensbox_source": hit.source} if mark else tags
             hits.append(
                 {
-                    "score": hit["score"],
+                    "score": hit.score,
                     "input": {
                         "id": item["id"],
                         "data": {

@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 from flask import Request, Response, request
 
 from lensbox.device.api.errors import ApiError
-from lensbox.device.api.fallback_hook import CloudFallback, as_native, fallback_header
-from lensbox.device.api.query import ImageLimits, SearchOutcome, SearchQuery
-from lensbox.device.api.service import SearchService
 from lensbox.device.config.server import ServerConfig
+from lensbox.device.serving.fallback_hook import CloudFallback, fallback_header
+from lensbox.device.serving.query import ImageLimits, SearchOutcome, SearchQuery
+from lensbox.device.serving.service import SearchService
 
 BODY_OVERHEAD = 256 * 1024
 
@@ -43,10 +43,11 @@ class ApiContext:
     writer: Any = None
 
     def answer(self, query: SearchQuery) -> SearchOutcome:
-        """The local search, then the cloud when it is weak; hits as native dicts."""
+        """The local search, then the cloud when it is weak (a purely local answer never
+        goes through the fallback)."""
         if self.fallback is not None:
             return self.fallback.run(query)
-        return as_native(self.service.run(query))
+        return self.service.run(query)
 
 
 def json_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -68,7 +69,7 @@ def request_id() -> str:
 def has_cloud_hits(outcome: SearchOutcome) -> bool:
     """Whether the cloud contributed: provider contracts then mark every hit's source in
     the body too (a purely local answer keeps the exact documented body)."""
-    return any(h["source"] != "local" for h in outcome.hits)
+    return any(h.source != "local" for h in outcome.hits)
 
 
 class Contract(ABC):
@@ -121,7 +122,7 @@ class Contract(ABC):
             resp.headers["X-Lensbox-Query-Id"] = outcome.query_id
         resp.headers["X-Lensbox-Cached"] = "true" if outcome.cached else "false"
         # Where each hit came from, in hit order: "local" or "cloud:<provider>".
-        resp.headers["X-Lensbox-Source"] = ",".join(h["source"] for h in outcome.hits)
+        resp.headers["X-Lensbox-Source"] = ",".join(h.source for h in outcome.hits)
         if outcome.fallback is not None:
             resp.headers["X-Lensbox-Fallback"] = fallback_header(outcome.fallback)
         return resp

@@ -46,7 +46,7 @@ NATIVE_STATUS: dict[str, int] = {
     "url_timeout": 504,
     "not_ready": 503,
     # a catalog change on a box that takes none (state.read_only, a failed journal, or
-    # fixed engines): nothing was changed, nothing stored was lost
+    # no [state]): nothing was changed, nothing stored was lost
     "read_only": 503,
     "internal": 500,
     # cloud fallback (fallback.on_error = "error"): the provider failed / did not answer
@@ -68,7 +68,6 @@ IMAGE_CODES = {
 
 # Every image problem, so contracts can map them as one group where they have one name.
 IMAGE_ERRORS = frozenset(IMAGE_CODES.values()) | {"bad_base64", "incorrect_orientation"}
-PIXEL_ERRORS = frozenset({"too_small", "too_large", "too_many_pixels"})
 
 
 class ApiError(Exception):

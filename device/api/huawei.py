@@ -40,8 +40,14 @@ from lensbox.device.api.params import (
     in_range,
     json_object,
 )
-from lensbox.device.api.query import Filters, ImageLimits, ImageSource, SearchOutcome, SearchQuery
 from lensbox.device.embedding.subject import Box
+from lensbox.device.serving.query import (
+    Filters,
+    ImageLimits,
+    ImageSource,
+    SearchOutcome,
+    SearchQuery,
+)
 
 MB = 1024 * 1024
 PATH_RE = "/v1/<project_id>/<instance_name>/image/search"
@@ -186,12 +192,11 @@ class HuaweiContract(Contract):
 
     def render(self, outcome: SearchOutcome, query: SearchQuery, req: Request) -> Response:
         result = [
-            {"path": h["id"], "sim": h["score"], "tags": h["item"].get("tags") or {}}
-            for h in outcome.hits
+            {"path": h.id, "sim": h.score, "tags": h.item.get("tags") or {}} for h in outcome.hits
         ]
         if has_cloud_hits(outcome):  # extra key; Huawei's SDK models ignore unknown keys
             for row, hit in zip(result, outcome.hits):
-                row["lensbox_source"] = hit["source"]
+                row["lensbox_source"] = hit.source
         return json_response({"count": outcome.total, "result": result})
 
     def render_error(self, error: ApiError) -> Response:
@@ -288,13 +293,13 @@ class HuaweiV2Contract(HuaweiContract):
 
     def render(self, outcome: SearchOutcome, query: SearchQuery, req: Request) -> Response:
         min_score = _min_score(json_object(req))
-        hits = [h for h in outcome.hits if min_score is None or h["score"] >= min_score]
+        hits = [h for h in outcome.hits if min_score is None or h.score >= min_score]
         total = outcome.total if len(hits) == len(outcome.hits) else query.offset + len(hits)
         items = []
         for hit in hits:
-            row = {"id": hit["id"], "score": hit["score"], "source": _source(hit["item"])}
-            if hit["source"] != "local":
-                row["lensbox_source"] = hit["source"]
+            row = {"id": hit.id, "score": hit.score, "source": _source(hit.item)}
+            if hit.source != "local":
+                row["lensbox_source"] = hit.source
             items.append(row)
         info: dict[str, Any] = {
             "total_num": total,

@@ -1,8 +1,9 @@
 """The kiosk loop inside `lensbox serve` (``[kiosk] in_daemon = true``).
 
 The loop (device/capture/kiosk.py) grabs camera frames on its own threads and searches
-them on an interpreter *leased* from the API's slot pool, so a camera lookup and an HTTP
-search never run one TFLite interpreter in two threads. Its blueprint adds
+the instance's live catalog, whose embedder leases an interpreter from the API's pool for
+each inference, so a camera lookup and an HTTP search never run one TFLite interpreter in
+two threads. Its blueprint adds
 ``POST /v1/trigger``, ``GET /v1/last[?frame=1]`` and ``GET /v1/kiosk/health``; those routes
 pass the same API-key and rate-limit check as the native API (``admit``). The app stops
 the loop in :func:`lensbox.device.api.app.close_app`.
@@ -14,8 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from lensbox.device.api.engines import InterpreterSlots
 from lensbox.device.api.errors import ApiError
+from lensbox.device.serving.instances import ManagedInstances
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -27,8 +28,7 @@ if TYPE_CHECKING:
 def mount_kiosk(
     app: Flask,
     config: LensboxConfig,
-    instances: Any,
-    slots: InterpreterSlots,
+    instances: ManagedInstances,
     admit: Callable[[], Any],
 ) -> KioskLoop:
     """Create, register and start the loop; raises ValueError for an unknown instance."""
@@ -49,12 +49,11 @@ def mount_kiosk(
         inst = instances.get(name)
         if inst is None:
             raise ApiError("not_ready", f"instance {name!r} is not loaded")
-        with slots.lease() as (slot, _waited):
-            yield inst.searcher(slot)
+        yield inst.catalog
 
     first = instances.get(name)
     loop = KioskLoop(
-        first.searcher(0) if first is not None else None,
+        first.catalog if first is not None else None,
         FrameGrabber(config.camera),
         config.kiosk,
         lease=lease,

@@ -22,7 +22,6 @@ from typing import Any
 
 from flask import Request, Response, request
 
-from lensbox.device.api.alibaba_filter import FilterError, parse_filter
 from lensbox.device.api.auth import bearer
 from lensbox.device.api.contract import Contract, Route, json_response
 from lensbox.device.api.errors import ApiError
@@ -37,7 +36,11 @@ from lensbox.device.api.params import (
     loads_text,
     pic_name,
 )
-from lensbox.device.api.query import (
+from lensbox.device.bundle.format import THUMBNAILS
+from lensbox.device.bundle.thumbnails import thumbnail_for
+from lensbox.device.embedding.subject import Box
+from lensbox.device.search.expression import FilterError, parse_filter
+from lensbox.device.serving.query import (
     ConceptTerm,
     Filters,
     ImageLimits,
@@ -45,9 +48,6 @@ from lensbox.device.api.query import (
     SearchOutcome,
     SearchQuery,
 )
-from lensbox.device.bundle.format import THUMBNAILS
-from lensbox.device.bundle.thumbnails import thumbnail_for
-from lensbox.device.embedding.subject import Box
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 MAX_TOP_K = 100
@@ -226,14 +226,14 @@ class NativeContract(Contract):
             "offset": query.offset,
             "hits": [
                 {
-                    "id": h["id"],
-                    "score": h["score"],
-                    "source": h["source"],
-                    "score_kind": h["score_kind"],
-                    "verdict": h.get("verdict"),
-                    "inliers": h.get("inliers"),
-                    "region": _region_json(h.get("region")),
-                    "metadata": item_metadata(h["item"]),
+                    "id": h.id,
+                    "score": h.score,
+                    "source": h.source,
+                    "score_kind": h.score_kind,
+                    "verdict": h.verdict,
+                    "inliers": h.inliers,
+                    "region": _region_json(h.region),
+                    "metadata": item_metadata(h.item),
                 }
                 for h in outcome.hits
             ],

@@ -6,13 +6,9 @@
 Heavy imports (Flask, the TFLite runtime) happen inside functions so ``lensbox --help``
 stays instant.
 
-The daemon is the appliance layer around the app (:func:`open_daemon`): one
-:class:`~lensbox.device.api.engines.InterpreterPool`, a
-:class:`~lensbox.device.live.manager.BundleManager` that opens every bundle on it (live
-catalogs: journal, delta, tombstones, compaction; hot swaps from `lensbox deploy`, the slot
-watcher or SIGHUP) and a :class:`~lensbox.device.live.service.ServiceRuntime` that speaks
-sd_notify: READY=1 once the bundles are loaded *and* the port is bound, WATCHDOG=1 while
-healthy, RELOADING=1 around SIGHUP, STOPPING=1 on SIGTERM.
+The daemon around the app is :func:`lensbox.device.serving.daemon.open_daemon`; this
+module binds it to a port: READY=1 once the bundles are loaded *and* the port is bound,
+WATCHDOG=1 while healthy, RELOADING=1 around SIGHUP, STOPPING=1 on SIGTERM.
 
 With a ``[state]`` section (the appliance config) catalog changes are journaled under
 ``state.dir`` and an instance that fails to load is reported on /readyz while the daemon
@@ -28,7 +24,6 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,65 +166,6 @@ def error_renderer(app: Any) -> Any:
             return resp.status, list(resp.headers.items()), resp.get_data()
 
     return render
-
-
-@dataclass
-class Daemon:
-    """What `lensbox serve` runs: interpreters, live catalogs, systemd glue, the app."""
-
-    config: Any
-    pool: Any  # InterpreterPool
-    manager: Any  # BundleManager
-    runtime: Any  # ServiceRuntime
-    app: Any  # Flask
-
-    def close(self) -> None:
-        """Stop the app's extras (kiosk), then STOPPING=1 and close the catalogs."""
-        from lensbox.device.api.app import close_app
-
-        close_app(self.app)
-        self.runtime.stop()
-
-
-def open_daemon(
-    config, *, notifier=None, configure_logging: bool = True, background: bool = True
-) -> Daemon:
-    """Load the interpreters and every configured bundle (errors are kept per instance,
-    see ``manager.ready()``) and build the app over them. No port is bound yet."""
-    from contextlib import nullcontext
-
-    from lensbox.device.api.app import create_app
-    from lensbox.device.api.engines import InterpreterPool
-    from lensbox.device.live.manager import BundleManager
-    from lensbox.device.live.service import ServiceRuntime
-
-    if not config.bundles:
-        raise ValueError("no bundle to serve: give a bundle path, or [bundles] in --config")
-    server = config.server
-    pool = InterpreterPool.load(
-        server.interpreters,
-        server.interpreter_threads or config.search.threads,
-        config.search.runtime,
-    )
-    if server.warmup:
-        pool.warmup()
-    # Settings are read from the manager's config at each open (the lambda runs only once
-    # `manager` exists), so a SIGHUP that changes [search] applies to what it reloads.
-    opener = pool.opener(lambda: manager.config.search.settings())
-    # The pool's embedders lease an interpreter per call: no extra lock around them.
-    manager = BundleManager(
-        config, engine_opener=opener, embed_lock=nullcontext(), background=background
-    )
-    runtime = ServiceRuntime(
-        config, None, manager=manager, notifier=notifier, configure_logging=configure_logging
-    )
-    runtime.start()
-    try:
-        app = create_app(config, manager=manager, pool=pool)
-    except BaseException:
-        runtime.stop()
-        raise
-    return Daemon(config, pool, manager, runtime, app)
 
 
 class BackgroundServer:
@@ -379,6 +315,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise ValueError("no bundle to serve: give a bundle path, or [bundles] in --config")
         if not appliance:
             _check_paths(config.bundles)
+        from lensbox.device.serving.daemon import open_daemon
+
         daemon = open_daemon(config)
     except ValidationError as exc:
         return fail(f"invalid settings:\n{format_errors(exc)}")
@@ -394,7 +332,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _run(args, config, daemon)
 
 
-def _run(args: argparse.Namespace, config, daemon: Daemon) -> int:
+def _run(args: argparse.Namespace, config, daemon: Any) -> int:
     """Bind, READY=1, serve until SIGTERM / SIGINT; SIGHUP reloads the config."""
     from lensbox.device.live.manager import install_sighup
 

@@ -25,7 +25,13 @@ from lensbox.device.api.auth import bearer
 from lensbox.device.api.contract import Contract, Route, json_response
 from lensbox.device.api.errors import ApiError
 from lensbox.device.api.params import as_int, as_str, in_range, item_url, json_object
-from lensbox.device.api.query import Filters, ImageLimits, ImageSource, SearchOutcome, SearchQuery
+from lensbox.device.serving.query import (
+    Filters,
+    ImageLimits,
+    ImageSource,
+    SearchOutcome,
+    SearchQuery,
+)
 
 MiB = 1024 * 1024
 FORMATS = {
@@ -135,7 +141,7 @@ class YandexContract(Contract):
         max_page = max(0, math.ceil(outcome.total / size) - 1)
         # No per-image source field: proto3 JSON parsers reject unknown fields by default,
         # so the source of each image travels in the X-Lensbox-Source header only.
-        images = [self._image(h["item"], req.host_url) for h in outcome.hits]
+        images = [self._image(h.item, req.host_url) for h in outcome.hits]
         return json_response(
             {
                 "images": images,

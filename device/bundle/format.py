@@ -14,6 +14,8 @@ A bundle is a directory::
 
 from __future__ import annotations
 
+from typing import Any, TypedDict
+
 FORMAT_NAME = "lensbox-bundle"
 FORMAT_VERSION = 1
 
@@ -47,6 +49,31 @@ ITEM_COLUMNS = (
 )
 # Columns stored as JSON text.
 JSON_COLUMNS = frozenset({"tags", "int_attrs", "str_attrs", "concepts"})
+
+
+class Item(TypedDict):
+    """One catalog item: the columns of ``items.sqlite`` (ITEM_COLUMNS, in that order), the
+    JSON ones decoded. A cloud fallback hit's item has the same keys, None where the
+    provider does not say."""
+
+    id: str
+    source: str | None  # the photo's path in the catalog, or a cloud hit's image URL
+    title: str | None
+    page_url: str | None
+    host: str | None
+    category_id: int | None
+    tags: dict[str, str]
+    int_attrs: dict[str, int]
+    str_attrs: dict[str, str]
+    product_id: str | None
+    custom_content: str | None
+    adult: bool | None
+    concepts: list[dict[str, Any]]
+    width: int | None
+    height: int | None
+    format: str | None
+    content_sha256: str | None
+
 
 ITEMS_SCHEMA = """
 CREATE TABLE items (

@@ -28,14 +28,13 @@ from lensbox.device.bundle.format import (
     VECTOR_ITEMS,
     VECTORS,
     BundleError,
+    Item,
 )
-from lensbox.device.embedding.descriptor import Projection
-
-Item = dict[str, Any]
+from lensbox.device.embedding.descriptor import Projection, dequantize_int8
 
 
 def row_to_item(row: sqlite3.Row | tuple, columns: tuple[str, ...] = ITEM_COLUMNS) -> Item:
-    item = dict(zip(columns, row))
+    item: Any = dict(zip(columns, row))
     for col in JSON_COLUMNS & item.keys():
         item[col] = json.loads(item[col]) if item[col] else ({} if col != "concepts" else [])
     item["adult"] = bool(item.get("adult"))
@@ -99,7 +98,7 @@ class Bundle:
     def item_vectors(self, row: int) -> np.ndarray:
         """Dequantized descriptors of one item (all its views / photos)."""
         mask = self.vector_items == row
-        return self.vectors[mask].astype(np.float32) / self.int8_scale
+        return dequantize_int8(self.vectors[mask], self.int8_scale)
 
     @cached_property
     def index_axis_scale(self) -> np.ndarray | None:

@@ -40,8 +40,6 @@ from lensbox.device.config.camera import KioskConfig
 
 log = logging.getLogger("lensbox.capture.kiosk")
 
-AUTO_SOURCES = ("motion", "interval")
-
 
 @dataclass
 class _Pending:

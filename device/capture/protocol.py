@@ -13,17 +13,6 @@ from urllib.parse import quote
 
 TAG_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,16}$")
 RESERVED = ("PING", "STATUS")
-RETAKE_REASONS = ("dark", "blurred", "stale", "nocamera", "unstable")
-ERROR_CODES = (
-    "badline",
-    "toolong",
-    "unknown",
-    "badrequest",
-    "badtag",
-    "badregion",
-    "stopping",
-    "internal",
-)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import numpy as np
 from lensbox.device.embedding.subject import Box
 
 QUERY_VIEWS = ("full", "center", "subject")
-CATALOG_VIEWS = ("full",)
 ALL_VIEWS = ("full", "center", "subject", "tl", "tr", "bl", "br")
 
 

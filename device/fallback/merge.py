@@ -1,9 +1,8 @@
 """Cloud hits in lensbox's native hit shape, and the two policies for mixing them in.
 
-Native hit (what the API renders into any contract)::
-
-    {"id": str, "score": float 0-1, "source": "local" | "cloud:<provider>",
-     "score_kind": "similarity" | "rank", "rank": int, "item": {<catalog item columns>}}
+Every hit is a :class:`~lensbox.device.search.engine.Hit` (what the API renders into any
+contract): ``id``, ``score`` 0-1, ``source`` (``local`` | ``cloud:<provider>``),
+``score_kind`` (``similarity`` | ``rank``), ``rank`` and ``item`` (catalog item columns).
 
 ``item`` has every catalog column (id, source, title, page_url, host, category_id, tags,
 int_attrs, str_attrs, product_id, custom_content, adult, concepts, width, height, format,
@@ -13,11 +12,13 @@ columns the provider does not know are None (``adult`` too: unknown, not False).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from lensbox.device.bundle.format import ITEM_COLUMNS
 from lensbox.device.fallback.base import CloudHit
+from lensbox.device.search.engine import Hit
 
 LOCAL = "local"
 Policy = Literal["cloud_only_when_weak", "local_then_cloud"]
@@ -31,8 +32,8 @@ def _blank_item() -> dict[str, Any]:
     return item
 
 
-def cloud_hit_to_native(hit: CloudHit) -> dict[str, Any]:
-    """One CloudHit as a native hit dict (see module doc)."""
+def cloud_hit_to_native(hit: CloudHit) -> Hit:
+    """One CloudHit as a :class:`Hit` (see module doc)."""
     item = _blank_item()
     item.update(
         id=hit.id,
@@ -45,61 +46,44 @@ def cloud_hit_to_native(hit: CloudHit) -> dict[str, Any]:
         tags=dict(hit.tags),
     )
     item.update({k: v for k, v in hit.extra.items() if k in item})
-    return {
-        "id": hit.id,
-        "score": float(hit.score),
-        "source": hit.source,
-        "score_kind": hit.score_kind,
-        "rank": hit.rank,
-        "item": item,
-    }
+    return Hit(
+        None,
+        hit.id,
+        float(hit.score),
+        item,
+        source=hit.source,
+        score_kind=hit.score_kind,
+        rank=hit.rank,
+    )
 
 
-def local_hit_to_native(hit: Any, rank: int = 0) -> dict[str, Any]:
-    """A search-engine Hit (``.id``, ``.score``, ``.item``) or an already-native dict."""
-    if isinstance(hit, dict):
-        out = dict(hit)
-        out.setdefault("source", LOCAL)
-        out.setdefault("score_kind", "similarity")
-        out.setdefault("rank", rank)
-        return out
-    return {
-        "id": hit.id,
-        "score": float(hit.score),
-        "source": LOCAL,
-        "score_kind": "similarity",
-        "rank": rank,
-        "item": hit.item,
-        "row": getattr(hit, "row", None),
-        "verdict": getattr(hit, "verdict", None),
-        "inliers": getattr(hit, "inliers", None),
-        "region": getattr(hit, "region", None),
-    }
+def local_hit_to_native(hit: Hit, rank: int = 0) -> Hit:
+    """A local hit at place ``rank`` of the answer (its ``source`` stays ``local``)."""
+    return dataclasses.replace(hit, rank=rank)
 
 
-def _native(hits: Iterable[Any], cloud: bool) -> list[dict[str, Any]]:
+def _native(hits: Iterable[Hit | CloudHit], cloud: bool) -> list[Hit]:
     out = []
     for rank, h in enumerate(hits):
         if isinstance(h, CloudHit):
             out.append(cloud_hit_to_native(h))
-        elif cloud and isinstance(h, dict):
-            out.append(dict(h))
+        elif cloud:
+            out.append(h)
         else:
             out.append(local_hit_to_native(h, rank))
     return out
 
 
-def _keys(hit: dict[str, Any]) -> set[tuple[str, str]]:
+def _keys(hit: Hit) -> set[tuple[str, str]]:
     """Identity of a hit for de-duplication: its id and its image URL."""
-    keys = {("id", str(hit.get("id")))}
-    item = hit.get("item") or {}
-    url = item.get("source") if isinstance(item, dict) else None
+    keys = {("id", str(hit.id))}
+    url = hit.item.get("source") if isinstance(hit.item, dict) else None
     if url:
         keys.add(("url", str(url)))
     return keys
 
 
-def _dedupe(hits: Iterable[dict[str, Any]], seen: set | None = None) -> list[dict[str, Any]]:
+def _dedupe(hits: Iterable[Hit], seen: set | None = None) -> list[Hit]:
     seen = set() if seen is None else seen
     out = []
     for hit in hits:
@@ -111,8 +95,8 @@ def _dedupe(hits: Iterable[dict[str, Any]], seen: set | None = None) -> list[dic
     return out
 
 
-def best_score(hits: Sequence[Any]) -> float | None:
-    scores = [float(h["score"] if isinstance(h, dict) else h.score) for h in hits]
+def best_score(hits: Sequence[Hit]) -> float | None:
+    scores = [float(h.score) for h in hits]
     return max(scores) if scores else None
 
 
@@ -122,13 +106,13 @@ def is_weak(best_local: float | None, threshold: float) -> bool:
 
 
 def merge_results(
-    local_hits: Sequence[Any],
-    cloud_hits: Sequence[Any],
+    local_hits: Sequence[Hit],
+    cloud_hits: Sequence[Hit | CloudHit],
     policy: Policy,
     threshold: float,
     top_k: int,
-) -> list[dict[str, Any]]:
-    """Combine local and cloud hits into at most ``top_k`` native hits.
+) -> list[Hit]:
+    """Combine local and cloud hits into at most ``top_k`` hits, each ranked.
 
     * ``cloud_only_when_weak``: when the best local score is below ``threshold`` (or there
       are no local hits) and the cloud answered, the cloud hits replace the local ones;

@@ -35,6 +35,7 @@ from lensbox.device.fallback.resilience import (
     Clock,
     image_key,
 )
+from lensbox.device.search.engine import Hit
 
 log = logging.getLogger("lensbox.fallback")
 
@@ -62,7 +63,7 @@ class FallbackOutcome:
     def ok(self) -> bool:
         return self.error is None and self.skipped is None
 
-    def native_hits(self) -> list[dict[str, Any]]:
+    def native_hits(self) -> list[Hit]:
         return [cloud_hit_to_native(h) for h in self.hits]
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,8 +154,8 @@ class FallbackRouter:
         outcome: FallbackOutcome,
         top_k: int,
         calibrated: float | None = None,
-    ) -> list[dict[str, Any]]:
-        """Local + cloud hits as native dicts, per ``fallback.policy``/``threshold``."""
+    ) -> list[Hit]:
+        """Local + cloud hits, per ``fallback.policy``/``threshold``."""
         return merge_results(
             local_hits, outcome.hits, self.config.policy, self.threshold(calibrated), top_k
         )

@@ -1,14 +1,12 @@
-"""The appliance layer: live catalog changes, hot bundle swaps, systemd integration.
+"""Live catalogs: catalog changes while serving and hot bundle swaps (systemd plumbing is
+in :mod:`lensbox.device.appliance`).
 
 * :class:`~.catalog.LiveCatalog` — search + add / update / delete on a loaded bundle
   (journal with fsync before acknowledging, delta segment, tombstones, compaction);
 * :class:`~.manager.BundleManager` — the current catalog per instance, hot reload,
   deploy, manifest watcher, SIGHUP (:func:`~.manager.install_sighup`), /readyz details;
-* :mod:`.sdnotify` — READY / WATCHDOG / STOPPING for ``Type=notify`` units;
-* :mod:`.logging` — JSON lines or native journald fields, stdlib only;
-* :mod:`.service` — the glue `lensbox serve` wraps its HTTP server in.
 
-Names are imported lazily so `lensbox --help` (which imports :mod:`.commands`) stays fast.
+Names are imported lazily so `lensbox --help` stays fast.
 """
 
 from __future__ import annotations
@@ -27,12 +25,6 @@ _EXPORTS = {
     "install_sighup": "manager",
     "validate_engine": "manager",
     "BundleSlot": "slot",
-    "Notifier": "sdnotify",
-    "Heartbeat": "sdnotify",
-    "ServiceRuntime": "service",
-    "setup_logging": "logging",
-    "JsonFormatter": "logging",
-    "JournalHandler": "logging",
 }
 
 __all__ = sorted(_EXPORTS)

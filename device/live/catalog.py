@@ -11,17 +11,22 @@ Every change is first appended to the journal and fsync'd (:mod:`.journal`); onl
 applied in memory and acknowledged. On start the journal is replayed over the bundle.
 A background compaction folds everything into a new bundle generation (:mod:`.compaction`).
 
-Readers never lock: each search reads one immutable :class:`_View` reference, and writers
-publish a new view with a single attribute assignment. A request that started on the old
-view finishes on it.
+Readers never lock: each search reads one immutable :class:`~.view.View` reference, and
+writers publish a new view with a single attribute assignment. A request that started on
+the old view finishes on it.
+
+This module holds the catalog's state and locks (journal, write lock, compaction swap);
+the overlay is :mod:`.view`, the merge of base and delta rankings :mod:`.merge`, which
+journal belongs to which bundle :mod:`.lineage`, and writing a compacted bundle
+:mod:`.compaction` (which hands it back through :meth:`LiveCatalog.fold`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,13 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from lensbox.device.bundle.format import MANIFEST
 from lensbox.device.bundle.reader import Item
-from lensbox.device.embedding.descriptor import quantize_int8
-from lensbox.device.embedding.embedder import describe
+from lensbox.device.embedding.descriptor import dequantize_int8
 from lensbox.device.features.local import LocalFeatures
 from lensbox.device.features.rerank import Evidence
-from lensbox.device.live.items import blank_item, check_id, normalize_fields, scrub_record
+from lensbox.device.live.items import check_id, normalize_fields
 from lensbox.device.live.journal import (
     JournalError,
     JournalRecord,
@@ -45,16 +48,18 @@ from lensbox.device.live.journal import (
     read_journal,
     write_journal_file,
 )
+from lensbox.device.live.lineage import bundle_lineage, dir_signature
+from lensbox.device.live.merge import items_of, ranked
+from lensbox.device.live.view import Draft, View, replay
 from lensbox.device.search.engine import (
     Hit,
     Predicate,
     QueryEmbedding,
     SearchEngine,
     SearchResult,
-    filter_hits,
-    make_hit,
     timed_image_search,
 )
+from lensbox.device.search.results import page_hits
 
 log = logging.getLogger("lensbox.live")
 
@@ -95,183 +100,6 @@ class LiveSettings:
             archived_journals=state.archived_journals,
             background=background,
         )
-
-
-def bundle_lineage(engine: SearchEngine) -> tuple[str, int]:
-    """(lineage, applied_seq): which journal belongs to this bundle and how far it is in.
-
-    * a deployed copy (``deploy.json`` written by the slot) starts a new lineage, its
-      deploy id: a deploy replaces the catalog, even when the same bundle is redeployed;
-    * a compacted bundle carries its lineage on, with the journal seq it already holds;
-    * any other bundle directory is named by its manifest's hash (stable across restarts).
-    """
-    from lensbox.device.live.slot import DEPLOY_MARKER
-
-    path = Path(engine.bundle.path)
-    try:
-        marker = json.loads((path / DEPLOY_MARKER).read_text(encoding="utf-8"))
-        return "d-" + str(marker["deploy_id"]), 0
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    live = engine.bundle.manifest.get("live") or {}
-    if live.get("lineage"):
-        return str(live["lineage"]), int(live.get("applied_seq", 0))
-    raw = (path / MANIFEST).read_bytes()
-    return "b-" + hashlib.sha256(raw).hexdigest()[:24], 0
-
-
-# -- the immutable read state -------------------------------------------------------------
-@dataclass(frozen=True)
-class _View:
-    engine: SearchEngine
-    seq: int
-    hidden: frozenset  # base rows deleted or superseded
-    hidden_arr: np.ndarray
-    vectors: np.ndarray  # (n, D) int8 delta descriptors (a slice of the growing buffer)
-    vec_slot: np.ndarray  # (n,) int32 owning slot, non-decreasing
-    slots: list  # shared, append-only: slot -> item dict (valid below n_slots)
-    n_slots: int
-    alive: frozenset
-    alive_arr: np.ndarray
-    ids: Mapping[str, int]  # live delta id -> slot
-
-    @property
-    def base_rows(self) -> int:
-        return self.engine.bundle.item_count
-
-
-class _Draft:
-    """Mutable copy of a view's sets plus the shared append-only buffers; freeze() publishes."""
-
-    def __init__(
-        self, engine: SearchEngine, seq: int, buffers: _Buffers, hidden=(), alive=(), ids=None
-    ) -> None:
-        self.engine = engine
-        self.seq = seq
-        self.buf = buffers
-        self.hidden = set(hidden)
-        self.alive = set(alive)
-        self.ids: dict[str, int] = dict(ids or {})
-        bundle = engine.bundle
-        self.scale = bundle.int8_scale
-        self.projection = bundle.projection
-
-    @classmethod
-    def of(cls, view: _View, buffers: _Buffers) -> _Draft:
-        return cls(view.engine, view.seq, buffers, view.hidden, view.alive, view.ids)
-
-    def freeze(self) -> _View:
-        n = self.buf.n
-        return _View(
-            engine=self.engine,
-            seq=self.seq,
-            hidden=frozenset(self.hidden),
-            hidden_arr=np.fromiter(sorted(self.hidden), np.int64, len(self.hidden)),
-            vectors=self.buf.vectors[:n],
-            vec_slot=self.buf.vec_slot[:n],
-            slots=self.buf.slots,
-            n_slots=len(self.buf.slots),
-            alive=frozenset(self.alive),
-            alive_arr=np.fromiter(sorted(self.alive), np.int64, len(self.alive)),
-            ids=dict(self.ids),
-        )
-
-    # -- lookups ------------------------------------------------------------------------
-    def locate(self, item_id: str) -> tuple[str, int] | None:
-        slot = self.ids.get(item_id)
-        if slot is not None:
-            return ("delta", slot)
-        found = self.engine.bundle.item_by_id(item_id)
-        if found is None or found[0] in self.hidden:
-            return None
-        return ("base", found[0])
-
-    def item_and_vectors(self, item_id: str) -> tuple[dict, np.ndarray] | None:
-        where = self.locate(item_id)
-        if where is None:
-            return None
-        kind, n = where
-        if kind == "delta":
-            lo, hi = np.searchsorted(self.buf.vec_slot[: self.buf.n], [n, n + 1])
-            return dict(self.buf.slots[n]), np.array(self.buf.vectors[lo:hi])
-        bundle = self.engine.bundle
-        lo, hi = np.searchsorted(bundle.vector_items, [n, n + 1])
-        return bundle.items([n])[0], np.array(bundle.vectors[lo:hi])
-
-    # -- changes ------------------------------------------------------------------------
-    def to_int8(self, pooled: np.ndarray) -> np.ndarray:
-        return quantize_int8(describe(np.asarray(pooled, np.float32), self.projection), self.scale)
-
-    def remove(self, item_id: str) -> bool:
-        where = self.locate(item_id)
-        if where is None:
-            return False
-        kind, n = where
-        if kind == "delta":
-            self.alive.discard(n)
-            del self.ids[item_id]
-        else:
-            self.hidden.add(n)
-        return True
-
-    def add(self, item: dict, vectors: np.ndarray) -> None:
-        self.remove(item["id"])
-        slot = self.buf.append(item, vectors)
-        self.alive.add(slot)
-        self.ids[item["id"]] = slot
-
-    def apply(self, rec: JournalRecord) -> None:
-        """Apply one journal record. Total and deterministic: replay gives the same state."""
-        data = scrub_record(rec.data) if rec.op in ("put", "update") else rec.data
-        if rec.op == "put":
-            vectors = self.to_int8(rec.blob)
-            old = self.item_and_vectors(data["id"]) if data.get("append") else None
-            if old is not None:  # another photo of an existing item: keep what it was
-                item, old_vectors = old
-                vectors = np.concatenate([old_vectors, vectors])
-            else:
-                item = blank_item(data["id"])
-                item.update(data.get("derived") or {})
-            item.update(data.get("fields") or {})
-            self.add(item, vectors)
-        elif rec.op == "update":
-            old = self.item_and_vectors(data["id"])
-            if old is not None:
-                item, vectors = old
-                item.update(data.get("fields") or {})
-                self.add(item, vectors)
-        elif rec.op == "delete":
-            for item_id in data["ids"]:
-                self.remove(item_id)
-        else:
-            raise JournalError(f"unknown journal op {rec.op!r} (seq {rec.seq})")
-        self.seq = rec.seq
-
-
-class _Buffers:
-    """Append-only delta storage; published views hold slices, so growth never moves them."""
-
-    def __init__(self, dims: int) -> None:
-        self.vectors = np.zeros((64, dims), np.int8)
-        self.vec_slot = np.zeros(64, np.int32)
-        self.n = 0
-        self.slots: list[dict] = []
-
-    def append(self, item: dict, vectors: np.ndarray) -> int:
-        k = len(vectors)
-        if self.n + k > len(self.vectors):
-            cap = max(2 * len(self.vectors), self.n + k)
-            grown = np.zeros((cap, self.vectors.shape[1]), np.int8)
-            grown[: self.n] = self.vectors[: self.n]
-            slots = np.zeros(cap, np.int32)
-            slots[: self.n] = self.vec_slot[: self.n]
-            self.vectors, self.vec_slot = grown, slots
-        slot = len(self.slots)
-        self.vectors[self.n : self.n + k] = vectors
-        self.vec_slot[self.n : self.n + k] = slot
-        self.n += k
-        self.slots.append(item)
-        return slot
 
 
 # -- the catalog --------------------------------------------------------------------------
@@ -334,7 +162,6 @@ class LiveCatalog:
             raise
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._force = False
         self._thread: threading.Thread | None = None
         if self.live_settings.background and self.writable_reason() is None and slot is not None:
             self._thread = threading.Thread(
@@ -481,19 +308,19 @@ class LiveCatalog:
         queries = np.atleast_2d(np.asarray(queries, np.float32))
         wanted = offset + top_k
         evidence: dict[int, Evidence] = {}
-        rows, scores, exhaustive = _ranked(view, queries, wanted, None, local, evidence)
-        keep = scores >= min_score
-        rows, scores = rows[keep], scores[keep]
-        annotate = view.engine.annotate
-        if predicate is None:
-            page = slice(offset, wanted)
-            return annotate(_hits(view, rows[page], scores[page]), evidence), len(rows)
-        passing = _filter(view, rows, scores, predicate)
-        if len(passing) < wanted and not exhaustive:
-            rows, scores, _ = _ranked(view, queries, wanted, True, local, evidence)
-            keep = scores >= min_score
-            passing = _filter(view, rows[keep], scores[keep], predicate)
-        return annotate(passing[offset:wanted], evidence), len(passing)
+
+        def ranking(exact: bool | None) -> tuple[np.ndarray, np.ndarray, bool]:
+            return ranked(view, queries, wanted, exact, local, evidence)
+
+        return page_hits(
+            ranking,
+            lambda rows: items_of(view, rows),
+            lambda hits: view.engine.annotate(hits, evidence),
+            top_k,
+            offset,
+            predicate,
+            min_score,
+        )
 
     def item_by_id(self, item_id: str) -> tuple[int, Item] | None:
         view = self._view
@@ -519,13 +346,13 @@ class LiveCatalog:
         slot = view.ids.get(item_id)
         if slot is not None:
             lo, hi = np.searchsorted(view.vec_slot, [slot, slot + 1])
-            return view.vectors[lo:hi].astype(np.float32) / scale
+            return dequantize_int8(view.vectors[lo:hi], scale)
         found = view.engine.bundle.item_by_id(item_id)
         if found is None or found[0] in view.hidden:
             return None
         vi = view.engine.bundle.vector_items
         lo, hi = np.searchsorted(vi, [found[0], found[0] + 1])
-        return view.engine.bundle.vectors[lo:hi].astype(np.float32) / scale
+        return dequantize_int8(view.engine.bundle.vectors[lo:hi], scale)
 
     def find_ids(self, product_id: str) -> list[str]:
         """Ids of the live items with this product_id (Alibaba DeleteImage without PicName)."""
@@ -677,7 +504,7 @@ class LiveCatalog:
 
     def _locate(self, item_id: str) -> tuple[str, int] | None:
         view = self._view
-        return _Draft(
+        return Draft(
             view.engine, view.seq, self._buffers, view.hidden, view.alive, view.ids
         ).locate(item_id)
 
@@ -695,7 +522,7 @@ class LiveCatalog:
             except JournalError as exc:
                 self._status.failed = str(exc)
                 raise CatalogReadOnly(f"the journal failed: {exc}") from exc
-            draft = _Draft.of(self._view, self._buffers)
+            draft = Draft.of(self._view, self._buffers)
             draft.apply(rec)
             self._view = draft.freeze()
             self._pending.append(rec)
@@ -723,10 +550,60 @@ class LiveCatalog:
 
         return compact(self)
 
-    def request_compaction(self) -> None:
-        """Ask the background thread to compact now (regardless of thresholds)."""
-        self._force = True
-        self._wake.set()
+    def fold(self, stage: Callable[[View, int], Path]) -> dict | None:
+        """Install a compaction: ``stage(view, seq)`` writes the bundle of ``view`` (changes
+        up to ``seq``) into a staging dir of the slot, unlocked; then, under the write lock,
+        it becomes the slot's next generation, the changes that came meanwhile are replayed
+        onto it and the journal is rewritten to hold only those. None: nothing to fold."""
+        if self.slot is None:
+            raise RuntimeError("this catalog has no bundle slot to compact into")
+        with self._compact_lock:
+            with self._write_lock:
+                self._check_writable()
+                view, seq, base_path = self._view, self._view.seq, self.base_path
+                if seq <= self.applied_seq:
+                    return None
+                self._status.compacting = True
+            started = time.perf_counter()
+            staged = None
+            try:
+                staged = stage(view, seq)
+                with self._write_lock:
+                    if self._closed:
+                        raise CatalogClosed("catalog closed during compaction")
+                    target = self.slot.commit(staged, expect_current=base_path)
+                    staged = None
+                    engine = self._engine_factory(target)
+                    pending = [r for r in self._pending if r.seq > seq]
+                    self._view, self._buffers = replay(engine, seq, pending)
+                    self.base_path, self.applied_seq, self._pending = target.resolve(), seq, pending
+                    self.signature = dir_signature(self.base_path)
+                    try:
+                        assert self._journal is not None
+                        self._journal.rewrite(seq, pending)
+                    except OSError as exc:  # the old generation stays valid for the new bundle
+                        log.warning(
+                            "journal %s not truncated (%s); will retry next compaction",
+                            self.journal_path,
+                            exc,
+                        )
+                    bundle = engine.bundle
+                    report = {
+                        "bundle": str(target),
+                        "applied_seq": seq,
+                        "items": bundle.item_count,
+                        "vectors": len(bundle.vectors),
+                        "carried_over": len(pending),
+                        "seconds": round(time.perf_counter() - started, 3),
+                    }
+                    self._status.last_compaction = report
+            finally:
+                self._status.compacting = False
+                if staged is not None:
+                    shutil.rmtree(staged, ignore_errors=True)
+        self.slot.prune(keep=[target, base_path])
+        log.info("compacted %s -> %s", base_path.name, target.name, extra={"compaction": report})
+        return report
 
     def _compactor(self) -> None:
         from lensbox.device.live.compaction import lower_thread_priority
@@ -737,8 +614,7 @@ class LiveCatalog:
             self._wake.clear()
             if self._stop.is_set():
                 break
-            forced, self._force = self._force, False
-            if not (forced or self.needs_compaction()):
+            if not self.needs_compaction():
                 continue
             try:
                 self.compact()
@@ -803,27 +679,6 @@ class LiveCatalog:
         return not (self._thread is not None and not self._thread.is_alive() and not self._closed)
 
 
-def dir_signature(path: Path) -> tuple[str, int, int] | None:
-    """(dir, manifest inode, mtime): what BundleSlot.signature() reports for a slot."""
-    try:
-        st = os.stat(Path(path) / MANIFEST)
-    except OSError:
-        return None
-    return (str(path), st.st_ino, st.st_mtime_ns)
-
-
-def replay(
-    engine: SearchEngine, applied_seq: int, records: list[JournalRecord]
-) -> tuple[_View, _Buffers]:
-    """The view of ``engine``'s bundle after ``records`` (those past ``applied_seq``)."""
-    buffers = _Buffers(engine.bundle.dims)
-    draft = _Draft(engine, applied_seq, buffers)
-    for rec in records:
-        if rec.seq > applied_seq:
-            draft.apply(rec)
-    return draft.freeze(), buffers
-
-
 def _default_factory(engine: SearchEngine) -> EngineFactory:
     from lensbox.device.bundle.reader import open_bundle
 
@@ -832,77 +687,3 @@ def _default_factory(engine: SearchEngine) -> EngineFactory:
         return SearchEngine(open_bundle(path, sha), engine.embedder, engine.settings)
 
     return factory
-
-
-# -- search internals ---------------------------------------------------------------------
-def _ranked(
-    view: _View,
-    queries: np.ndarray,
-    wanted: int,
-    exact: bool | None,
-    local: LocalFeatures | None = None,
-    evidence: dict[int, Evidence] | None = None,
-) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Merged (rows, raw scores) best first, and whether the base ranking was exhaustive."""
-    engine = view.engine
-    bundle = engine.bundle
-    parts_rows, parts_scores = [], []
-    exhaustive = True
-    if len(bundle.vectors):
-        use_exact = engine.use_exact() if exact is None else exact
-        # Exact: every item (so totals count the whole catalog, as SearchEngine's do; the
-        # exact path only runs below exact_below vectors). Annoy: enough candidates to
-        # make up for tombstoned ones.
-        want = None if use_exact else wanted + len(view.hidden)
-        rows, scores = engine.rank(queries, want, use_exact, local, evidence)
-        exhaustive = use_exact or len(rows) >= bundle.item_count
-        if len(view.hidden_arr):
-            keep = ~np.isin(rows, view.hidden_arr)
-            rows, scores = rows[keep], scores[keep]
-        parts_rows.append(np.asarray(rows, np.int64))
-        parts_scores.append(np.asarray(scores, np.float32))
-    if len(view.alive_arr):
-        rows, scores = _delta_scores(view, queries)
-        parts_rows.append(rows)
-        parts_scores.append(scores)
-    if not parts_rows:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32), True
-    rows = np.concatenate(parts_rows)
-    scores = np.concatenate(parts_scores)
-    order = np.argsort(-scores, kind="stable")
-    return rows[order], scores[order], exhaustive
-
-
-def _delta_scores(view: _View, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact best score per live delta item (rows numbered after the base rows)."""
-    keep = np.isin(view.vec_slot, view.alive_arr)
-    vecs = view.vectors[keep].astype(np.float32) / view.engine.bundle.int8_scale
-    slots = view.vec_slot[keep]
-    best = (vecs @ queries.T).max(axis=1)
-    starts = np.flatnonzero(np.r_[True, np.diff(slots) != 0])
-    per_slot = np.maximum.reduceat(best, starts)
-    return (view.base_rows + slots[starts]).astype(np.int64), per_slot.astype(np.float32)
-
-
-def _items(view: _View, rows: Sequence[int]) -> list[Item]:
-    base_n = view.base_rows
-    base = [int(r) for r in rows if r < base_n]
-    found = dict(zip(base, view.engine.bundle.items(base)))
-    if len(found) != len(base):  # a row the bundle did not return: look each up
-        found = {r: it for r in base for it in view.engine.bundle.items([r])}
-    out = []
-    for r in rows:
-        r = int(r)
-        out.append(found.get(r) if r < base_n else dict(view.slots[r - base_n]))
-    return out
-
-
-def _hits(view: _View, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
-    items = _items(view, rows.tolist())
-    return [
-        make_hit(int(r), float(s), it) for r, s, it in zip(rows, scores, items) if it is not None
-    ]
-
-
-def _filter(view: _View, rows: np.ndarray, scores: np.ndarray, predicate: Predicate) -> list[Hit]:
-    return filter_hits(rows, scores, predicate, lambda chunk: _items(view, chunk))

@@ -42,7 +42,9 @@ from lensbox.device.bundle.format import (
 from lensbox.device.bundle.reader import open_bundle
 
 if TYPE_CHECKING:
-    from lensbox.device.live.catalog import LiveCatalog, _View
+    from lensbox.device.live.catalog import LiveCatalog
+    from lensbox.device.live.slot import BundleSlot
+    from lensbox.device.live.view import View
 
 log = logging.getLogger("lensbox.live")
 
@@ -63,7 +65,7 @@ def _yield() -> None:
     time.sleep(0.001)
 
 
-def snapshot_content(view: _View, lineage: str, seq: int) -> dict[str, Any]:
+def snapshot_content(view: View, lineage: str, seq: int) -> dict[str, Any]:
     """Everything the new bundle holds, read from an immutable view (no locks needed)."""
     bundle = view.engine.bundle
     n_rows = bundle.item_count
@@ -160,59 +162,23 @@ def write_content(tmp: Path, content: dict[str, Any]) -> None:
     write_manifest(tmp, manifest)  # records the new parts' checksums
 
 
-def compact(cat: LiveCatalog) -> dict | None:
-    """Run one compaction of ``cat``; returns a small report, or None if nothing to do."""
-    from lensbox.device.live.catalog import CatalogClosed, dir_signature, replay
+def stage(view: View, lineage: str, seq: int, slot: BundleSlot) -> Path:
+    """Write the bundle ``view`` holds (changes up to ``seq``) into a staging dir of
+    ``slot`` and check it opens; the caller commits it (or removes it)."""
+    content = snapshot_content(view, lineage, seq)
+    staged = slot.stage(lambda tmp: write_content(tmp, content))
+    try:
+        check = open_bundle(staged)  # refuse to swap in anything that does not open
+        check.index.unload()
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return staged
 
-    if cat.slot is None:
-        raise RuntimeError("this catalog has no bundle slot to compact into")
-    with cat._compact_lock:
-        with cat._write_lock:
-            cat._check_writable()
-            view, seq, base_path = cat._view, cat._view.seq, cat.base_path
-            if seq <= cat.applied_seq:
-                return None
-            cat._status.compacting = True
-        started = time.perf_counter()
-        staged = None
-        try:
-            content = snapshot_content(view, cat.lineage, seq)
-            staged = cat.slot.stage(lambda tmp: write_content(tmp, content))
-            check = open_bundle(staged)  # refuse to swap in anything that does not open
-            check.index.unload()
-            with cat._write_lock:
-                if cat._closed:
-                    raise CatalogClosed("catalog closed during compaction")
-                target = cat.slot.commit(staged, expect_current=base_path)
-                staged = None
-                engine = cat._engine_factory(target)
-                pending = [r for r in cat._pending if r.seq > seq]
-                new_view, buffers = replay(engine, seq, pending)
-                cat._view, cat._buffers = new_view, buffers
-                cat.base_path, cat.applied_seq, cat._pending = target.resolve(), seq, pending
-                cat.signature = dir_signature(cat.base_path)
-                try:
-                    assert cat._journal is not None
-                    cat._journal.rewrite(seq, pending)
-                except OSError as exc:  # the old generation stays valid for the new bundle
-                    log.warning(
-                        "journal %s not truncated (%s); will retry next compaction",
-                        cat.journal_path,
-                        exc,
-                    )
-                report = {
-                    "bundle": str(target),
-                    "applied_seq": seq,
-                    "items": content["manifest"]["counts"]["items"],
-                    "vectors": content["manifest"]["counts"]["vectors"],
-                    "carried_over": len(pending),
-                    "seconds": round(time.perf_counter() - started, 3),
-                }
-                cat._status.last_compaction = report
-        finally:
-            cat._status.compacting = False
-            if staged is not None:
-                shutil.rmtree(staged, ignore_errors=True)
-        cat.slot.prune(keep=[target, base_path])
-        log.info("compacted %s -> %s", base_path.name, target.name, extra={"compaction": report})
-        return report
+
+def compact(cat: LiveCatalog) -> dict | None:
+    """Run one compaction of ``cat``; returns a small report, or None if nothing to do.
+
+    The catalog takes the locks, swaps the new generation in and replays what came
+    meanwhile (:meth:`LiveCatalog.fold`); this module writes the bundle (:func:`stage`)."""
+    return cat.fold(lambda view, seq: stage(view, cat.lineage, seq, cat.slot))

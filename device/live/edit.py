@@ -59,8 +59,8 @@ class Target:
 
 
 def _target(args: argparse.Namespace) -> Target:
+    from lensbox.device.appliance.commands import _default_config_path
     from lensbox.device.config import load_config
-    from lensbox.device.live.commands import _default_config_path
 
     path = args.config or _default_config_path()
     config = load_config(path) if path else None

@@ -13,6 +13,8 @@ test query; otherwise it is refused, the slot is rolled back, and the old one ke
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import signal
 import threading
@@ -24,10 +26,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from lensbox.device.bundle.format import BundleError
+from lensbox.device.bundle.format import PROJECTION, BundleError
+from lensbox.device.bundle.reader import Bundle
+from lensbox.device.embedding.descriptor import dequantize_int8
+from lensbox.device.embedding.subject import Box
 from lensbox.device.live.catalog import CatalogClosed, LiveCatalog, LiveSettings
 from lensbox.device.live.slot import BundleSlot
-from lensbox.device.search.engine import SearchEngine
+from lensbox.device.search.engine import QueryEmbedding, SearchEngine
 
 log = logging.getLogger("lensbox.live")
 T = TypeVar("T")
@@ -37,7 +42,8 @@ EngineOpener = Callable[[Path], SearchEngine]
 
 @dataclass(frozen=True)
 class Instance:
-    """What one request holds: an instance's catalog at the moment it was taken."""
+    """What one request holds: an instance's catalog at the moment it was taken. A request
+    takes it once and uses it to the end, so a hot swap never changes the catalog under it."""
 
     name: str
     slot_path: Path
@@ -47,6 +53,60 @@ class Instance:
     @property
     def engine(self) -> SearchEngine:
         return self.catalog.engine
+
+    @property
+    def bundle(self) -> Bundle:
+        """The base bundle (manifest, dims, projection); items: ask the catalog."""
+        return self.catalog.bundle
+
+    def embedder_at(self, slot: int) -> Any:
+        """The embedder running interpreter ``slot`` (the caller holds its lease); None when
+        the catalog's embedder is not a pool's (it then locks on its own)."""
+        at = getattr(self.catalog.embedder, "at", None)
+        return at(slot) if at is not None else None
+
+    def embed(self, slot: int, rgb: np.ndarray, region: Box | None = None) -> QueryEmbedding:
+        """Embed a query on interpreter ``slot``, with this bundle's projection."""
+        return self.catalog.embed_query(rgb, region, embedder=self.embedder_at(slot))
+
+    @property
+    def cache_key(self) -> str:
+        """Query-cache namespace: the instance name and what its query descriptors depend
+        on, so a cached embedding is never reused across a bundle with another projection."""
+        return f"{self.name}|{descriptor_key(self.catalog.bundle)}"
+
+    def version(self) -> tuple:
+        """Changes whenever the catalog's content may have (swap, compaction, change)."""
+        cat = self.catalog
+        return (id(cat), str(cat.base_path), cat.applied_seq + cat.pending_changes)
+
+
+_DESCRIPTOR_KEYS: dict[str, str] = {}
+
+
+def descriptor_key(bundle: Any) -> str:
+    """Hash of what turns a query image into this bundle's descriptors (model, pooling,
+    projection); cached per bundle directory."""
+    path = str(bundle.path)
+    key = _DESCRIPTOR_KEYS.get(path)
+    if key is None:
+        manifest = bundle.manifest
+        descriptor = {
+            k: v
+            for k, v in (manifest.get("descriptor") or {}).items()
+            if k not in ("int8_scale", "catalog_views")
+        }
+        digest = hashlib.sha256(
+            json.dumps(
+                [manifest.get("model", {}).get("sha256"), descriptor], sort_keys=True, default=str
+            ).encode()
+        )
+        projection = Path(bundle.path) / PROJECTION
+        if projection.is_file():
+            digest.update(projection.read_bytes())
+        key = digest.hexdigest()[:16]
+        _DESCRIPTOR_KEYS[path] = key
+    return key
 
 
 @dataclass
@@ -70,7 +130,7 @@ def validate_engine(engine: SearchEngine, embed_lock: Any = None) -> None:
     produce descriptors of the bundle's size. Raises BundleError with the reason."""
     bundle = engine.bundle
     if len(bundle.vectors):
-        query = bundle.vectors[:1].astype(np.float32) / bundle.int8_scale
+        query = dequantize_int8(bundle.vectors[:1], bundle.int8_scale)
         query /= max(float(np.linalg.norm(query)), 1e-6)
         for exact in (True, False):
             rows, scores = engine.rank(query, 1, exact=exact)

@@ -1,4 +1,6 @@
-"""Annoy shortlist, exact re-rank with the stored int8 vectors, filters, paging.
+"""Annoy shortlist, exact re-rank with the stored int8 vectors, verification: a ranker.
+
+Filters, paging and hits are :mod:`.results`, shared with the live catalog.
 
 Score: the cosine similarity of the (PCA-whitened, L2-normalised) descriptors, clipped to
 0–1, best over the query's views and over the item's stored vectors. See README "Scores"
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lensbox.device.bundle.reader import Bundle, Item
+from lensbox.device.embedding.descriptor import dequantize_int8
 from lensbox.device.embedding.embedder import Concept, Embedder, describe
 from lensbox.device.embedding.subject import Box
 from lensbox.device.embedding.views import QUERY_VIEWS, validate_views
@@ -68,17 +71,24 @@ class QueryEmbedding:
 
 @dataclass
 class Hit:
-    """One ranked item. ``inliers``/``region`` come from geometric verification (region:
-    the catalog photo's corners in the query image's pixels); ``verdict`` from the
-    bundle's calibrated thresholds."""
+    """One ranked item, from the engine to every contract. ``inliers``/``region`` come from
+    geometric verification (region: the catalog photo's corners in the query image's
+    pixels); ``verdict`` from the bundle's calibrated thresholds.
 
-    row: int
+    A cloud fallback hit has no ``row``, ``source`` ``cloud:<provider>`` and, when the
+    provider gives no similarity (Yandex), ``score_kind`` ``rank``. ``rank``: its place
+    in the answer, 0-based."""
+
+    row: int | None
     id: str
     score: float
     item: Item
     inliers: int | None = None
     region: list[tuple[float, float]] | None = None
     verdict: str | None = None
+    source: str = "local"
+    score_kind: str = "similarity"
+    rank: int = 0
 
 
 @dataclass
@@ -143,21 +153,18 @@ class SearchEngine:
 
     # -- scoring -----------------------------------------------------------------------
     def _dequantized(self, vector_ids: np.ndarray) -> np.ndarray:
-        return self.bundle.vectors[vector_ids].astype(np.float32) / self.bundle.int8_scale
+        return dequantize_int8(self.bundle.vectors[vector_ids], self.bundle.int8_scale)
 
     def _float_blocks(self, block: int = 65536):
         """Yield (start, float32 block) over all stored vectors, from the cache if it fits."""
         vectors = self.bundle.vectors
         if self._float is None and vectors.nbytes * 4 <= self.settings.exact_cache_mb << 20:
-            self._float = np.asarray(vectors, dtype=np.float32) / self.bundle.int8_scale
+            self._float = dequantize_int8(np.asarray(vectors), self.bundle.int8_scale)
         if self._float is not None:
             yield 0, self._float
             return
         for start in range(0, len(vectors), block):
-            yield (
-                start,
-                np.asarray(vectors[start : start + block], np.float32) / self.bundle.int8_scale,
-            )
+            yield start, dequantize_int8(vectors[start : start + block], self.bundle.int8_scale)
 
     def exact_scores(self, queries: np.ndarray) -> np.ndarray:
         """Best score of every item against the query views: (items_with_vectors,)."""
@@ -301,6 +308,25 @@ class SearchEngine:
         return self.refine(queries, rows, scores, local, evidence)
 
     # -- search ------------------------------------------------------------------------
+    def ranking(
+        self,
+        queries: np.ndarray,
+        wanted: int,
+        local: LocalFeatures | None = None,
+        evidence: dict[int, Evidence] | None = None,
+    ):
+        """``exact -> (rows, raw scores, exhaustive)`` over this bundle, for
+        :func:`~lensbox.device.search.results.page_hits` (ANN: the first ``wanted``)."""
+
+        def ranked(exact: bool | None) -> tuple[np.ndarray, np.ndarray, bool]:
+            use_exact = self.use_exact() if exact is None else exact
+            rows, scores = self.rank(
+                queries, None if use_exact else wanted, use_exact, local, evidence
+            )
+            return rows, scores, use_exact or len(rows) >= self.bundle.item_count
+
+        return ranked
+
     def search_vectors(
         self,
         queries: np.ndarray,
@@ -310,48 +336,21 @@ class SearchEngine:
         min_score: float = 0.0,
         local: LocalFeatures | None = None,
     ) -> tuple[list[Hit], int]:
-        """A page of hits and how many matched; filters apply before the page is cut.
+        """A page of hits over the bundle as built (see :func:`~.results.page_hits`, the
+        one place that pages and filters; a live catalog adds its changes to the ranking).
+        With ``local`` (the query's keypoints) the head of the ranking is verified."""
+        from lensbox.device.search.results import page_hits
 
-        ``total`` counts every item scoring at least ``min_score`` on an exact scan, and the
-        matching candidates on an Annoy search (a lower bound there). With ``local`` (the
-        query's keypoints) the head of the ranking is verified and re-scored.
-        """
-        wanted = offset + top_k
         evidence: dict[int, Evidence] = {}
-        if predicate is None:
-            if self.use_exact():
-                scores = self.exact_scores(queries)
-                shortlist = max(wanted, self.settings.rerank.shortlist)
-                head_rows, _ = self._top(scores, shortlist)
-                found = self.verify(queries, head_rows, local)
-                if found:
-                    evidence.update(found)
-                    ev_rows, ev_scores = self.rescore(queries, found)
-                    scores = scores.copy()
-                    scores[np.searchsorted(self._start_items, ev_rows)] = ev_scores
-                total = int((scores >= min_score).sum())
-                rows, scores = self._top(scores, wanted)
-            else:
-                rows, scores = self._ann_ranking(queries, wanted)
-                rows, scores = self.refine(queries, rows, scores, local, evidence)
-                total = int((scores >= min_score).sum())
-            keep = scores >= min_score
-            rows, scores = rows[keep][offset:wanted], scores[keep][offset:wanted]
-            items = self.bundle.items([int(r) for r in rows])
-            hits = [make_hit(int(r), float(sc), it) for r, sc, it in zip(rows, scores, items)]
-            return self.annotate(hits, evidence), total
-        exact = self.use_exact()
-        rows, scores = self.rank(queries, None if exact else wanted, exact, local, evidence)
-        keep = scores >= min_score
-        passing = self._filter(rows[keep], scores[keep], predicate)
-        if len(passing) < wanted and not exact:  # too few candidates passed: scan everything
-            rows, scores = self.rank(queries, None, True, local, evidence)
-            keep = scores >= min_score
-            passing = self._filter(rows[keep], scores[keep], predicate)
-        return self.annotate(passing[offset:wanted], evidence), len(passing)
-
-    def _filter(self, rows: np.ndarray, scores: np.ndarray, predicate: Predicate) -> list[Hit]:
-        return filter_hits(rows, scores, predicate, self.bundle.items)
+        return page_hits(
+            self.ranking(queries, offset + top_k, local, evidence),
+            self.bundle.items,
+            lambda hits: self.annotate(hits, evidence),
+            top_k,
+            offset,
+            predicate,
+            min_score,
+        )
 
     def search_image(
         self,
@@ -383,28 +382,6 @@ def timed_image_search(
     return SearchResult(
         hits, total, query, {"embed_ms": (t1 - t0) * 1e3, "search_ms": (t2 - t1) * 1e3}
     )
-
-
-def make_hit(row: int, raw: float, item: Item) -> Hit:
-    """A hit with its score as the API reports it: cosine clipped to 0-1, 4 decimals."""
-    return Hit(row, item["id"], round(min(1.0, max(0.0, raw)), 4), item)
-
-
-def filter_hits(
-    rows: np.ndarray,
-    scores: np.ndarray,
-    predicate: Predicate,
-    fetch: Callable[[list[int]], list[Item | None]],
-) -> list[Hit]:
-    """Hits whose item passes ``predicate``, in rank order, fetching metadata in chunks;
-    ``fetch`` returns the items of the rows it is given, in order (None: gone)."""
-    out = []
-    for start in range(0, len(rows), 512):
-        chunk = [int(r) for r in rows[start : start + 512]]
-        for row, score, item in zip(chunk, scores[start : start + 512], fetch(chunk)):
-            if item is not None and predicate(item):
-                out.append(make_hit(row, float(score), item))
-    return out
 
 
 def open_engine(

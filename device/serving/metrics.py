@@ -104,7 +104,7 @@ class Metrics:
             "lensbox_query_cache_total", "search-by-id lookups by result (hit, item, miss)"
         )
         self.url_fetches = Counter("lensbox_url_fetches_total", "url queries fetched, by result")
-        # Cloud fallback (device/api/fallback_hook.py); all stay empty while it is off.
+        # Cloud fallback (device/serving/fallback_hook.py); all stay empty while it is off.
         self.fb_asked = Counter(
             "lensbox_fallback_asked_total", "searches that consulted the cloud fallback"
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from lensbox.device.api.query import ConceptTerm, Filters
+from lensbox.device.serving.query import ConceptTerm, Filters
 
 Predicate = Callable[[dict], bool]
 

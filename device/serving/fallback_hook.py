@@ -27,22 +27,21 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lensbox.device.api.errors import ApiError
-from lensbox.device.api.filters import host_matches
-from lensbox.device.api.metrics import Metrics
-from lensbox.device.api.query import Filters, SearchOutcome, SearchQuery
-from lensbox.device.api.service import SearchService
 from lensbox.device.config.fallback import FallbackConfig
 from lensbox.device.fallback import (
     CloudError,
     FallbackOutcome,
     FallbackRouter,
-    local_hit_to_native,
 )
+from lensbox.device.search.engine import Hit
+from lensbox.device.serving.filters import host_matches
+from lensbox.device.serving.metrics import Metrics
+from lensbox.device.serving.query import Filters, SearchOutcome, SearchQuery
+from lensbox.device.serving.service import SearchService
 
 LOCAL = "local"
 # Providers page at most ~100 results; deeper pages of a merged answer are local only.
@@ -77,16 +76,6 @@ def fallback_header(report: dict[str, Any]) -> str:
     if report["state"] in ("answered", "cached"):
         parts.append(f"hits={report['hits']}")
     return "; ".join(parts)
-
-
-def native_hits(hits: Sequence[Any]) -> list[dict[str, Any]]:
-    """Engine hits (or native dicts) -> native hit dicts marked ``source: local``."""
-    return [local_hit_to_native(h, rank) for rank, h in enumerate(hits)]
-
-
-def as_native(outcome: SearchOutcome) -> SearchOutcome:
-    """The service's outcome with its hits as native dicts (no fallback involved)."""
-    return dataclasses.replace(outcome, hits=native_hits(outcome.hits))
 
 
 def catalog_filters(filters: Filters) -> bool:
@@ -150,7 +139,7 @@ class CloudFallback:
             self.metrics.fallback_not_asked(reason)
             return self._answer(
                 local,
-                native_hits(local.hits),
+                local.hits,  # ranked by the service
                 local.total,
                 query,
                 started,
@@ -162,7 +151,7 @@ class CloudFallback:
             assert cloud.error is not None
             raise cloud_api_error(cloud.error)
         merged = self.router.merge(local.hits, cloud, window, calibrated)
-        n_cloud = sum(1 for h in merged if h["source"] != LOCAL)
+        n_cloud = sum(1 for h in merged if h.source != LOCAL)
         total = n_cloud + (local.total if len(merged) > n_cloud else 0)
         return self._answer(
             local, merged, total, query, started, self._report(cloud, merged, query)
@@ -220,7 +209,7 @@ class CloudFallback:
         return cloud
 
     def _report(
-        self, cloud: FallbackOutcome, merged: list[dict[str, Any]], query: SearchQuery
+        self, cloud: FallbackOutcome, merged: list[Hit], query: SearchQuery
     ) -> FallbackReport:
         elapsed = round(cloud.elapsed * 1e3, 1)
         if cloud.skipped:
@@ -230,7 +219,7 @@ class CloudFallback:
                 "failed", cloud.error.kind, cloud.error.provider, elapsed_ms=elapsed
             )
         page = merged[query.offset : query.offset + query.top_k]
-        used = sum(1 for h in page if h["source"] != LOCAL)
+        used = sum(1 for h in page if h.source != LOCAL)
         return FallbackReport(
             "cached" if cloud.from_cache else "answered", None, cloud.provider, used, elapsed
         )
@@ -238,7 +227,7 @@ class CloudFallback:
     def _answer(
         self,
         local: SearchOutcome,
-        hits: list[dict[str, Any]],
+        hits: list[Hit],
         total: int,
         query: SearchQuery,
         started: float,

@@ -5,7 +5,7 @@ Alibaba ``AddImage`` / ``DeleteImage``, Huawei image add / modify / delete). The
 parses its own request and renders its own answer; this module
 
 * refuses early, before any photo is decoded, on an instance that takes no changes
-  (``read_only``: ``state.read_only``, a failed journal, fixed engines) and on fields an
+  (``read_only``: ``state.read_only`` or no ``[state]``, a failed journal) and on fields an
   API client may not set;
 * checks each photo against the contract's image limits from its header, then lets
   :meth:`LiveCatalog.put` decode and embed it on an interpreter leased from the daemon's
@@ -25,14 +25,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from lensbox.device.api.engines import PooledEmbedder
 from lensbox.device.api.errors import ApiError
-from lensbox.device.api.instances import Instance
-from lensbox.device.api.metrics import Metrics
 from lensbox.device.api.params import pic_name
-from lensbox.device.api.query import ImageLimits
 from lensbox.device.imaging.decode import ImageError
 from lensbox.device.live.catalog import CatalogClosed, CatalogReadOnly, Change
+from lensbox.device.serving.instances import Instance
+from lensbox.device.serving.interpreters import PooledEmbedder
+from lensbox.device.serving.metrics import Metrics
+from lensbox.device.serving.query import ImageLimits
 
 # Item fields an API client may set; the rest (size, format, concepts, hash) are measured
 # from the photo itself.
@@ -98,7 +98,7 @@ def product_items(catalog: Any, product_id: str, name: str | None = None) -> lis
 def _slot_embedder(catalog: Any, slot: int, inst: Instance) -> Any:
     """The embedder of ``slot`` for this catalog (its bundle's pooling)."""
     emb = getattr(catalog, "embedder", None)
-    return emb.at(slot) if isinstance(emb, PooledEmbedder) else inst.embedders[slot]
+    return emb.at(slot) if isinstance(emb, PooledEmbedder) else inst.embedder_at(slot)
 
 
 class CatalogWriter:

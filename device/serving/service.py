@@ -26,19 +26,19 @@ import numpy as np
 from flask import g, has_request_context
 from PIL import Image
 
-from lensbox.device.api import urlfetch
-from lensbox.device.api.engines import InterpreterSlots
 from lensbox.device.api.errors import ApiError
-from lensbox.device.api.filters import build_predicate, concept_score
-from lensbox.device.api.instances import Instance
 from lensbox.device.api.limits import decode_base64
-from lensbox.device.api.metrics import Metrics
-from lensbox.device.api.query import ImageLimits, ImageSource, SearchOutcome, SearchQuery
-from lensbox.device.api.query_cache import QueryCache
 from lensbox.device.embedding.embedder import Concept
 from lensbox.device.embedding.subject import Box
 from lensbox.device.imaging.decode import ImageError, ImageInfo, decode_image, probe_image
 from lensbox.device.search.engine import Hit, QueryEmbedding
+from lensbox.device.serving import urlfetch
+from lensbox.device.serving.filters import build_predicate, concept_score
+from lensbox.device.serving.instances import Instance
+from lensbox.device.serving.interpreters import InterpreterSlots
+from lensbox.device.serving.metrics import Metrics
+from lensbox.device.serving.query import ImageLimits, ImageSource, SearchOutcome, SearchQuery
+from lensbox.device.serving.query_cache import QueryCache
 
 EXIF_ORIENTATION = 0x0112
 # A subject box covering this much of the image is the image: no second model run.
@@ -176,7 +176,7 @@ class SearchService:
         return SearchOutcome(
             instance=inst.name,
             query_id=first.query_id,
-            hits=hits,
+            hits=ranked(hits),
             total=total,
             query=first.embedding,
             region=first.region,
@@ -222,7 +222,7 @@ class SearchService:
         return SearchOutcome(
             instance=inst.name,
             query_id=None,
-            hits=page,
+            hits=ranked(page),
             total=len(scored),
             query=None,
             region=None,
@@ -382,6 +382,13 @@ class SearchService:
         size = (int(item.get("width") or 0), int(item.get("height") or 0))
         emb = QueryEmbedding(vectors, concepts, [], size, None)
         return PreparedQuery(query_id, emb, None, [], size)
+
+
+def ranked(hits: list[Hit]) -> list[Hit]:
+    """``hits`` with ``rank`` set to their place in the answer (0-based)."""
+    for rank, hit in enumerate(hits):
+        hit.rank = rank
+    return hits
 
 
 def distinct_products(hits: list[Hit]) -> list[Hit]:

@@ -71,13 +71,6 @@ class Notifier:
     def watchdog(self) -> bool:
         return self.send("WATCHDOG=1")
 
-    def watchdog_trigger(self, status: str) -> bool:
-        """Ask systemd to act as if the watchdog expired (restart us now)."""
-        return self.send(f"WATCHDOG=trigger\nSTATUS={status}")
-
-    def mainpid(self, pid: int) -> bool:
-        return self.send(f"MAINPID={pid}")
-
     def watchdog_interval(self) -> float | None:
         """$WATCHDOG_USEC in seconds, if the watchdog is on and meant for this process."""
         usec = self._environ.get("WATCHDOG_USEC")

@@ -107,15 +107,14 @@ class SearchQuery:
 class SearchOutcome:
     """Hits and everything a contract may report about how they were found.
 
-    ``hits`` are engine :class:`Hit` objects as :class:`SearchService` returns them, and
-    native hit dicts (``{id, score, source, score_kind, rank, item}``, see
-    lensbox.device.fallback.merge) once ``ApiContext.answer`` has run: contracts render
-    the dicts, which is what lets them render cloud hits (no catalog row) too.
+    ``hits`` are :class:`Hit` objects from the engine to the contract; once
+    ``ApiContext.answer`` has run each carries its ``rank``, and a cloud fallback's
+    (no catalog row) its ``source`` (see lensbox.device.fallback.merge).
     """
 
     instance: str
     query_id: str | None
-    hits: list[Hit] | list[dict[str, Any]]
+    hits: list[Hit]
     total: int
     query: QueryEmbedding | None
     region: Box | None  # the area actually searched (given region or found subject)

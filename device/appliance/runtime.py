@@ -4,7 +4,7 @@ Usage (the serve command)::
 
     runtime = ServiceRuntime(config, config_path)
     manager = runtime.start()                  # logging, bundles, SIGHUP, watcher
-    app = create_app(config, manager)          # manager[name] -> LiveCatalog
+    app = create_app(config, manager=manager, pool=pool)   # manager[name] -> LiveCatalog
     server = make_server(app, ...)             # bind the port first ...
     runtime.ready(f"serving {len(manager)} bundle(s) on :{port}")   # ... then READY=1
     try:
@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lensbox.device.appliance.sdnotify import Heartbeat, Notifier
 from lensbox.device.live.manager import BundleManager, install_sighup
-from lensbox.device.live.sdnotify import Heartbeat, Notifier
 
 log = logging.getLogger("lensbox.service")
 
@@ -53,7 +53,7 @@ class ServiceRuntime:
 
     def start(self) -> BundleManager:
         if self.configure_logging:
-            from lensbox.device.live.logging import setup_logging
+            from lensbox.device.appliance.logging import setup_logging
 
             setup_logging(self.config.service.log_format, self.config.service.log_level)
         self.notifier.status("loading bundles")

@@ -8,7 +8,7 @@ callbacks where it has no static trampolines), so whether the setting is safe de
 the TFLite wheel and the CPU. This module installs the same filter on itself, checks that
 it is effective, then loads the model and runs it (and a ctypes callback).
 
-    python3 -m lensbox.device.live.mdwe      exit 0: safe; 1: breaks; 2: cannot tell
+    python3 -m lensbox.device.appliance.mdwe      exit 0: safe; 1: breaks; 2: cannot tell
 
 ``systemd/install.sh --mdwe=auto`` adds the setting (as a drop-in) only on exit 0.
 """
@@ -155,7 +155,7 @@ def exercise_model(model_path: str | None, runtime: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python3 -m lensbox.device.live.mdwe",
+        prog="python3 -m lensbox.device.appliance.mdwe",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

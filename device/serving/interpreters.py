@@ -10,7 +10,7 @@ measurements behind the defaults.
 
 ``lensbox serve`` builds an :class:`InterpreterPool`; the bundle manager opens every bundle
 on the pool's models (:meth:`InterpreterPool.opener`), so a hot-swapped or compacted bundle
-needs no extra interpreter. :func:`load_engines` is the fixed-engine form (tests, tools).
+needs no extra interpreter.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -155,42 +155,3 @@ class InterpreterPool:
         for slot in range(len(self.models)):
             Embedder(self.models[slot], "gem", self.labels).embed(gray)
         log.info("warmed up %d interpreter(s)", len(self.models))
-
-
-def load_engines(
-    bundles: Mapping[str, str | Path],
-    interpreters: int = 2,
-    threads: int = 1,
-    runtime: str = "auto",
-    settings=None,
-    model_path: str | Path | None = None,
-    warmup: bool = True,
-) -> dict[str, list[SearchEngine]]:
-    """Open every bundle once and ``interpreters`` models shared by all of them."""
-    from lensbox.device.bundle.reader import open_bundle
-    from lensbox.device.embedding.model import TFLiteModel
-
-    if model_path is None:
-        from lensbox.models import MODEL_PATH
-
-        model_path = MODEL_PATH
-    models = [TFLiteModel(model_path, threads, runtime) for _ in range(interpreters)]
-    labels = load_labels()
-    opened: dict[Path, object] = {}
-    engines: dict[str, list[SearchEngine]] = {}
-    for name, path in bundles.items():
-        key = Path(path).resolve()
-        if key not in opened:
-            opened[key] = open_bundle(path, models[0].sha256)
-        bundle = opened[key]
-        pooling = bundle.manifest["descriptor"]["pooling"]
-        engines[name] = [
-            SearchEngine(bundle, Embedder(m, pooling, labels), settings) for m in models
-        ]
-    if warmup and engines:
-        first = next(iter(engines.values()))
-        gray = np.full((256, 256, 3), 128, np.uint8)
-        for engine in first:
-            engine.embedder.embed(gray)
-        log.info("warmed up %d interpreter(s)", len(first))
-    return engines
