@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -102,7 +103,32 @@ def test_the_bundle_holds_local_features_and_a_calibration(sample_bundle: Path) 
         assert (sample_bundle / name).is_file()
 
 
-def test_a_sample_photo_is_verified_and_called_a_match(engine) -> None:
+@pytest.fixture()
+def always_verify(engine):
+    """The sample photos are clear global answers that the cascade would not verify."""
+    base = engine.settings
+    engine.settings = replace(base, rerank=replace(base.rerank, confident=2.0))
+    yield engine
+    engine.settings = base
+
+
+def test_the_cascade_answers_a_clear_global_match_without_verifying(engine) -> None:
+    rgb = load_image(SAMPLE_QUERIES / "coffee-photo.jpg")
+    assert engine.settings.rerank.confident < 1.0  # on by default
+    base = engine.settings
+    try:
+        engine.settings = replace(base, rerank=replace(base.rerank, confident=0.0, margin=0.0))
+        top = engine.search_image(rgb, top_k=1).hits[0]
+        assert top.id == "coffee" and top.inliers is None
+        engine.settings = replace(base, rerank=replace(base.rerank, confident=2.0))
+        top = engine.search_image(rgb, top_k=1).hits[0]
+        assert top.id == "coffee" and top.inliers is not None and top.inliers >= 12
+    finally:
+        engine.settings = base
+
+
+def test_a_sample_photo_is_verified_and_called_a_match(always_verify) -> None:
+    engine = always_verify
     res = engine.search_image(load_image(SAMPLE_QUERIES / "coffee-photo.jpg"), top_k=3)
     top = res.hits[0]
     assert top.id == "coffee" and top.verdict == "match"
@@ -195,6 +221,7 @@ def test_lensbox_serve_reports_verdict_inliers_and_region(
     """The path `lensbox serve` runs (live catalog, interpreter pool), in its own process."""
     port = _free_port()
     log = tmp_path / "serve.log"
+    env = {**os.environ, "LENSBOX__SEARCH__CONFIDENT": "2"}  # verify even a clear answer
     with log.open("w") as out:
         proc = subprocess.Popen(
             [
@@ -208,6 +235,7 @@ def test_lensbox_serve_reports_verdict_inliers_and_region(
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env=env,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -267,6 +295,7 @@ def test_compaction_keeps_verification_under_the_new_rows(sample_bundle: Path, t
         assert cat.compact() is not None
         engine = SearchEngine(open_bundle(slot.current()), base.embedder, base.settings)
         assert engine.local is not None and (engine.local.photo_items == -1).sum() == 2
+        engine.settings = replace(base.settings, rerank=replace(base.settings.rerank, confident=2))
         for name in ("coffee", "rocket"):
             rgb = load_image(SAMPLE_QUERIES / f"{name}-photo.jpg")
             top = engine.search_image(rgb, top_k=1).hits[0]

@@ -26,6 +26,14 @@ class SearchConfig(Section):
         "(the cost budget: ~5-10 ms each; 0: rank by the global descriptor and visual words off)",
     )
     visual_words: bool = Field(True, description="the visual-word channel beside the global one")
+    confident: float = Field(
+        0.65,
+        ge=0,
+        le=2,
+        description="the cascade: a global top hit at least this similar and `margin` ahead "
+        "of the next is answered without verification (above 1: always verify)",
+    )
+    margin: float = Field(0.1, ge=0, le=2, description="see `confident`")
 
     @field_validator("query_views")
     @classmethod
@@ -45,5 +53,10 @@ class SearchConfig(Section):
             self.search_k,
             self.exact_below,
             self.exact_cache_mb,
-            RerankSettings(verify=self.verify, words=self.visual_words),
+            RerankSettings(
+                verify=self.verify,
+                words=self.visual_words,
+                confident=self.confident,
+                margin=self.margin,
+            ),
         )

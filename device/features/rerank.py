@@ -41,6 +41,11 @@ class RerankSettings:
     patience: int = 2
     rrf_k: int = 10
     words: bool = True  # the visual-word channel (off: verify the global shortlist only)
+    # The cascade: a global top hit this similar, this far ahead of the next, is answered
+    # without verification (measured on smvs canon+droid and UKBench real views: 25% and
+    # 92% of queries stop here, none of them wrong; bench/recognition.py).
+    confident: float = 0.65
+    margin: float = 0.1
     match: VerifySettings = field(default_factory=VerifySettings)
 
 
@@ -67,6 +72,13 @@ def confidence(global_score: float, inliers: int, min_inliers: int) -> float:
     gain = 1.0 - math.exp(-(inliers - min_inliers + 1) / INLIER_SCALE)
     local = 0.5 + (LOCAL_CEILING - 0.5) * gain
     return 1.0 - (1.0 - g) * (1.0 - local)
+
+
+def globally_confident(scores: np.ndarray, settings: RerankSettings) -> bool:
+    """Whether a global ranking (scores best first) is clear enough to skip verification."""
+    if len(scores) == 0 or float(scores[0]) < settings.confident:
+        return False
+    return len(scores) == 1 or float(scores[0]) - float(scores[1]) >= settings.margin
 
 
 def fuse(lists: list[list[int]], k: int) -> list[int]:

@@ -21,7 +21,13 @@ from lensbox.device.embedding.embedder import Concept, Embedder, describe
 from lensbox.device.embedding.subject import Box
 from lensbox.device.embedding.views import QUERY_VIEWS, validate_views
 from lensbox.device.features.local import LocalFeatures, extract
-from lensbox.device.features.rerank import Evidence, RerankSettings, confidence, rerank
+from lensbox.device.features.rerank import (
+    Evidence,
+    RerankSettings,
+    confidence,
+    globally_confident,
+    rerank,
+)
 from lensbox.device.features.store import LocalIndex, open_local_index
 from lensbox.device.search.calibration import MATCH, WEAK, Calibration
 
@@ -229,6 +235,8 @@ class SearchEngine:
         global score combined with their verification. ``evidence`` (a dict) receives what
         was found, for the hits.
         """
+        if globally_confident(scores, self.settings.rerank):
+            return rows, scores  # the cascade: a clear global answer needs no verification
         found = self.verify(queries, rows, local)
         if not found:
             return rows, scores
