@@ -211,20 +211,3 @@ def make_transforms(
         "jpeg": jpeg,
         "kiosk": lambda im, r: kiosk(im, r, background),
     }
-
-
-def background_source(
-    scene_images: list[np.ndarray], exclude: Callable[[int], bool] | None = None
-) -> Background:
-    """Half procedural textures, half other UKBench photos (never the query's own object)."""
-
-    def pick(rng: np.random.Generator) -> np.ndarray:
-        if not scene_images or rng.random() < 0.5:
-            return texture(rng)
-        for _ in range(20):
-            i = int(rng.integers(0, len(scene_images)))
-            if exclude is None or not exclude(i):
-                return scene_images[i]
-        return texture(rng)
-
-    return pick
