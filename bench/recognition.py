@@ -3,7 +3,7 @@
 ``python -m bench.recognition [--quick]`` prints one table per protocol and step, with the
 model's own single-thread run time measured in the same run (latencies are also given as a
 multiple of it, since machines here differ 2-3x between sessions), and saves
-bench/results/recognition.json, the record behind the figures device/features cites.
+bench/results/recognition.json for the report.
 
 Protocols (every catalog is indexed with ``lensbox build``, every query searched through
 ``SearchEngine.search_image``, the path the CLI, kiosk and daemon use):
