@@ -77,6 +77,20 @@ def add_build(sub: argparse._SubParsersAction) -> None:
         help="leave out the small JPEG per item (thumbs.sqlite, ~5 KB each) that lets a "
         "device show hits",
     )
+    p.add_argument(
+        "--local-features",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="ORB keypoints kept per photo for verification and the visual-word channel "
+        "(~40 bytes each; default 1000; 0: none, search by the global descriptor only)",
+    )
+    p.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="skip measuring the verdict thresholds on camera views of the catalog "
+        "(a few seconds; without it the device uses generic thresholds)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_build)
 
@@ -94,6 +108,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         cache_dir=None if args.no_cache else (args.cache_dir or str(default_cache_dir())),
         thumbnails=not args.no_thumbnails,
+        local_features=max(0, args.local_features),
+        calibrate=not args.no_calibrate,
     )
     try:
         report = build_bundle(
@@ -140,6 +156,14 @@ def add_search(sub: argparse._SubParsersAction) -> None:
         "--region", default=None, help="search only this part of the photo: x,y,w,h in px"
     )
     p.add_argument("--views", default=None, help="query crops, e.g. full,center,subject (default)")
+    p.add_argument(
+        "--verify",
+        type=int,
+        default=12,
+        metavar="N",
+        help="check at most N shortlisted items by geometric verification (default 12; "
+        "0: global descriptor only)",
+    )
     p.add_argument(
         "--category", default=None, help="only items of this category (its id or its name)"
     )
@@ -248,12 +272,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     import sqlite3
 
     from lensbox.device.bundle import BundleError
+    from lensbox.device.features.rerank import RerankSettings
     from lensbox.device.imaging import ImageError, load_image
     from lensbox.device.search.engine import SearchSettings, open_engine
 
     try:
         settings = SearchSettings(
-            query_views=tuple(args.views.split(",")) if args.views else SearchSettings.query_views
+            query_views=tuple(args.views.split(",")) if args.views else SearchSettings.query_views,
+            rerank=RerankSettings(verify=max(0, args.verify)),
         )
         region = _parse_box(args.region)
         queries = _query_paths(args.query)

@@ -78,10 +78,33 @@ def _sign() -> np.ndarray:
 
 
 def _orange_star() -> np.ndarray:
-    """The sample's purple star card, printed on orange instead."""
-    img = SAMPLES.draw_card(4)
-    ground = np.abs(img.astype(int) - [120, 60, 170]).sum(axis=2) < 30
-    img[ground] = (250, 130, 20)
+    """A new product: an orange label with a star and its own lettering.
+
+    Not a recoloured catalog card: keypoints are grey-level, so a catalog item with the same
+    design in another colour verifies as well as the item itself, and items added on the
+    box have no stored keypoints yet (see the README's "Recognition" limits)."""
+    import cv2
+
+    img = np.full((480, 640, 3), 245, np.uint8)
+    cv2.rectangle(img, (20, 20), (620, 460), (250, 130, 20), -1)
+    star = np.array(
+        [
+            [320, 70],
+            [365, 190],
+            [490, 190],
+            [390, 265],
+            [430, 390],
+            [320, 315],
+            [210, 390],
+            [250, 265],
+            [150, 190],
+            [275, 190],
+        ],
+        np.int32,
+    )
+    cv2.fillPoly(img, [star], (255, 255, 255))
+    cv2.putText(img, "SUNNY 77", (60, 440), cv2.FONT_HERSHEY_DUPLEX, 1.6, (40, 20, 0), 3)
+    cv2.circle(img, (560, 80), 30, (30, 30, 200), -1)
     return img
 
 

@@ -126,7 +126,7 @@ def test_replacing_and_appending_photos(slot, engine, tmp_path):
     cat.put("thing", _photo("coffee-photo.jpg"), {"title": "v1"})
     cat.put("thing", _photo("rocket-photo.jpg"), {"title": "v2"})  # same id: replaces
     assert _ids(cat.search_vectors(rocket, 1)[0]) == ["thing"]
-    assert "thing" not in _ids(cat.search_vectors(coffee, 2)[0])
+    assert "thing" not in _ids(cat.search_vectors(coffee, 1)[0])
     sha_v2 = cat.get("thing")["content_sha256"]
     cat.put("thing", _photo("coffee-photo.jpg"), append=True)  # a second photo, same item
     assert len(cat.item_vectors("thing")) == 2 and cat.get("thing")["title"] == "v2"

@@ -131,7 +131,7 @@ def test_root_is_still_the_alibaba_rpc(server: Server) -> None:
         timeout=10,
     )
     body = with_action.json()
-    assert body["Success"] is False and body["Code"] == "NoSpecifiedSearchPic"
+    assert body["Success"] is False and body["Code"] == "BadRequest"
     post = requests.post(server.url + "/", data={"AccessKeyId": KEY}, timeout=10)
     assert post.json()["Code"] == "BadRequest" and "Action is required" in post.json()["Msg"]
     # a client that forgot Action but sent other parameters gets Alibaba's error, not HTML

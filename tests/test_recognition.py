@@ -244,3 +244,32 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 12
             pass
         time.sleep(0.3)
     pytest.fail("lensbox serve was not ready in time")
+
+
+def test_compaction_keeps_verification_under_the_new_rows(sample_bundle: Path, tmp_path: Path):
+    """Compaction renumbers rows (a deleted item's go away): the keypoints must follow."""
+    from lensbox.device.bundle.reader import open_bundle
+    from lensbox.device.live.catalog import LiveCatalog, LiveSettings
+    from lensbox.device.live.slot import BundleSlot
+    from lensbox.device.search.engine import SearchEngine
+
+    slot = BundleSlot(tmp_path / "bundles" / "default")
+    slot.install_copy(sample_bundle)
+    base = open_engine(str(slot.current()), threads=1)
+    cat = LiveCatalog(
+        base,
+        tmp_path / "journal" / "default.journal",
+        slot=slot,
+        settings=LiveSettings(background=False),
+    )
+    try:
+        cat.delete(["astronaut", "brick"])  # rows before coffee and rocket: they shift
+        assert cat.compact() is not None
+        engine = SearchEngine(open_bundle(slot.current()), base.embedder, base.settings)
+        assert engine.local is not None and (engine.local.photo_items == -1).sum() == 2
+        for name in ("coffee", "rocket"):
+            rgb = load_image(SAMPLE_QUERIES / f"{name}-photo.jpg")
+            top = engine.search_image(rgb, top_k=1).hits[0]
+            assert top.id == name and top.inliers is not None and top.inliers >= 12
+    finally:
+        cat.close()

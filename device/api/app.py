@@ -58,6 +58,11 @@ def _http_error(exc: HTTPException) -> ApiError:
     return ApiError(code, exc.description or exc.name)
 
 
+# Errors reading a request's body: such a request carries no key (it is then refused as
+# unauthenticated where keys are required), unlike a signature that was read and refused.
+UNREADABLE = frozenset({"bad_json", "bad_request", "bad_param", "bad_form"})
+
+
 class Guard:
     """Auth + rate limit + error shaping around each route of a contract."""
 
@@ -75,6 +80,12 @@ class Guard:
         address = f"addr:{request.remote_addr or '?'}"
         try:
             credential = contract.credential(request)  # may verify a signature
+        except ApiError as exc:
+            if exc.code not in UNREADABLE:  # a refused signature is the answer
+                self._charge(address)
+                raise
+            credential = None  # a body too broken to carry a key carries none
+        try:
             self.auth.check(credential)
         except ApiError:
             self._charge(address)  # failed keys spend the address' budget

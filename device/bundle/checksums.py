@@ -62,7 +62,8 @@ def verify_checksums(directory: Path, manifest: dict) -> bool:
         got = file_sha256(part)
         if got != want:
             raise BundleError(
-                f"{directory}: {name} is corrupt (sha256 {got[:12]}…, the build recorded "
+                f"{directory}: the bundle is damaged: {name} is corrupt (sha256 {got[:12]}…, "
+                "the build recorded "
                 f"{want[:12]}…); copy the bundle again or rebuild it"
             )
     return True

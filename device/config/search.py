@@ -18,6 +18,14 @@ class SearchConfig(Section):
     search_k: int = Field(-1, ge=-1, description="Annoy search_k (-1: trees x candidates)")
     exact_below: int = Field(200_000, ge=0, description="exact scan below this many vectors")
     exact_cache_mb: int = Field(128, ge=0, description="float32 copy for exact scans")
+    verify: int = Field(
+        12,
+        ge=0,
+        le=100,
+        description="most shortlisted items checked by geometric verification per query "
+        "(the cost budget: ~5-10 ms each; 0: rank by the global descriptor and visual words off)",
+    )
+    visual_words: bool = Field(True, description="the visual-word channel beside the global one")
 
     @field_validator("query_views")
     @classmethod
@@ -28,8 +36,14 @@ class SearchConfig(Section):
         return value
 
     def settings(self):
+        from lensbox.device.features.rerank import RerankSettings
         from lensbox.device.search.engine import SearchSettings
 
         return SearchSettings(
-            self.query_views, self.candidates, self.search_k, self.exact_below, self.exact_cache_mb
+            self.query_views,
+            self.candidates,
+            self.search_k,
+            self.exact_below,
+            self.exact_cache_mb,
+            RerankSettings(verify=self.verify, words=self.visual_words),
         )

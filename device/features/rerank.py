@@ -18,9 +18,12 @@ from lensbox.device.features.local import LocalFeatures
 from lensbox.device.features.store import LocalIndex
 from lensbox.device.features.verify import Verification, VerifySettings, match
 
-# Inliers over the minimum at which the geometric evidence is ~0.82 (of 1): slow enough
-# that 120 and 260 inliers still score apart (siblings sharing a template vs the item).
+# Inliers over the minimum at which the geometric evidence is ~0.8: slow enough that 120
+# and 260 inliers still score apart (siblings sharing a template vs the item).
 INLIER_SCALE = 40.0
+# Geometric evidence never reaches certainty alone: a verified item scores below a
+# near-identical global match (an item added on the box, which has no stored keypoints).
+LOCAL_CEILING = 0.98
 
 
 @dataclass(frozen=True)
@@ -54,14 +57,15 @@ def confidence(global_score: float, inliers: int, min_inliers: int) -> float:
     """One 0-1 score from global similarity and verification.
 
     A verified item (at least ``min_inliers`` RANSAC inliers) has independent geometric
-    evidence worth at least 0.5, rising with the inliers; it is combined with the global
+    evidence worth 0.5 to ``LOCAL_CEILING``, rising with the inliers; it is combined with the global
     similarity as two independent pieces of evidence, 1 - (1-g)(1-l). An unverified item
     keeps its global similarity.
     """
     g = min(1.0, max(0.0, global_score))
     if inliers < min_inliers:
         return g
-    local = 0.5 + 0.5 * (1.0 - math.exp(-(inliers - min_inliers + 1) / INLIER_SCALE))
+    gain = 1.0 - math.exp(-(inliers - min_inliers + 1) / INLIER_SCALE)
+    local = 0.5 + (LOCAL_CEILING - 0.5) * gain
     return 1.0 - (1.0 - g) * (1.0 - local)
 
 
@@ -85,7 +89,7 @@ def word_ranking(index: LocalIndex, query: LocalFeatures, wanted: int) -> list[i
         if scores[photo] <= 0.0:
             break
         row = int(index.photo_items[photo])
-        if row not in rows:
+        if row >= 0 and row not in rows:  # -1: the photo's item was removed
             rows.append(row)
             if len(rows) == wanted:
                 break

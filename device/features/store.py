@@ -6,7 +6,8 @@ catalog's features stay on disk until a candidate is verified)::
     local.desc.u8        (F, 32) ORB descriptors, grouped by photo
     local.xy.f32         (F, 2) keypoint positions in the photo's pixels
     local.photos.i64     (P+1,) offsets of each photo's features
-    local.items.i32      (P,) item row of each photo
+    local.items.i32      (P,) item row of each photo (-1: its item was removed on the box
+                         and the bundle compacted; the photo stays until the next build)
     local.sizes.i32      (P, 2) width, height of each photo
     local.vocab.u8       (B + B*B, 32) vocabulary tree: top level, then leaves
     local.inv.offsets.i64  (K+1,)  inverted file: word -> postings
@@ -21,6 +22,7 @@ a bundle without it (or with a damaged part) is served by the global descriptor 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +87,17 @@ class LocalIndex:
     def word_scores(self, query: LocalFeatures) -> np.ndarray:
         """TF-IDF cosine of the query with every catalog photo: (photos,)."""
         return self.inverted.scores(self.vocabulary.assign(query.desc))
+
+
+def copy_local_index(source: Path, folder: Path, photo_items: np.ndarray) -> None:
+    """Copy ``source``'s local-feature files into ``folder`` with new item rows per photo
+    (compaction renumbers rows; a removed item's photos get -1). The vocabulary and the
+    inverted file stay valid: they index photos, not items."""
+    for key, (name, dtype) in FILES.items():
+        if key == "items":
+            np.ascontiguousarray(photo_items, dtype).tofile(folder / name)
+        else:
+            shutil.copyfile(source / name, folder / name)
 
 
 def write_local_index(
@@ -185,7 +198,7 @@ def _open(folder: Path, section: dict, item_count: int) -> LocalIndex:
         offsets[0] != 0
         or offsets[-1] != feats
         or np.any(np.diff(offsets) < 0)
-        or (photos and (items.min() < 0 or items.max() >= item_count))
+        or (photos and (items.min() < -1 or items.max() >= item_count))
     ):
         raise LocalIndexError("photo offsets or items out of range")
     inv_offsets = np.asarray(_map(folder, "inv_offsets", words + 1))

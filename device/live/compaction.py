@@ -102,19 +102,32 @@ def snapshot_content(view: _View, lineage: str, seq: int) -> dict[str, Any]:
         "compacted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "compacted_from": Path(bundle.path).name,
     }
+    local = view.engine.local
+    if local is None:  # none, or damaged: the new bundle ranks by the global descriptor
+        manifest.pop("local", None)
     return {
         "manifest": manifest,
         "items": items,
         "vectors": vectors,
         "owners": owners,
         "base": Path(bundle.path),
+        # Base photos keep their keypoints under their new rows; items added on the box
+        # have none (they rank by the global descriptor), removed items' photos get -1.
+        "local_items": None if local is None else _remap(new_row, local.photo_items),
     }
+
+
+def _remap(new_row: np.ndarray, photo_items: np.ndarray) -> np.ndarray:
+    """New item row of each photo; -1 stays -1 (removed by an earlier compaction)."""
+    items = np.asarray(photo_items, np.int64)
+    return np.where(items >= 0, new_row[np.clip(items, 0, None)], -1)
 
 
 def write_content(tmp: Path, content: dict[str, Any]) -> None:
     """Write a bundle directory (the manifest last); the staging dir is fsync'd by the slot."""
     from lensbox.device.bundle.reader import index_axis_scale
     from lensbox.device.embedding.descriptor import Projection
+    from lensbox.device.features.store import copy_local_index
     from lensbox.index_builder.writer import build_annoy, write_items_db, write_manifest
 
     manifest = content["manifest"]
@@ -127,6 +140,8 @@ def write_content(tmp: Path, content: dict[str, Any]) -> None:
         shutil.copyfile(base / PROJECTION, tmp / PROJECTION)
     if (base / THUMBNAILS).is_file():  # keyed by item id + photo hash: stale rows go unused
         shutil.copyfile(base / THUMBNAILS, tmp / THUMBNAILS)
+    if content.get("local_items") is not None:
+        copy_local_index(base, tmp, content["local_items"])
     projection = Projection.load(tmp / PROJECTION) if (tmp / PROJECTION).is_file() else None
     build_annoy(
         content["vectors"],

@@ -199,9 +199,9 @@ async function onPhoto() {
     $("status").textContent = state.hits.length
       ? `${state.hits.length} of ${body.total} hits in ${ms} ms` + (looks.length ? ` · looks like ${looks.join(", ")}` : "")
       : "No hits.";
-    $("status").dataset.state = "done";
     await renderHits();
     drawQuery();
+    $("status").dataset.state = "done"; // only once every hit is on the page
   } catch (exc) {
     $("status").textContent = "Search failed: " + exc.message;
     $("status").className = "error";
