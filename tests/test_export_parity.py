@@ -34,6 +34,7 @@ def test_the_export_uses_the_device_functions_not_copies() -> None:
     assert export_model.SIZE == model.INPUT_SIZE and export_model.GEM_P == descriptor.GEM_P
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", [r for r in available_runtimes() if r in export_model.RUNTIMES])
 def test_measure_equals_what_the_device_embeds(runtime: str, tmp_path) -> None:
     photos = [load_image(SAMPLE_CATALOG / f"{name}.jpg") for name in PHOTOS]
