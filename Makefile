@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint bench clean sdk-table
+.PHONY: demo test test-fast lint typecheck bench clean sdk-table
 
 $(BIN)/lensbox: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ test: $(BIN)/lensbox
 lint: $(BIN)/lensbox
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## mypy (with the pydantic plugin) on the installed packages. The folders map onto lensbox.*
+## only through package-dir, so they are linked under build/typecheck/lensbox/ for mypy.
+typecheck: $(BIN)/lensbox
+	mkdir -p build/typecheck/lensbox
+	for d in device index_builder models; do ln -sfn ../../../$$d build/typecheck/lensbox/$$d; done
+	$(BIN)/mypy -p lensbox.device -p lensbox.index_builder -p lensbox.models
 
 ## The suite without the slow tests, for the inner loop.
 test-fast: $(BIN)/lensbox

@@ -224,34 +224,6 @@ class TorchFloatModel:
         return ModelOutput(np.concatenate(feats), np.concatenate(logits))
 
 
-def macs_of_model() -> dict[str, float]:
-    """Multiply-accumulates of one 224x224 forward pass, counted from the module's layers."""
-    import torch
-
-    from lensbox.models.efficientnet_lite0 import EfficientNetLite0
-
-    net = EfficientNetLite0().eval()
-    counts = {"conv": 0, "linear": 0}
-
-    def conv_hook(mod, _inp, out):
-        k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
-        counts["conv"] += int(out.numel() // out.shape[0]) * k
-
-    def linear_hook(mod, _inp, out):
-        counts["linear"] += mod.in_features * mod.out_features
-
-    for m in net.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            m.register_forward_hook(conv_hook)
-        elif isinstance(m, torch.nn.Linear):
-            m.register_forward_hook(linear_hook)
-    with torch.inference_mode():
-        net(torch.zeros(1, 224, 224, 3))
-    params = sum(p.numel() for p in net.parameters())
-    total = counts["conv"] + counts["linear"]
-    return {"gmacs": total / 1e9, "conv_gmacs": counts["conv"] / 1e9, "params_m": params / 1e6}
-
-
 # -- embedding every view at once ------------------------------------------------------------
 ALL_POOLINGS = ("gem", "avg")
 

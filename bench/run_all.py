@@ -1,7 +1,8 @@
 """Run every benchmark and write docs/benchmarks.md: ``python -m bench.run_all [--quick]``.
 
 Order: quality (UKBench retrieval), scale (memory, size, Annoy scaling), speed (pipeline,
-runtimes, search, build, HTTP), boards (estimate), then the report. Each part also runs
+runtimes, search, build, HTTP), then the report (its board section is a written estimate,
+nothing measures it). Each part also runs
 alone (``python -m bench.quality`` ...), and ``python -m bench.report`` re-renders the page
 from the saved results without measuring anything.
 """
@@ -20,10 +21,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 if __package__ in (None, ""):  # `python bench/run_all.py` works too
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import boards, quality, report, scale, speed
+from bench import quality, report, scale, speed
 from bench.common import BenchConfig, load_results, log, machine_info, save_results
 
-PARTS = ("quality", "scale", "speed", "boards")
+PARTS = ("quality", "scale", "speed")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
             save_results("scale", scale.run(cfg))
         elif part == "speed":
             save_results("speed", speed.run(cfg))
-        elif part == "boards":
-            save_results("boards", boards.run())
         durations[part] = time.perf_counter() - t0
         log(f"== {part} took {durations[part]:.0f} s")
     previous = load_results("run") or {}

@@ -138,7 +138,8 @@ def _embed_all(
             cache.local_key(local, content) if local is not None else None,
         )
         hit = cache.get(keys[path][0])
-        local_hit = cache.get_local(keys[path][1]) if keys[path][1] else None
+        local_key = keys[path][1]
+        local_hit = cache.get_local(local_key) if local_key else None
         if hit is None or (local is not None and local_hit is None):
             todo.append(path)
         else:
@@ -295,7 +296,9 @@ def build_bundle(
         categories=categories,
         extra_columns=extra_columns(catalog),
     )
-    items, pooled, owners = [], [], []
+    items: list[dict] = []
+    pooled: list[np.ndarray] = []
+    owners: list[int] = []
     local_features: list[LocalFeatures] = []
     local_items: list[int] = []
     shown: list[tuple[str, str]] = []  # (item id, the photo its thumbnail shows)

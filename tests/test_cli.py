@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import SAMPLE_CATALOG, SAMPLE_QUERIES
 
 
@@ -31,6 +33,7 @@ def test_help_explains_every_command() -> None:
     assert "manifest" in build_help and "--dims" in build_help
 
 
+@pytest.mark.slow
 def test_build_then_search_json(tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     shutil.copytree(SAMPLE_CATALOG, folder)

@@ -31,6 +31,7 @@ def ukbench_engine(ukbench: Path, tmp_path_factory: pytest.TempPathFactory):
     return open_engine(str(out), threads=1)
 
 
+@pytest.mark.slow
 def test_other_views_find_their_object(ukbench_engine, ukbench: Path) -> None:
     correct = total = 0
     for obj in range(OBJECTS):

@@ -155,6 +155,7 @@ def test_items_db_must_match_the_counts(copy: Path) -> None:
         open_bundle(copy)
 
 
+@pytest.mark.slow
 def test_serve_survives_a_corrupt_deployed_bundle_on_every_start(
     copy: Path, sample_bundle: Path, tmp_path: Path
 ) -> None:

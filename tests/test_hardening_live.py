@@ -12,6 +12,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from lensbox.device.bundle.format import VECTORS
@@ -32,6 +33,7 @@ def _details(url: str) -> dict:
     return requests.get(f"{url}/readyz", timeout=10).json()["details"]["default"]
 
 
+@pytest.mark.slow
 def test_sighup_to_a_broken_plain_directory(sample_bundle: Path, tmp_path: Path) -> None:
     slot = tmp_path / "bundles" / "default"
     BundleSlot(slot).install_copy(sample_bundle)

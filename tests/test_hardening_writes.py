@@ -176,6 +176,7 @@ def test_a_full_disk_answers_unavailable_and_recovers(live) -> None:
     assert requests.get(f"{live.url}/v1/items/full-disk", timeout=10).status_code == 200
 
 
+@pytest.mark.slow
 def test_an_old_journal_with_bad_text_cannot_fail_reads(
     sample_bundle: Path, tmp_path: Path
 ) -> None:

@@ -1,24 +1,19 @@
 """kill -9 a real process applying live changes, compacting and swapping bundles; restart;
-every acknowledged change must be there and every file whole (see bench/crash_trials.py,
-which runs many more trials)."""
+every acknowledged change must be there and every file whole (the trials live in
+tests/crash_support.py; ``python -m tests.crash_support --trials 200`` runs many more)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "crash_trials.py"
+from . import crash_support
 
 
 @pytest.fixture(scope="module")
 def trials():
-    spec = importlib.util.spec_from_file_location("lensbox_crash_trials", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return crash_support
 
 
 @pytest.mark.slow

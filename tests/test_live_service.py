@@ -12,14 +12,9 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = """
 import signal, sys, time
-sys.path.insert(0, sys.argv[2])
-import crash_trials  # synthetic bundles, no model needed
 from lensbox.device.bundle.reader import open_bundle
 from lensbox.device.config.loader import load_config
 from lensbox.device.live.manager import BundleManager
@@ -51,14 +46,11 @@ def _messages(sock: socket.socket, until, timeout: float = 15.0) -> list[str]:
 
 
 def test_service_lifecycle_over_sd_notify(tmp_path):
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import crash_trials
-    finally:
-        sys.path.pop(0)
     from lensbox.device.live.slot import BundleSlot
 
-    crash_trials.make_template(tmp_path / "tpl", "base", 20)
+    from .crash_support import make_template
+
+    make_template(tmp_path / "tpl", "base", 20)
     for name in ("default", "second"):
         BundleSlot(tmp_path / "bundles" / name).install_copy(tmp_path / "tpl")
     conf = tmp_path / "lensbox.toml"
@@ -74,7 +66,7 @@ def test_service_lifecycle_over_sd_notify(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LENSBOX", "JOURNAL"))}
     env.update(NOTIFY_SOCKET=sock_path, WATCHDOG_USEC="200000")
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(conf), str(ROOT / "bench")],
+        [sys.executable, "-c", CHILD, str(conf)],
         env=env,
         stderr=subprocess.PIPE,
         text=True,

@@ -90,6 +90,7 @@ def test_model_card_hash_matches_the_file() -> None:
     assert file_sha256(MODEL_PATH) in card
 
 
+@pytest.mark.slow
 def test_a_bundle_built_on_one_runtime_serves_on_the_other(tmp_path) -> None:
     if len(RUNTIMES) < 2:
         pytest.skip(f"only {RUNTIMES} installed")

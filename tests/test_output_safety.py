@@ -59,6 +59,7 @@ def test_build_refuses_to_replace_what_is_not_a_bundle(tmp_path: Path, output: s
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_build_replaces_its_own_bundle_and_an_empty_folder(tmp_path: Path) -> None:
     photos = _photos(tmp_path)
     (tmp_path / "empty").mkdir()

@@ -280,6 +280,7 @@ def test_region_and_verdict_are_drawn_when_a_hit_has_them(server: Server, browse
     assert not (inside[1] > 150 and inside[0] < 80), "only the outline is drawn"
 
 
+@pytest.mark.slow
 def test_browse_add_and_delete_items(server: Server, browser) -> None:
     open_with_key(browser, server)
     css(browser, "nav.tabs button[data-tab=catalog]")[0].click()

@@ -176,6 +176,7 @@ def test_keypoints_are_capped_on_a_huge_busy_photo() -> None:
     assert found.xy[:, 0].max() <= 4000 and found.xy[:, 1].max() <= 3000  # original pixels
 
 
+@pytest.mark.slow
 def test_a_bundle_built_without_local_features_still_serves(tmp_path: Path) -> None:
     out = tmp_path / "plain.lbx"
     settings = BuildSettings(cache_dir=None, workers=1, local_features=0)

@@ -67,6 +67,7 @@ def test_settings_reject_unknown_views(engine) -> None:
         SearchEngine(engine.bundle, engine.embedder, SearchSettings(query_views=("zoom",)))
 
 
+@pytest.mark.slow
 def test_annoy_on_a_whitened_bundle_searches_in_pca_space(tmp_path) -> None:
     """Whitened bundles index un-whitened vectors; the shortlist must still match exact."""
     from lensbox.device.search.engine import open_engine

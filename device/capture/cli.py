@@ -170,7 +170,7 @@ def _serve(loop: Any, http: tuple[str, int] | None, reopen: Callable[[], Any]) -
     loop.start()
     server = None
     if http is not None:
-        from waitress import create_server
+        from waitress.server import create_server
 
         from lensbox.device.capture.http import create_app
 
@@ -184,7 +184,8 @@ def _serve(loop: Any, http: tuple[str, int] | None, reopen: Callable[[], Any]) -
             # waitress reports effective_port as a string (getnameinfo): %s, not %d
             "kiosk HTTP on http://%s:%s/v1/trigger",
             http[0],
-            server.effective_port,
+            # Set by waitress's BaseWSGIServer.__init__; types-waitress does not declare it.
+            server.effective_port,  # type: ignore[union-attr]
         )
     try:
         while not done.wait(0.5):

@@ -202,6 +202,7 @@ class KioskLoop:
         at = self._clock() if at is None else at
         debounce = self.cfg.trigger.debounce_ms / 1000.0
         gap = self.cfg.trigger.min_gap_ms / 1000.0
+        joined: _Pending | None
         with self._cv:
             while True:
                 if self._stop.is_set():

@@ -33,6 +33,7 @@ def parse_source(source: str, backend: str = "auto") -> SourceSpec:
     import cv2
 
     text = source.strip()
+    target: int | str
     if text.isdigit():
         kind, target = "device", int(text)
     elif text.startswith("/dev/"):
@@ -98,7 +99,7 @@ def _configure_device(cap: Any, cfg: CameraConfig) -> None:
     import cv2
 
     if cfg.fourcc:
-        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*cfg.fourcc))
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*cfg.fourcc))
     if cfg.width:
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
     if cfg.height:

@@ -50,7 +50,7 @@ def write_video(
 
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"MJPG"), fps, size)
     if not writer.isOpened():
         raise RuntimeError("OpenCV cannot write MJPG video here")
     for frame in frames:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lensbox.device.embedding.descriptor import Projection, identity_descriptor, pool
-from lensbox.device.embedding.model import TFLiteModel, preprocess
+from lensbox.device.embedding.model import ModelOutput, TFLiteModel, preprocess
 from lensbox.device.embedding.subject import Box, subject_boxes
 from lensbox.device.embedding.views import crop_views
 
@@ -80,7 +80,7 @@ class Embedder:
         self.labels = labels if labels is not None else load_labels()
         self.subject_threshold = subject_threshold
 
-    def _run(self, images: list[np.ndarray]):
+    def _run(self, images: list[np.ndarray]) -> ModelOutput:
         batch = np.stack([preprocess(img, self.model.input_size) for img in images])
         return self.model.run(batch)
 
@@ -104,7 +104,10 @@ class Embedder:
                 ImageEmbedding(views, np.empty((0,)), concepts, boxes, (w, h), {"full": full})
             )
             crops += [c for v, c in zip(views, crop_views(rgb, views, boxes[0])) if v != "full"]
-        crop_pooled = pool(self._run(crops).features, self.pooling) if crops else None
+        # Without crops no view below reads crop_pooled.
+        crop_pooled = (
+            pool(self._run(crops).features, self.pooling) if crops else np.empty((0, 0), np.float32)
+        )
         cursor = 0
         for emb in results:
             rows = []

@@ -1,7 +1,8 @@
 """Run the EfficientNet-Lite0 TFLite model: preprocessing and inference, nothing more.
 
-The preprocessing here is *the* preprocessing: the export script calibrated the int8
-model on exactly this resize and scaling, and builder and device both call it.
+The preprocessing here is *the* preprocessing: builder and device both call it, and the
+export script (models/export_model.py) calibrates the int8 model and measures its parity
+through it too, with the same input quantization and output dequantization.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class ModelOutput:
     logits: np.ndarray  # (N, 1000) float32
 
 
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float input -> the tensor's dtype with its scale and zero point (int8 for lensbox)."""
     dtype = detail["dtype"]
     if dtype == np.float32:
         return x.astype(np.float32)
@@ -48,7 +50,8 @@ def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
 
-def _dequantize(x: np.ndarray, detail: dict) -> np.ndarray:
+def dequantize_output(x: np.ndarray, detail: dict) -> np.ndarray:
+    """An output tensor -> float32 with its scale and zero point."""
     if detail["dtype"] == np.float32:
         return x
     scale, zero = detail["quantization"]
@@ -120,11 +123,11 @@ class TFLiteModel:
                 features=np.concatenate([p.features for p in parts]),
                 logits=np.concatenate([p.logits for p in parts]),
             )
-        self._interp.set_tensor(self._input["index"], _quantize(batch, self._input))
+        self._interp.set_tensor(self._input["index"], quantize_input(batch, self._input))
         self._interp.invoke()
         feats = self._interp.get_tensor(self._feature_idx)
         logits = self._interp.get_tensor(self._logit_idx)
         return ModelOutput(
-            features=_dequantize(feats, self._output_detail(self._feature_idx)).copy(),
-            logits=_dequantize(logits, self._output_detail(self._logit_idx)).copy(),
+            features=dequantize_output(feats, self._output_detail(self._feature_idx)).copy(),
+            logits=dequantize_output(logits, self._output_detail(self._logit_idx)).copy(),
         )

@@ -40,7 +40,7 @@ def crop_views(rgb: np.ndarray, views: tuple[str, ...], subject: Box | None) -> 
         elif view == "subject":
             # A box under 2 px (a tiny image) has no crop to give: the whole image stands in.
             usable = subject is not None and min(subject.width, subject.height) >= 2
-            out.append(subject.crop(rgb) if usable else rgb)
+            out.append(subject.crop(rgb) if subject is not None and usable else rgb)
         else:
             out.append(fixed_crop(rgb, view))
     return out

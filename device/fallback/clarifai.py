@@ -112,7 +112,7 @@ class ClarifaiProvider(CloudProvider):
         return self.hits(doc, top_k)
 
     def error(self, resp: HttpResponse, doc: dict[str, Any]) -> CloudError:
-        status = doc.get("status") if isinstance(doc.get("status"), dict) else {}
+        status = _dict(doc.get("status"))
         code = status_code(status)
         kind = STATUS_KINDS.get(code) if code is not None else None
         if kind is None and resp.status != 200:
@@ -141,10 +141,10 @@ class ClarifaiProvider(CloudProvider):
             score = clamp01(h.get("score")) if isinstance(h, dict) else None
             if not isinstance(inp, dict) or not inp.get("id") or score is None:
                 raise CloudError("bad_response", self.name, "hit without input id or score", 200)
-            data = inp.get("data") if isinstance(inp.get("data"), dict) else {}
-            image = data.get("image") if isinstance(data.get("image"), dict) else {}
-            meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-            info = image.get("image_info") if isinstance(image.get("image_info"), dict) else {}
+            data = _dict(inp.get("data"))
+            image = _dict(data.get("image"))
+            meta = _dict(data.get("metadata"))
+            info = _dict(image.get("image_info"))
             url = image.get("url") or None
             page_url = meta.get("page_url") or meta.get("url")
             out.append(
@@ -169,6 +169,11 @@ class ClarifaiProvider(CloudProvider):
 
 def _host(url: str | None) -> str | None:
     return urlsplit(url).hostname if url else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """``value`` when the response put an object there, else an empty one."""
+    return value if isinstance(value, dict) else {}
 
 
 def _extra(data: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:

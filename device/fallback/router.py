@@ -281,9 +281,9 @@ class FallbackRouter:
             try:
                 hits = provider.search(image, top_k, end)
             except CloudError as err:
-                result.error = err
+                failure = err
             except Exception as exc:  # a provider bug must not crash the caller
-                result.error = CloudError(
+                failure = CloudError(
                     "bad_response", name, f"unexpected client error ({type(exc).__name__})"
                 )
             else:
@@ -291,20 +291,20 @@ class FallbackRouter:
                 self.cache.put(digest, name, top_k, hits)
                 result.hits = hits
                 return
-            err = result.error
-            if self._should_retry(err, result.attempts, end):
-                delay = self.backoff.delay(result.attempts, self._rng, err.retry_after)
+            result.error = failure
+            if self._should_retry(failure, result.attempts, end):
+                delay = self.backoff.delay(result.attempts, self._rng, failure.retry_after)
                 log.debug(
                     "cloud fallback: %s attempt %d failed (%s); retrying in %.2f s",
                     name,
                     result.attempts,
-                    err.kind,
+                    failure.kind,
                     delay,
                 )
                 self._sleep(delay)
                 continue
-            if err.kind in NOT_PROVIDER_FAULT:
-                if err.kind == "rejected":
+            if failure.kind in NOT_PROVIDER_FAULT:
+                if failure.kind == "rejected":
                     breaker.record_success()  # it answered; the query was the problem
                 else:
                     breaker.release()

@@ -88,14 +88,15 @@ def extract(rgb: np.ndarray, settings: LocalSettings, limit: int) -> LocalFeatur
     if min(h, w) < 32 or limit <= 0:
         return LocalFeatures.empty((w, h))
     gray, scale = _gray(rgb, settings.max_side)
-    orb = cv2.ORB_create(
+    orb = cv2.ORB.create(
         nfeatures=int(limit),
         fastThreshold=settings.fast_threshold,
         edgeThreshold=19,
         patchSize=19,
     )
-    keypoints, desc = orb.detectAndCompute(gray, None)
+    # mask=None is OpenCV's documented noArray(); its stubs only allow an array.
+    keypoints, desc = orb.detectAndCompute(gray, None)  # type: ignore[call-overload]
     if desc is None or not keypoints:
         return LocalFeatures.empty((w, h))
-    xy = np.float32([kp.pt for kp in keypoints]) / np.float32(scale)
+    xy = np.array([kp.pt for kp in keypoints], np.float32) / np.float32(scale)
     return LocalFeatures(xy, np.ascontiguousarray(desc, np.uint8), (w, h))

@@ -53,7 +53,7 @@ def _plausible(h: np.ndarray, ref_size: tuple[int, int], query_size: tuple[int, 
 
 def _corners(h: np.ndarray, ref_size: tuple[int, int]) -> np.ndarray | None:
     w, hh = ref_size
-    pts = np.float32([[0, 0], [w, 0], [w, hh], [0, hh]]).reshape(-1, 1, 2)
+    pts = np.array([[0, 0], [w, 0], [w, hh], [0, hh]], np.float32).reshape(-1, 1, 2)
     out = cv2.perspectiveTransform(pts, h)
     if out is None or not np.all(np.isfinite(out)):
         return None

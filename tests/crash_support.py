@@ -23,7 +23,9 @@ Limits: SIGKILL loses no page cache, so this checks the ordering of writes, rena
 journal records; surviving an actual power cut additionally relies on the fsync calls
 (journal record, staged bundle tree, directory entries) that the code issues at each step.
 
-Run: ``python bench/crash_trials.py --trials 200 --seed 1`` (prints a JSON summary).
+tests/test_live_crash.py runs 15 trials in the suite; for many more, from the repository
+root: ``python -m tests.crash_support --trials 200 --seed 1`` (prints a JSON summary; exit 1
+when a trial fails). The driver is this file run by path, so it needs only lensbox.
 """
 
 from __future__ import annotations
