@@ -352,6 +352,7 @@ def run(quick: bool, work: Path, protocols: list[str]) -> dict:
         manifest = json.loads((bundle / "manifest.json").read_text())
         run_ms = model_run_ms(engine)
         out: dict = {
+            "quick": quick,
             "model_run_ms": run_ms,
             "calibration": manifest.get("calibration"),
             "local": manifest.get("local"),
@@ -429,7 +430,7 @@ NOTES = {
 def render(results: dict) -> str:
     """docs/recognition.md from a saved run (``python -m bench.recognition --render``)."""
     m = results.get("machine", {})
-    quick = " (quick mode: half the queries)" if results.get("quick") else ""
+    quick = ""
     parts = [
         "# Recognition on camera photos",
         "",
@@ -451,7 +452,7 @@ def render(results: dict) -> str:
         local = out.get("local") or {}
         per_photo = local.get("features", 0) // max(1, local.get("photos", 1))
         parts += [
-            f"## {name}",
+            f"## {name}" + (" (quick: half the queries)" if out.get("quick") else ""),
             "",
             NOTES.get(name, ""),
             "",
@@ -482,6 +483,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("no saved run: run python -m bench.recognition first")
     else:
         results = run(args.quick, args.work, args.only.split(","))
+        earlier = load_results("recognition") or {}
+        if earlier.get("protocols"):  # a run of some protocols keeps the others' tables
+            results["protocols"] = {**earlier["protocols"], **results["protocols"]}
         path = save_results("recognition", results)
         log(f"saved {path}")
     DOC.write_text(render(results), encoding="utf-8")

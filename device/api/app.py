@@ -60,7 +60,7 @@ def _http_error(exc: HTTPException) -> ApiError:
 
 # Errors reading a request's body: such a request carries no key (it is then refused as
 # unauthenticated where keys are required), unlike a signature that was read and refused.
-UNREADABLE = frozenset({"bad_json", "bad_request", "bad_param", "bad_form"})
+UNREADABLE = frozenset({"bad_json"})
 
 
 class Guard:

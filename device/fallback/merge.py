@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from lensbox.device.bundle.format import ITEM_COLUMNS
+from lensbox.device.bundle.reader import Item
 from lensbox.device.fallback.base import CloudHit
 from lensbox.device.search.engine import Hit
 
@@ -50,7 +51,7 @@ def cloud_hit_to_native(hit: CloudHit) -> Hit:
         None,
         hit.id,
         float(hit.score),
-        item,
+        cast(Item, item),
         source=hit.source,
         score_kind=hit.score_kind,
         rank=hit.rank,
