@@ -27,6 +27,7 @@ from lensbox.device.bundle.format import MANIFEST
 from lensbox.device.features.local import LocalSettings, extract
 from lensbox.device.features.store import FILES, open_local_index
 from lensbox.device.imaging.decode import load_image
+from lensbox.device.search.calibration import Calibration
 from lensbox.device.search.engine import open_engine
 from lensbox.index_builder.build import BuildSettings, build_bundle
 
@@ -115,16 +116,23 @@ def always_verify(engine):
 def test_the_cascade_answers_a_clear_global_match_without_verifying(engine) -> None:
     rgb = load_image(SAMPLE_QUERIES / "coffee-photo.jpg")
     assert engine.settings.rerank.confident < 1.0  # on by default
-    base = engine.settings
+    base, calibration = engine.settings, engine.calibration
     try:
         engine.settings = replace(base, rerank=replace(base.rerank, confident=0.0, margin=0.0))
+        engine.calibration = Calibration(match=0.3, weak=0.2)
         top = engine.search_image(rgb, top_k=1).hits[0]
-        assert top.id == "coffee" and top.inliers is None
+        assert top.id == "coffee" and top.inliers is None and top.verdict == "match"
+        # A clear lead below the bundle's "match" threshold is still verified: an answer the
+        # cascade gives is always a match.
+        engine.calibration = Calibration(match=0.99, weak=0.5)
+        top = engine.search_image(rgb, top_k=1).hits[0]
+        assert top.id == "coffee" and top.inliers is not None and top.inliers >= 12
         engine.settings = replace(base, rerank=replace(base.rerank, confident=2.0))
+        engine.calibration = calibration
         top = engine.search_image(rgb, top_k=1).hits[0]
         assert top.id == "coffee" and top.inliers is not None and top.inliers >= 12
     finally:
-        engine.settings = base
+        engine.settings, engine.calibration = base, calibration
 
 
 def test_a_sample_photo_is_verified_and_called_a_match(always_verify) -> None:

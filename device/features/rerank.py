@@ -74,9 +74,12 @@ def confidence(global_score: float, inliers: int, min_inliers: int) -> float:
     return 1.0 - (1.0 - g) * (1.0 - local)
 
 
-def globally_confident(scores: np.ndarray, settings: RerankSettings) -> bool:
-    """Whether a global ranking (scores best first) is clear enough to skip verification."""
-    if len(scores) == 0 or float(scores[0]) < settings.confident:
+def globally_confident(scores: np.ndarray, settings: RerankSettings, match: float = 0.0) -> bool:
+    """Whether a global ranking (scores best first) is clear enough to skip verification.
+
+    ``match``: the bundle's calibrated "match" threshold; a top hit below it is verified
+    even when it leads clearly, so an answer the cascade gives is always a match."""
+    if len(scores) == 0 or float(scores[0]) < max(settings.confident, match):
         return False
     return len(scores) == 1 or float(scores[0]) - float(scores[1]) >= settings.margin
 

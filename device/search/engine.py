@@ -235,7 +235,7 @@ class SearchEngine:
         global score combined with their verification. ``evidence`` (a dict) receives what
         was found, for the hits.
         """
-        if globally_confident(scores, self.settings.rerank):
+        if globally_confident(scores, self.settings.rerank, self.calibration.match):
             return rows, scores  # the cascade: a clear global answer needs no verification
         found = self.verify(queries, rows, local)
         if not found:
