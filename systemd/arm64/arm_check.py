@@ -4,6 +4,7 @@ Only the device's own dependencies are used (no requests, no pytest): this runs 
 Pi would have after `pip install .`.
 
     python arm_check.py versions
+    python arm_check.py ops --runtime ai-edge-litert
     python arm_check.py descriptors OUT.npz --runtime tflite-runtime
     python arm_check.py compare X86.npz ARM.npz
     python arm_check.py bundles A.lbx B.lbx           # vectors.i8 row by row
@@ -91,6 +92,31 @@ def cmd_descriptors(args: argparse.Namespace) -> int:
         f"{platform.machine()} {args.runtime} {_version(args.runtime)}: {len(photos)} photos, "
         f"{seconds / len(photos) * 1000:.0f} ms per photo -> {args.out}"
     )
+    return 0
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    """Create and run the interpreter with the runtime's log on: which ops XNNPACK took.
+
+    A runtime that refuses an op on this CPU says so here (unsupported op, a delegate that
+    leaves nodes to the reference kernels, more than one partition) or crashes here.
+    """
+    import importlib
+
+    from lensbox.device.embedding.runtime import RUNTIMES
+    from lensbox.models import MODEL_PATH
+
+    module = importlib.import_module(RUNTIMES[args.runtime])
+    interp = module.Interpreter(model_path=str(MODEL_PATH), num_threads=1)
+    interp.allocate_tensors()
+    detail = interp.get_input_details()[0]
+    interp.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    interp.invoke()
+    ops: dict[str, int] = {}
+    for op in interp._get_ops_details():
+        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+    listed = ", ".join(f"{name} x{n}" for name, n in sorted(ops.items()))
+    print(f"{platform.machine()} {args.runtime} {_version(args.runtime)}: invoke ok; ops {listed}")
     return 0
 
 
@@ -242,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(required=True)
     p = sub.add_parser("versions")
     p.set_defaults(func=cmd_versions)
+    p = sub.add_parser("ops")
+    p.add_argument("--runtime", required=True)
+    p.set_defaults(func=cmd_ops)
     p = sub.add_parser("descriptors")
     p.add_argument("out")
     p.add_argument("--runtime", required=True)
