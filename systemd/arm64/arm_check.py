@@ -103,11 +103,15 @@ def cmd_ops(args: argparse.Namespace) -> int:
     """
     import importlib
 
-    from lensbox.device.embedding.runtime import RUNTIMES
-    from lensbox.models import MODEL_PATH
+    modules = {"ai-edge-litert": "ai_edge_litert", "tflite-runtime": "tflite_runtime"}
+    if args.model:  # a venv without lensbox (the litert-2 probe)
+        model = args.model
+    else:
+        from lensbox.models import MODEL_PATH
 
-    module = importlib.import_module(RUNTIMES[args.runtime])
-    interp = module.Interpreter(model_path=str(MODEL_PATH), num_threads=1)
+        model = str(MODEL_PATH)
+    module = importlib.import_module(modules[args.runtime] + ".interpreter")
+    interp = module.Interpreter(model_path=model, num_threads=1)
     interp.allocate_tensors()
     detail = interp.get_input_details()[0]
     interp.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
@@ -270,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_versions)
     p = sub.add_parser("ops")
     p.add_argument("--runtime", required=True)
+    p.add_argument("--model", help="the .tflite file (default: the installed lensbox's)")
     p.set_defaults(func=cmd_ops)
     p = sub.add_parser("descriptors")
     p.add_argument("out")

@@ -172,7 +172,7 @@ versions() {
 
 arm_build() { inroot 'lensbox build examples/sample-catalog -o /out/arm.lbx --no-cache -q'; }
 arm_search() { inroot 'lensbox search /out/arm.lbx examples/sample-queries -k 3'; }
-arm_info() { inroot 'lensbox info /out/arm.lbx | sed -n 1p'; }
+arm_info() { inroot 'lensbox info /out/arm.lbx >/dev/null'; }
 arm_serve() { inroot 'python systemd/arm64/arm_check.py serve /out/arm.lbx examples/sample-queries/coffee-photo.jpg coffee'; }
 arm_kiosk() { inroot 'python systemd/arm64/arm_check.py kiosk /out/arm.lbx examples/sample-queries/coffee-photo.jpg coffee'; }
 
@@ -188,10 +188,10 @@ runtime_ops() {
     return $ok
 }
 litert2_probe() {
-    inroot 'python3 -m venv --system-site-packages /tmp/l2 &&
-        /tmp/l2/bin/pip install -q "ai-edge-litert>=2" "numpy<2" &&
-        PYTHONPATH=/opt/lensbox/lib/python3.11/site-packages /tmp/l2/bin/python -X faulthandler \
-            systemd/arm64/arm_check.py ops --runtime ai-edge-litert'
+    # A venv of its own, without lensbox: nothing on the path can supply the 1.x runtime.
+    inroot 'python3 -m venv /tmp/l2 && /tmp/l2/bin/pip install -q "ai-edge-litert>=2" "numpy<2" &&
+        /tmp/l2/bin/python -X faulthandler systemd/arm64/arm_check.py ops --runtime ai-edge-litert \
+            --model /opt/lensbox/lib/python3.11/site-packages/lensbox/models/*.tflite'
 }
 
 descriptors() {
@@ -212,11 +212,11 @@ descriptors() {
 x86_build() { x86 "lensbox build examples/sample-catalog -o $OUT/x86.lbx --no-cache -q"; }
 bundle_vectors() { x86 "python systemd/arm64/arm_check.py bundles $OUT/x86.lbx $OUT/arm.lbx"; }
 x86_bundle_on_arm() {
-    inroot 'lensbox info /out/x86.lbx | sed -n 1p && lensbox search /out/x86.lbx examples/sample-queries -k 1 &&
+    inroot 'lensbox info /out/x86.lbx >/dev/null && lensbox search /out/x86.lbx examples/sample-queries -k 1 &&
         python systemd/arm64/arm_check.py serve /out/x86.lbx examples/sample-queries/coffee-photo.jpg coffee'
 }
 arm_bundle_on_x86() {
-    x86 "lensbox info $OUT/arm.lbx | sed -n 1p && lensbox search $OUT/arm.lbx examples/sample-queries -k 1 &&
+    x86 "lensbox info $OUT/arm.lbx >/dev/null && lensbox search $OUT/arm.lbx examples/sample-queries -k 1 &&
         python systemd/arm64/arm_check.py serve $OUT/arm.lbx examples/sample-queries/coffee-photo.jpg coffee"
 }
 
