@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
+<<<<<<< HEAD
 .PHONY: demo test test-fast lint typecheck bench clean sdk-table
+=======
+.PHONY: demo test test-fast lint bench clean sdk-table arm-check
+>>>>>>> armcheck
 
 $(BIN)/lensbox: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +48,8 @@ sdk-table: $(BIN)/lensbox
 	LENSBOX_SDK_RESULTS=$(CURDIR)/.sdk-results.jsonl $(BIN)/python -m pytest -q tests/test_sdk_alibaba.py tests/test_sdk_huawei.py tests/test_sdk_clarifai.py tests/test_sdk_grpc.py
 	$(BIN)/python -m tests.sdk_support .sdk-results.jsonl > docs/sdk-compatibility.md
 	rm -f .sdk-results.jsonl
+
+## Install and run on an emulated Raspberry Pi OS 64-bit (arm64, root needed; ~30-60 min, not
+## part of `make test`): see docs/arm-check.md. Run before each release and weekly.
+arm-check:
+	systemd/arm64/arm_check.sh
