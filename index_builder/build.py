@@ -7,7 +7,8 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -168,11 +169,20 @@ def _embed_all(
             outputs = map(workers.embed_file, todo)
             _collect(outputs, results, keys, cache, bar)
         else:
+            # An executor, not mp.Pool: a worker that dies (a runtime crashing in native code)
+            # breaks the build with an error instead of being replaced forever (a hang).
             ctx = mp.get_context("spawn" if sys.platform == "darwin" else "fork")
-            with ctx.Pool(n_workers, initializer=workers.init_worker, initargs=init) as pool:
-                _collect(
-                    pool.imap(workers.embed_file, todo, chunksize=4), results, keys, cache, bar
-                )
+            try:
+                with ProcessPoolExecutor(
+                    n_workers, mp_context=ctx, initializer=workers.init_worker, initargs=init
+                ) as pool:
+                    outputs = pool.map(workers.embed_file, todo, chunksize=4)
+                    _collect(outputs, results, keys, cache, bar)
+            except BrokenProcessPool as exc:
+                raise BuildError(
+                    "an embedding worker process died (a crash in the TFLite runtime?); "
+                    "try `--workers 1` to see the error, or `--runtime tflite-runtime`"
+                ) from exc
     finally:
         bar.close()
         cache.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -177,3 +178,31 @@ def test_manifest_columns_as_people_write_them(tmp_path: Path) -> None:
     assert table == {"games": 7, "toys": 8}
     assert [it.category_id for it in items] == [8, 7, 2, 3]
     assert a.category == "toys" and c.category is None and d.category is None
+
+
+def _die(path: str) -> dict:
+    os._exit(3)  # a worker crashing in native code, as a broken runtime does
+
+
+def test_a_crashing_worker_fails_the_build_instead_of_hanging(tmp_path: Path, monkeypatch) -> None:
+    from lensbox.index_builder import workers
+
+    folder = _mini_catalog(
+        tmp_path,
+        names=(
+            "coffee",
+            "rocket",
+            "chelsea-cat",
+            "clock",
+            "coins",
+            "camera",
+            "brick",
+            "gravel",
+            "hubble",
+        ),
+    )
+    monkeypatch.setattr(workers, "embed_file", _die)  # forked workers inherit it
+    settings = BuildSettings(cache_dir=None, workers=2, calibrate=False)
+    with pytest.raises(BuildError, match="worker process died"):
+        build_bundle(folder, tmp_path / "out.lbx", settings, progress=False)
+    assert not (tmp_path / "out.lbx").exists()
