@@ -3,11 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-<<<<<<< HEAD
-.PHONY: demo test test-fast lint typecheck bench clean sdk-table
-=======
-.PHONY: demo test test-fast lint bench clean sdk-table arm-check
->>>>>>> armcheck
+.PHONY: demo test test-fast lint typecheck bench clean sdk-table arm-check
 
 $(BIN)/lensbox: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

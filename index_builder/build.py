@@ -176,8 +176,9 @@ def _embed_all(
                 with ProcessPoolExecutor(
                     n_workers, mp_context=ctx, initializer=workers.init_worker, initargs=init
                 ) as pool:
-                    outputs = pool.map(workers.embed_file, todo, chunksize=4)
-                    _collect(outputs, results, keys, cache, bar)
+                    _collect(
+                        pool.map(workers.embed_file, todo, chunksize=4), results, keys, cache, bar
+                    )
             except BrokenProcessPool as exc:
                 raise BuildError(
                     "an embedding worker process died (a crash in the TFLite runtime?); "
