@@ -465,6 +465,39 @@ def render(results: dict) -> str:
             verdict_line(out) + ".",
             "",
         ]
+    detectors = load_results("detectors")
+    if detectors:
+        parts += [
+            "## Which local feature",
+            "",
+            "`python -m bench.detectors`: on canon + droid photos, how often the true cover "
+            "verifies above 5 other covers, with the same matching and homography check; "
+            "ORB is the default for its extraction time and size (AKAZE and BRISK are not "
+            "capped at 1,000 keypoints, hence their size).",
+            "",
+            md_table(
+                [
+                    "detector",
+                    "queries",
+                    "verified first",
+                    "extract ms",
+                    "match ms / pair",
+                    "KB / photo",
+                ],
+                [
+                    [
+                        k,
+                        v["queries"],
+                        f"{v['verified_first']:.3f}",
+                        f"{v['extract_ms']:.1f}",
+                        f"{v['match_ms']:.1f}",
+                        f"{v['bytes_per_photo'] / 1024:.1f}",
+                    ]
+                    for k, v in detectors.items()
+                ],
+            ),
+            "",
+        ]
     return "\n".join(parts)
 
 
