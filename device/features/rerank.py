@@ -128,14 +128,14 @@ def rerank(
     global_rows: list[int],
     settings: RerankSettings,
     allowed: set[int] | None = None,
-) -> tuple[dict[int, Evidence], list[int]]:
-    """Verify the fused shortlist; returns evidence per checked item and the word-channel
-    items (so the caller can score those the global shortlist did not hold).
+) -> dict[int, Evidence]:
+    """Verify the fused shortlist; evidence per checked item (the caller re-scores those,
+    including items only the word channel found).
 
     ``allowed``: item rows that may be checked (e.g. not deleted); None: all.
     """
     if settings.verify <= 0 or len(query) < settings.match.min_inliers:
-        return {}, []
+        return {}
     words = word_ranking(index, query, settings.shortlist) if settings.words else []
     if allowed is not None:
         words = [r for r in words if r in allowed]
@@ -154,4 +154,4 @@ def rerank(
             extra = 0
         if extra is not None and extra >= settings.patience:
             break
-    return evidence, words
+    return evidence

@@ -36,19 +36,18 @@ class Verification:
 NONE = Verification(0, 0, None)
 
 
-def _plausible(h: np.ndarray, ref_size: tuple[int, int], query_size: tuple[int, int]) -> bool:
-    """A homography a real camera could produce: no flip, not collapsed, not absurdly large."""
-    if h is None or not np.all(np.isfinite(h)):
+def _plausible(h: np.ndarray, corners: np.ndarray | None, query_size: tuple[int, int]) -> bool:
+    """A homography a real camera could produce: no flip, not collapsed, not absurdly large
+    (``corners``: the reference photo's corners projected by ``h``)."""
+    if corners is None:
         return False
     det = h[0, 0] * h[1, 1] - h[0, 1] * h[1, 0]
     if det <= 1e-4:
         return False
-    corners = _corners(h, ref_size)
-    if corners is None:
-        return False
-    area = abs(cv2.contourArea(corners.astype(np.float32)))
+    quad = corners.astype(np.float32)
+    area = abs(cv2.contourArea(quad))
     qw, qh = query_size
-    return 0.002 * qw * qh < area < 16 * qw * qh and cv2.isContourConvex(corners.astype(np.float32))
+    return 0.002 * qw * qh < area < 16 * qw * qh and cv2.isContourConvex(quad)
 
 
 def _corners(h: np.ndarray, ref_size: tuple[int, int]) -> np.ndarray | None:
@@ -77,9 +76,8 @@ def match(query: LocalFeatures, ref: LocalFeatures, settings: VerifySettings) ->
     )
     if h is None or mask is None:
         return Verification(0, len(good), None)
-    inliers = int(mask.sum())
-    if not _plausible(h, ref.size, query.size):
+    corners = _corners(h, ref.size) if np.all(np.isfinite(h)) else None
+    if not _plausible(h, corners, query.size):
         return Verification(0, len(good), None)
-    corners = _corners(h, ref.size)
     region = [(float(x), float(y)) for x, y in corners] if corners is not None else None
-    return Verification(inliers, len(good), region)
+    return Verification(int(mask.sum()), len(good), region)

@@ -200,14 +200,11 @@ class SearchEngine:
             out[i] = float((vecs @ queries.T).max())
         return out
 
-    def verify(
-        self, queries: np.ndarray, rows: np.ndarray, local: LocalFeatures | None
-    ) -> dict[int, Evidence]:
+    def verify(self, rows: np.ndarray, local: LocalFeatures | None) -> dict[int, Evidence]:
         """Local evidence for the head of a global ranking (empty without local features)."""
         if local is None or self.local is None or not len(rows):
             return {}
-        evidence, _ = rerank(self.local, local, rows.tolist(), self.settings.rerank)
-        return evidence
+        return rerank(self.local, local, rows.tolist(), self.settings.rerank)
 
     def rescore(
         self, queries: np.ndarray, evidence: dict[int, Evidence]
@@ -237,7 +234,7 @@ class SearchEngine:
         """
         if globally_confident(scores, self.settings.rerank, self.calibration.match):
             return rows, scores  # the cascade: a clear global answer needs no verification
-        found = self.verify(queries, rows, local)
+        found = self.verify(rows, local)
         if not found:
             return rows, scores
         if evidence is not None:
