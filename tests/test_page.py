@@ -12,10 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from .api_support import free_port, wait_ready
 from .conftest import ROOT, SAMPLE_CATALOG, SAMPLE_QUERIES
 
 KEY = "page-test-key"
@@ -49,12 +48,6 @@ class Server:
     def get(self, path: str, **kw) -> requests.Response:
         headers = {"Authorization": f"Bearer {KEY}", **kw.pop("headers", {})}
         return requests.get(self.url + path, headers=headers, timeout=30, **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -85,18 +78,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"lensbox serve exited: {(root / 'serve.log').read_text()[-2000:]}")
-            try:
-                if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("lensbox serve was not ready within 120 s")
-            time.sleep(0.3)
+        wait_ready(url, proc, root / "serve.log")
         yield Server(url, proc)
     finally:
         proc.send_signal(signal.SIGTERM)

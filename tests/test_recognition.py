@@ -11,10 +11,8 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from lensbox.device.search.calibration import Calibration
 from lensbox.device.search.engine import open_engine
 from lensbox.index_builder.build import BuildSettings, build_bundle
 
+from .api_support import free_port, wait_ready
 from .conftest import ROOT, SAMPLE_QUERIES
 
 SMVS = ROOT.parent / "shared" / "data" / "smvs-dvd"
@@ -228,7 +227,7 @@ def test_lensbox_serve_reports_verdict_inliers_and_region(
     sample_bundle: Path, tmp_path: Path
 ) -> None:
     """The path `lensbox serve` runs (live catalog, interpreter pool), in its own process."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     env = {**os.environ, "LENSBOX__SEARCH__CONFIDENT": "2"}  # verify even a clear answer
     with log.open("w") as out:
@@ -248,7 +247,7 @@ def test_lensbox_serve_reports_verdict_inliers_and_region(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc, log)
+        wait_ready(url, proc, log)
         data = (SAMPLE_QUERIES / "card-04-photo.jpg").read_bytes()
         body = requests.post(f"{url}/v1/search", data=data, timeout=30).json()
         top = body["hits"][0]
@@ -261,26 +260,6 @@ def test_lensbox_serve_reports_verdict_inliers_and_region(
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"lensbox serve exited: {log.read_text()[-2000:]}")
-        try:
-            if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.3)
-    pytest.fail("lensbox serve was not ready in time")
 
 
 def test_compaction_keeps_verification_under_the_new_rows(sample_bundle: Path, tmp_path: Path):
