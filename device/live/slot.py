@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -100,10 +99,12 @@ class BundleSlot:
     def stage(self, fill: Callable[[Path], None]) -> Path:
         """Write a new bundle into a fresh staging directory (fsync'd); returns it."""
         self.root.mkdir(parents=True, exist_ok=True)
-        prefix = f".{self.name}@staging.{os.getpid()}."
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=self.root))
+        # Registered before it exists: another thread's prune() treats this process's
+        # unregistered staging dirs as abandoned, so it must never see one in between.
+        tmp = self.root / f".{self.name}@staging.{os.getpid()}.{uuid.uuid4().hex}"
         _ACTIVE_STAGING.add(tmp)
         try:
+            tmp.mkdir(mode=0o700)
             fill(tmp)
             if not (tmp / MANIFEST).is_file():
                 raise BundleError(f"staged bundle has no {MANIFEST}")
