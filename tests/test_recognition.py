@@ -290,3 +290,44 @@ def test_compaction_keeps_verification_under_the_new_rows(sample_bundle: Path, t
             assert top.id == name and top.inliers is not None and top.inliers >= 12
     finally:
         cat.close()
+
+
+def test_verifying_on_threads_finds_what_one_by_one_finds(always_verify) -> None:
+    """Candidates are checked two at a time; the stop rule still reads them in order, so
+    the evidence (which items were checked, their inliers) is the sequential run's."""
+    engine = always_verify
+    rgb = load_image(SAMPLE_QUERIES / "card-04-photo.jpg")
+    query = engine.embed_query(rgb)
+    rows, _ = engine.rank(query.vectors, None, exact=True)
+    base = engine.settings
+
+    def evidence(workers: int, stop_inliers: int) -> dict[int, int]:
+        rerank = replace(base.rerank, workers=workers, stop_inliers=stop_inliers, patience=1)
+        engine.settings = replace(base, rerank=rerank)
+        return {row: ev.inliers for row, ev in engine.verify(rows, query.local).items()}
+
+    try:
+        every = {w: evidence(w, stop_inliers=10_000) for w in (1, 2, 3)}  # all checked
+        early = {w: evidence(w, stop_inliers=20) for w in (1, 2, 3)}  # stops after two
+    finally:
+        engine.settings = base
+    assert len(every[1]) == min(base.rerank.verify, engine.bundle.item_count)
+    assert len(early[1]) == 2 and max(early[1].values()) >= 12
+    for found in (every, early):
+        assert found[2] == found[1] and found[3] == found[1]
+
+
+def test_the_centre_view_outweighs_the_others(engine) -> None:
+    """A query's full frame and subject guess count 0.85 of the centre crop: the camera is
+    aimed at the item, and the full frame also sees whatever lies around it."""
+    from lensbox.device.search.engine import view_weights
+
+    rgb = load_image(SAMPLE_QUERIES / "coffee-photo.jpg")
+    weighted = engine.embed_query(rgb).vectors
+    norms = np.linalg.norm(weighted, axis=1)
+    views = engine.settings.query_views
+    assert views == ("full", "center", "subject")
+    assert np.allclose(norms, [0.85, 1.0, 0.85], atol=1e-4)
+    # Without a centre view nothing is scaled (scores, and so verdicts, stay comparable).
+    assert np.allclose(view_weights(("full", "subject"), engine.settings), 1.0)
+    assert np.allclose(np.linalg.norm(engine.embed_query(rgb, views=("full",)).vectors), 1.0)

@@ -34,6 +34,13 @@ class SearchConfig(Section):
         "of the next is answered without verification (above 1: always verify)",
     )
     margin: float = Field(0.1, ge=0, le=2, description="see `confident`")
+    other_view_weight: float = Field(
+        0.85,
+        gt=0,
+        le=1,
+        description="query views other than `center` count this much (the camera is aimed "
+        "at the item; the full frame also sees what is around it)",
+    )
 
     @field_validator("query_views")
     @classmethod
@@ -59,4 +66,5 @@ class SearchConfig(Section):
                 confident=self.confident,
                 margin=self.margin,
             ),
+            other_view_weight=self.other_view_weight,
         )
