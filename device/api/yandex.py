@@ -17,6 +17,7 @@ the HTTP status the gRPC gateway maps each code to.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Request, Response
@@ -31,6 +32,7 @@ from lensbox.device.serving.query import (
     ImageSource,
     SearchOutcome,
     SearchQuery,
+    SourceKind,
 )
 
 MiB = 1024 * 1024
@@ -105,7 +107,8 @@ class YandexContract(Contract):
             )
         key = given[0]
         text = as_str(body[key], key, 4 * MiB + 16 if key == "data" else 1024)
-        source = ImageSource({"url": "url", "data": "base64", "id": "id"}[key], text=text)
+        kinds: dict[str, SourceKind] = {"url": "url", "data": "base64", "id": "id"}
+        source = ImageSource(kinds[key], text=text)
         page = in_range(as_int(body.get("page", 0) or 0, "page"), "page", 0, 10_000)
         site = _get(body, "site")
         folder = _get(body, "folderId", "folder_id")
@@ -151,7 +154,7 @@ class YandexContract(Contract):
             }
         )
 
-    def _image(self, item: dict, host_url: str) -> dict:
+    def _image(self, item: Mapping[str, Any], host_url: str) -> dict:
         return {
             "url": item_url(item, host_url),
             "format": FORMATS.get(
