@@ -43,6 +43,7 @@ from lensbox.device.embedding.subject import Box
 from lensbox.device.search.expression import FilterError, parse_filter
 from lensbox.device.serving.query import (
     ConceptTerm,
+    FamilyMode,
     Filters,
     ImageLimits,
     ImageSource,
@@ -55,7 +56,7 @@ OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 MAX_TOP_K = 100
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_OFFSET = 10_000
-FAMILY_MODES = ("none", "moderate", "strict")
+FAMILY_MODES: tuple[FamilyMode, ...] = ("none", "moderate", "strict")
 FLAT_FILTERS = ("category_id", "tags", "host", "family_mode", "distinct_product", "expression")
 
 
@@ -191,7 +192,7 @@ class NativeContract(Contract):
         mode = str(raw.get("family_mode") or "none").lower()
         if mode not in FAMILY_MODES:
             raise ApiError("bad_param", f"family_mode must be one of {FAMILY_MODES}", "family_mode")
-        filters.family_mode = mode  # type: ignore[assignment]
+        filters.family_mode = mode
         filters.distinct_product = as_bool(raw.get("distinct_product", False), "distinct_product")
         if raw.get("expression"):
             try:

@@ -27,6 +27,7 @@ from lensbox.device.api.contract import Contract, Route, json_response
 from lensbox.device.api.errors import ApiError
 from lensbox.device.api.params import as_int, as_str, in_range, item_url, json_object
 from lensbox.device.serving.query import (
+    FamilyMode,
     Filters,
     ImageLimits,
     ImageSource,
@@ -42,7 +43,7 @@ FORMATS = {
     "GIF": "IMAGE_FORMAT_GIF",
     "PNG": "IMAGE_FORMAT_PNG",
 }
-FAMILY = {
+FAMILY: dict[str, FamilyMode] = {
     "FAMILY_MODE_UNSPECIFIED": "moderate",
     "UNSPECIFIED": "moderate",
     "FAMILY_MODE_NONE": "none",
@@ -52,7 +53,7 @@ FAMILY = {
     "FAMILY_MODE_STRICT": "strict",
     "STRICT": "strict",
 }
-FAMILY_NUMBERS = {0: "moderate", 1: "none", 2: "moderate", 3: "strict"}
+FAMILY_NUMBERS: dict[int, FamilyMode] = {0: "moderate", 1: "none", 2: "moderate", 3: "strict"}
 
 # gRPC status codes and the HTTP status the REST gateway answers with.
 INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, PERMISSION_DENIED = 3, 4, 5, 7
@@ -114,7 +115,7 @@ class YandexContract(Contract):
         folder = _get(body, "folderId", "folder_id")
         filters = Filters(
             site=as_str(site, "site", 1024) if site else None,
-            family_mode=self._family(_get(body, "familyMode", "family_mode")),  # type: ignore[arg-type]
+            family_mode=self._family(_get(body, "familyMode", "family_mode")),
         )
         size = self.ctx.server.yandex_page_size
         return SearchQuery(
@@ -126,7 +127,7 @@ class YandexContract(Contract):
             filters=filters,
         )
 
-    def _family(self, value: Any) -> str:
+    def _family(self, value: Any) -> FamilyMode:
         if value is None:
             return "moderate"
         if isinstance(value, int) and not isinstance(value, bool) and value in FAMILY_NUMBERS:

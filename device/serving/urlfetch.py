@@ -184,7 +184,7 @@ def fetch(url: str, policy: UrlPolicy, max_bytes: int) -> bytes:
             f"{policy.max_concurrent} image URL fetches are already in progress; retry shortly "
             "or send the image itself",
         )
-        err.retry_after = 1  # type: ignore[attr-defined]
+        err.retry_after = 1
         raise err
     try:
         return _fetch(url, policy, max_bytes)
