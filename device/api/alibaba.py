@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Request, Response, g, request
@@ -468,7 +469,7 @@ class AlibabaContract(Contract):
             }
         )
 
-    def _auction(self, item: dict, score: float) -> dict[str, Any]:
+    def _auction(self, item: Mapping[str, Any], score: float) -> dict[str, Any]:
         out: dict[str, Any] = {
             "CategoryId": item.get("category_id")
             if item.get("category_id") is not None

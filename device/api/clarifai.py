@@ -17,7 +17,7 @@ errors keep the ``status`` shape with Clarifai's own status codes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Request, Response
@@ -32,7 +32,7 @@ from lensbox.device.api.contract import (
 )
 from lensbox.device.api.errors import ApiError
 from lensbox.device.api.params import as_int, as_str, as_tags, in_range, item_url, json_object
-from lensbox.device.serving.filters import has_concept
+from lensbox.device.serving.filters import Predicate, has_concept
 from lensbox.device.serving.query import (
     ConceptTerm,
     Filters,
@@ -104,10 +104,10 @@ def _concept_terms(raw: Any, where: str) -> list[ConceptTerm]:
     return terms
 
 
-def _negated(tags: dict[str, str], terms: list[ConceptTerm]) -> Callable[[dict], bool]:
+def _negated(tags: dict[str, str], terms: list[ConceptTerm]) -> Predicate:
     """An item passes unless it matches every tag and concept term of the filter."""
 
-    def keep(item: dict) -> bool:
+    def keep(item: Mapping[str, Any]) -> bool:
         own = item.get("tags") or {}
         matched = all(str(own.get(k)) == v for k, v in tags.items()) and all(
             has_concept(item, t) == t.include for t in terms
@@ -117,9 +117,7 @@ def _negated(tags: dict[str, str], terms: list[ConceptTerm]) -> Callable[[dict],
     return keep
 
 
-def _all_of(
-    first: Callable[[dict], bool] | None, second: Callable[[dict], bool]
-) -> Callable[[dict], bool]:
+def _all_of(first: Predicate | None, second: Predicate) -> Predicate:
     if first is None:
         return second
     return lambda item: first(item) and second(item)

@@ -76,7 +76,7 @@ class Contract(ABC):
     """One API shape (native or a provider's); implementations live side by side."""
 
     name: ClassVar[str]
-    limits: ClassVar[ImageLimits]
+    limits: ImageLimits  # set on the class, or per instance (native: the server's bounds)
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx

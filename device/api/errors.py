@@ -73,6 +73,10 @@ IMAGE_ERRORS = frozenset(IMAGE_CODES.values()) | {"bad_base64", "incorrect_orien
 class ApiError(Exception):
     """A request that cannot be answered; ``code`` is one of :data:`NATIVE_STATUS`."""
 
+    # Seconds for a Retry-After header: set on ``throttled`` errors that know it, absent
+    # otherwise (error_response then says 1).
+    retry_after: int
+
     def __init__(self, code: str, message: str, param: str | None = None) -> None:
         if code not in NATIVE_STATUS:
             raise ValueError(f"unknown API error code {code!r}")

@@ -23,7 +23,7 @@ journaled; errors as above. A box that takes no changes answers ``APIGW.0202`` (
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Request, Response, request
@@ -41,6 +41,7 @@ from lensbox.device.api.params import (
     json_object,
 )
 from lensbox.device.embedding.subject import Box
+from lensbox.device.serving.filters import Predicate
 from lensbox.device.serving.query import (
     Filters,
     ImageLimits,
@@ -440,7 +441,7 @@ def _box_text(box: Box) -> str:
     return f"{box.x},{box.y},{box.x + box.width},{box.y + box.height}"
 
 
-def _source(item: dict) -> dict[str, Any]:
+def _source(item: Mapping[str, Any]) -> dict[str, Any]:
     tags = item.get("tags") or {}
     nums: dict[str, float] = {}
     for key, value in tags.items():
@@ -456,7 +457,7 @@ def _source(item: dict) -> dict[str, Any]:
     }
 
 
-def _tag_predicate(body: dict[str, Any]) -> Callable[[dict], bool] | None:
+def _tag_predicate(body: dict[str, Any]) -> Predicate | None:
     """custom_tags ({key: [values]}, any value of every key) and custom_num_tags
     ({key: {from, to}}, inclusive) as one item predicate."""
     wanted: dict[str, set[str]] = {}
@@ -477,7 +478,7 @@ def _tag_predicate(body: dict[str, Any]) -> Callable[[dict], bool] | None:
     if not wanted and not ranges:
         return None
 
-    def matches(item: dict) -> bool:
+    def matches(item: Mapping[str, Any]) -> bool:
         tags = item.get("tags") or {}
         if any(str(tags.get(k)) not in vs for k, vs in wanted.items()):
             return False

@@ -69,7 +69,7 @@ class RateLimiter:
                 f"too many requests: at most {self.rate:g}/s (burst {self.burst}); "
                 f"retry in {wait:.1f} s",
             )
-            err.retry_after = max(1, math.ceil(wait))  # type: ignore[attr-defined]
+            err.retry_after = max(1, math.ceil(wait))
             raise err
 
 

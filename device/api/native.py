@@ -17,6 +17,7 @@ JSON / form field) picks the bundle.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +43,20 @@ from lensbox.device.embedding.subject import Box
 from lensbox.device.search.expression import FilterError, parse_filter
 from lensbox.device.serving.query import (
     ConceptTerm,
+    FamilyMode,
     Filters,
     ImageLimits,
     ImageSource,
     SearchOutcome,
     SearchQuery,
+    SourceKind,
 )
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 MAX_TOP_K = 100
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_OFFSET = 10_000
-FAMILY_MODES = ("none", "moderate", "strict")
+FAMILY_MODES: tuple[FamilyMode, ...] = ("none", "moderate", "strict")
 FLAT_FILTERS = ("category_id", "tags", "host", "family_mode", "distinct_product", "expression")
 
 
@@ -63,7 +66,7 @@ def box_json(box: Box | None) -> dict | None:
     return {"x": box.x, "y": box.y, "width": box.width, "height": box.height}
 
 
-def item_metadata(item: dict) -> dict:
+def item_metadata(item: Mapping[str, Any]) -> dict:
     return {
         "title": item.get("title"),
         "page_url": item.get("page_url"),
@@ -153,7 +156,8 @@ class NativeContract(Contract):
             )
         key = given[0]
         text = as_str(body[key], key, 64 * 1024 * 1024)
-        return [ImageSource({"base64": "base64", "url": "url", "id": "id"}[key], text=text)]
+        kinds: dict[str, SourceKind] = {"base64": "base64", "url": "url", "id": "id"}
+        return [ImageSource(kinds[key], text=text)]
 
     def _query(self, body: dict[str, Any], sources: list[ImageSource]) -> SearchQuery:
         top_k = in_range(as_int(body.get("top_k", 10), "top_k"), "top_k", 1, MAX_TOP_K)
@@ -188,7 +192,7 @@ class NativeContract(Contract):
         mode = str(raw.get("family_mode") or "none").lower()
         if mode not in FAMILY_MODES:
             raise ApiError("bad_param", f"family_mode must be one of {FAMILY_MODES}", "family_mode")
-        filters.family_mode = mode  # type: ignore[assignment]
+        filters.family_mode = mode
         filters.distinct_product = as_bool(raw.get("distinct_product", False), "distinct_product")
         if raw.get("expression"):
             try:
@@ -309,7 +313,8 @@ class NativeContract(Contract):
         resp = Response(jpeg, mimetype="image/jpeg")
         resp.set_etag(hashlib.sha256(jpeg).hexdigest()[:32])
         resp.headers["Cache-Control"] = "private, max-age=300"
-        return resp.make_conditional(request)
+        resp.make_conditional(request)  # updates resp in place (and returns it, as werkzeug's)
+        return resp
 
     # -- catalog changes --------------------------------------------------------------
     def put_item(self, item_id: str) -> Response:
@@ -431,7 +436,7 @@ class NativeContract(Contract):
         return Response(OPENAPI_PATH.read_text(encoding="utf-8"), mimetype="application/yaml")
 
 
-def item_json(instance: str, catalog: Any, item: dict) -> dict[str, Any]:
+def item_json(instance: str, catalog: Any, item: Mapping[str, Any]) -> dict[str, Any]:
     """The ``Item`` shape of openapi.yaml."""
     vectors = catalog.item_vectors(item["id"])
     return {
@@ -443,7 +448,7 @@ def item_json(instance: str, catalog: Any, item: dict) -> dict[str, Any]:
     }
 
 
-def _matches(item: dict, needle: str) -> bool:
+def _matches(item: Mapping[str, Any], needle: str) -> bool:
     return needle in str(item["id"]).lower() or needle in str(item.get("title") or "").lower()
 
 

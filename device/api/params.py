@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -160,7 +161,7 @@ def json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-def item_url(item: dict, host_url: str) -> str:
+def item_url(item: Mapping[str, Any], host_url: str) -> str:
     """Where a client can see the item's picture: its own http(s) source, else this
     server's ``/v1/items/<id>/image`` (the thumbnail the bundle carries; the source photos
     stay on the workstation)."""
@@ -170,6 +171,6 @@ def item_url(item: dict, host_url: str) -> str:
     return f"{host_url.rstrip('/')}/v1/items/{quote(str(item['id']), safe='')}/image"
 
 
-def pic_name(item: dict) -> str:
+def pic_name(item: Mapping[str, Any]) -> str:
     source = str(item.get("source") or "")
     return source.replace("\\", "/").rsplit("/", 1)[-1] or str(item["id"])

@@ -24,11 +24,15 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from lensbox.device.console import EXIT_FAIL, EXIT_OK, fail
 from lensbox.device.console import error as console_error
+
+if TYPE_CHECKING:
+    from waitress.task import ThreadedTaskDispatcher
 
 log = logging.getLogger("lensbox.api")
 
@@ -76,7 +80,8 @@ def _guarded_channel(base: type) -> type:
                 return
             status, headers, body = rendered
             self.status = status
-            self.response_headers.extend(headers)
+            # A list at run time; types-waitress declares it a Sequence.
+            self.response_headers.extend(headers)  # type: ignore[attr-defined]
             self.set_close_on_finish()
             self.content_length = len(body)
             self.write(body)
@@ -168,16 +173,35 @@ def error_renderer(app: Any) -> Any:
     return render
 
 
+class _TcpServer(Protocol):
+    """What :class:`BackgroundServer` uses of waitress' TCP server. types-waitress lacks
+    ``effective_port`` and ``_map`` and types ``trigger`` as an int (it is a
+    ``waitress.trigger.trigger``, whose stub wants thunks that take an argument);
+    ``lensbox_render_error`` is ours (:func:`error_renderer`)."""
+
+    effective_port: int
+    lensbox_render_error: Callable[[Any], tuple[str, list[tuple[str, str]], bytes]] | None
+    task_dispatcher: ThreadedTaskDispatcher
+    trigger: Any
+    _map: dict[int, Any]
+
+    def run(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class BackgroundServer:
     """waitress on a thread (tests, embedding in another process); ``port`` 0 picks one."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
-        from waitress import create_server
+        from waitress.server import create_server
 
         request_timeout = options.pop("request_timeout_s", None)
         if "connection_limit" in options:
             options["connection_limit"] = fit_fd_limit(int(options["connection_limit"]))
-        self._server = create_server(app, host=host, port=port, **options)
+        # A single TcpWSGIServer for a host that is one address (what this class serves;
+        # a name resolving to several would give a MultiSocketServer, with no port).
+        self._server = cast(_TcpServer, create_server(app, host=host, port=port, **options))
         if request_timeout is not None:
             guard_slow_clients(self._server, request_timeout)
         self._server.lensbox_render_error = error_renderer(app)

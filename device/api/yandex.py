@@ -17,6 +17,7 @@ the HTTP status the gRPC gateway maps each code to.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Request, Response
@@ -26,11 +27,13 @@ from lensbox.device.api.contract import Contract, Route, json_response
 from lensbox.device.api.errors import ApiError
 from lensbox.device.api.params import as_int, as_str, in_range, item_url, json_object
 from lensbox.device.serving.query import (
+    FamilyMode,
     Filters,
     ImageLimits,
     ImageSource,
     SearchOutcome,
     SearchQuery,
+    SourceKind,
 )
 
 MiB = 1024 * 1024
@@ -40,7 +43,7 @@ FORMATS = {
     "GIF": "IMAGE_FORMAT_GIF",
     "PNG": "IMAGE_FORMAT_PNG",
 }
-FAMILY = {
+FAMILY: dict[str, FamilyMode] = {
     "FAMILY_MODE_UNSPECIFIED": "moderate",
     "UNSPECIFIED": "moderate",
     "FAMILY_MODE_NONE": "none",
@@ -50,7 +53,7 @@ FAMILY = {
     "FAMILY_MODE_STRICT": "strict",
     "STRICT": "strict",
 }
-FAMILY_NUMBERS = {0: "moderate", 1: "none", 2: "moderate", 3: "strict"}
+FAMILY_NUMBERS: dict[int, FamilyMode] = {0: "moderate", 1: "none", 2: "moderate", 3: "strict"}
 
 # gRPC status codes and the HTTP status the REST gateway answers with.
 INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, PERMISSION_DENIED = 3, 4, 5, 7
@@ -105,13 +108,14 @@ class YandexContract(Contract):
             )
         key = given[0]
         text = as_str(body[key], key, 4 * MiB + 16 if key == "data" else 1024)
-        source = ImageSource({"url": "url", "data": "base64", "id": "id"}[key], text=text)
+        kinds: dict[str, SourceKind] = {"url": "url", "data": "base64", "id": "id"}
+        source = ImageSource(kinds[key], text=text)
         page = in_range(as_int(body.get("page", 0) or 0, "page"), "page", 0, 10_000)
         site = _get(body, "site")
         folder = _get(body, "folderId", "folder_id")
         filters = Filters(
             site=as_str(site, "site", 1024) if site else None,
-            family_mode=self._family(_get(body, "familyMode", "family_mode")),  # type: ignore[arg-type]
+            family_mode=self._family(_get(body, "familyMode", "family_mode")),
         )
         size = self.ctx.server.yandex_page_size
         return SearchQuery(
@@ -123,7 +127,7 @@ class YandexContract(Contract):
             filters=filters,
         )
 
-    def _family(self, value: Any) -> str:
+    def _family(self, value: Any) -> FamilyMode:
         if value is None:
             return "moderate"
         if isinstance(value, int) and not isinstance(value, bool) and value in FAMILY_NUMBERS:
@@ -151,7 +155,7 @@ class YandexContract(Contract):
             }
         )
 
-    def _image(self, item: dict, host_url: str) -> dict:
+    def _image(self, item: Mapping[str, Any], host_url: str) -> dict:
         return {
             "url": item_url(item, host_url),
             "format": FORMATS.get(

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import io
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from lensbox.device.bundle.format import THUMBNAILS
 
@@ -88,7 +89,7 @@ def read_thumbnail(bundle_path: Path, item_id: str) -> tuple[bytes, str] | None:
     return (bytes(row[0]), str(row[1])) if row else None
 
 
-def thumbnail_for(bundle_path: Path, item: dict) -> bytes | None:
+def thumbnail_for(bundle_path: Path, item: Mapping[str, Any]) -> bytes | None:
     """The item's thumbnail if the bundle has one made from the item's current photo."""
     found = read_thumbnail(bundle_path, str(item["id"]))
     if found is None:

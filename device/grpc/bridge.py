@@ -42,7 +42,7 @@ class WsgiBridge:
     def post(
         self, path: str, body: dict[str, Any], authorization: str | None, peer: str
     ) -> RestAnswer:
-        headers = {"Authorization": authorization} if authorization else {}
+        headers = [("Authorization", authorization)] if authorization else []
         builder = EnvironBuilder(
             path=path,
             base_url=self.base_url,
@@ -80,6 +80,6 @@ def authorization(context: Any) -> str | None:
     return None
 
 
-def lensbox_trailers(answer: RestAnswer) -> list[tuple[str, str]]:
+def lensbox_trailers(answer: RestAnswer) -> tuple[tuple[str, str], ...]:
     """The X-Lensbox-* headers of an answer as trailing metadata (query id, sources)."""
-    return [(k, v) for k, v in answer.headers.items() if k.startswith("x-lensbox-")]
+    return tuple((k, v) for k, v in answer.headers.items() if k.startswith("x-lensbox-"))

@@ -50,6 +50,15 @@ class ImageSearchService(search_grpc.ImageSearchServiceServicer):
             answer.body, search_pb2.ImageSearchByImageResponse(), ignore_unknown_fields=True
         )
 
+    def Search(
+        self, request: search_pb2.ImageSearchRequest, context: grpc.ServicerContext
+    ) -> search_pb2.ImageSearchResponse:
+        """Web search is not served: UNIMPLEMENTED, as the generated base class answers (its
+        stub declares every RPC abstract, so the servicer spells it out)."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
 
 class ApiEndpointService(endpoint_grpc.ApiEndpointServiceServicer):
     """Endpoint discovery: every service the box serves is at this listener."""

@@ -29,7 +29,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from lensbox.device.bundle.reader import Item
 from lensbox.device.embedding.descriptor import dequantize_int8
 from lensbox.device.features.local import LocalFeatures
 from lensbox.device.features.rerank import Evidence
-from lensbox.device.live.items import check_id, normalize_fields
+from lensbox.device.live.items import as_item, check_id, normalize_fields
 from lensbox.device.live.journal import (
     JournalError,
     JournalRecord,
@@ -326,7 +326,7 @@ class LiveCatalog:
         view = self._view
         slot = view.ids.get(item_id)
         if slot is not None:
-            return view.base_rows + slot, dict(view.slots[slot])
+            return view.base_rows + slot, as_item(view.slots[slot])
         found = view.engine.bundle.item_by_id(item_id)
         if found is None or found[0] in view.hidden:
             return None
@@ -367,7 +367,7 @@ class LiveCatalog:
         ]
         return out
 
-    def all_items(self, chunk: int = 2000):
+    def all_items(self, chunk: int = 2000) -> Iterator[tuple[int, Item]]:
         """(row, item) for every live item: base rows not deleted, then the delta."""
         view = self._view
         bundle = view.engine.bundle
@@ -377,7 +377,7 @@ class LiveCatalog:
             ]
             yield from zip(rows, bundle.items(rows))
         for slot in sorted(view.alive):
-            yield view.base_rows + slot, dict(view.slots[slot])
+            yield view.base_rows + slot, as_item(view.slots[slot])
 
     def count(self) -> int:
         view = self._view
@@ -466,7 +466,7 @@ class LiveCatalog:
         clean = normalize_fields(fields)
         pooled = np.atleast_2d(np.asarray(pooled, np.float32))
         self._check_pooled(pooled)
-        data = {"id": item_id, "fields": clean}
+        data: dict[str, Any] = {"id": item_id, "fields": clean}
         if derived:
             data["derived"] = normalize_fields(derived)
         if append:

@@ -39,7 +39,8 @@ from lensbox.device.bundle.format import (
     VECTOR_ITEMS,
     VECTORS,
 )
-from lensbox.device.bundle.reader import open_bundle
+from lensbox.device.bundle.reader import Item, open_bundle
+from lensbox.device.live.items import as_item
 
 if TYPE_CHECKING:
     from lensbox.device.live.catalog import LiveCatalog
@@ -70,7 +71,7 @@ def snapshot_content(view: View, lineage: str, seq: int) -> dict[str, Any]:
     bundle = view.engine.bundle
     n_rows = bundle.item_count
     keep_rows = np.setdiff1d(np.arange(n_rows, dtype=np.int64), view.hidden_arr)
-    items: list[dict] = []
+    items: list[Item] = []
     for start in range(0, len(keep_rows), 500):
         items += bundle.items(keep_rows[start : start + 500].tolist())
         _yield()
@@ -86,7 +87,7 @@ def snapshot_content(view: View, lineage: str, seq: int) -> dict[str, Any]:
     d_mask = np.isin(view.vec_slot, alive)
     d_slots = view.vec_slot[d_mask].astype(np.int64)
     slot_row = {int(s): len(items) + i for i, s in enumerate(alive.tolist())}
-    items += [dict(view.slots[int(s)]) for s in alive.tolist()]
+    items += [as_item(view.slots[int(s)]) for s in alive.tolist()]
     d_owner = np.array([slot_row[int(s)] for s in d_slots], np.int64)
     vectors = np.concatenate([base_vectors, np.asarray(view.vectors[d_mask], np.int8)])
     owners = np.concatenate([base_owner, d_owner]).astype(np.int32)

@@ -159,7 +159,9 @@ class _Offline:
             raise EditError(f"{target.config_path}: state.read_only is set; nothing may change")
         try:
             bundle_dir = BundleSlot(config.bundles[instance]).current()
-            engine = open_engine(bundle_dir, config.search.settings(), 1, config.search.runtime)
+            engine = open_engine(
+                str(bundle_dir), config.search.settings(), 1, config.search.runtime
+            )
             settings = LiveSettings.from_config(config.state, background=False)
             self.catalog = LiveCatalog(
                 engine, config.state.journal_path(instance), settings=settings

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
-from lensbox.device.bundle.format import ITEM_COLUMNS
+from lensbox.device.bundle.format import ITEM_COLUMNS, Item
 
 TEXT_FIELDS = (
     "source",
@@ -53,6 +53,13 @@ def blank_item(item_id: str) -> dict[str, Any]:
     return item
 
 
+def as_item(record: Mapping[str, Any]) -> Item:
+    """A copy of a live item record as an :class:`Item`. Records start as
+    :func:`blank_item` (every column) and change only by :func:`normalize_fields`' output
+    or a bundle row, so they have an Item's keys and value types."""
+    return cast(Item, dict(record))
+
+
 def check_id(item_id: Any) -> str:
     if not isinstance(item_id, str) or not item_id.strip():
         raise ValueError("item id must be a non-empty string")
@@ -76,7 +83,7 @@ def _str_map(key: str, value: Any, ints: bool = False) -> dict[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise ValueError(f"{key} must be a mapping of name -> value")
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in value.items():
         if not isinstance(k, str):
             raise ValueError(f"{key} keys must be strings")

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from lensbox.device.embedding.subject import Box
 from lensbox.device.live.catalog import CatalogClosed, LiveCatalog, LiveSettings
 from lensbox.device.live.slot import BundleSlot
 from lensbox.device.search.engine import QueryEmbedding, SearchEngine
+
+if TYPE_CHECKING:
+    from lensbox.device.embedding.model import TFLiteModel
 
 log = logging.getLogger("lensbox.live")
 T = TypeVar("T")
@@ -177,7 +180,7 @@ class BundleManager(Mapping):
         self._states: dict[str, _InstanceState] = {}
         self._config_lock = threading.Lock()
         self._swapped = threading.Condition()
-        self._model = None
+        self._model: TFLiteModel | None = None  # loaded on the first open without an opener
         self._labels: list[str] | None = None
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -473,7 +476,9 @@ def install_sighup(
     itself only starts the thread). An invalid file is logged and the old config kept.
     Returns the previous handler. Call from the main thread."""
     if loader is None:
-        from lensbox.device.config.loader import load_config as loader
+        from lensbox.device.config.loader import load_config
+
+        loader = load_config
 
     lock = threading.Lock()
 

@@ -11,6 +11,7 @@ from lensbox.device.bundle.reader import Item
 from lensbox.device.embedding.descriptor import dequantize_int8
 from lensbox.device.features.local import LocalFeatures
 from lensbox.device.features.rerank import Evidence
+from lensbox.device.live.items import as_item
 from lensbox.device.live.view import View
 
 
@@ -63,14 +64,15 @@ def delta_scores(view: View, queries: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return (view.base_rows + slots[starts]).astype(np.int64), per_slot.astype(np.float32)
 
 
-def items_of(view: View, rows: Sequence[int]) -> list[Item]:
+def items_of(view: View, rows: Sequence[int]) -> list[Item | None]:
+    """Items of merged rows, in order; None for a base row the bundle did not return."""
     base_n = view.base_rows
     base = [int(r) for r in rows if r < base_n]
     found = dict(zip(base, view.engine.bundle.items(base)))
     if len(found) != len(base):  # a row the bundle did not return: look each up
         found = {r: it for r in base for it in view.engine.bundle.items([r])}
-    out = []
+    out: list[Item | None] = []
     for r in rows:
         r = int(r)
-        out.append(found.get(r) if r < base_n else dict(view.slots[r - base_n]))
+        out.append(found.get(r) if r < base_n else as_item(view.slots[r - base_n]))
     return out

@@ -50,7 +50,7 @@ class BundleSlot:
 
     def generations(self) -> list[tuple[int, Path]]:
         """Complete generation directories, oldest first."""
-        out = []
+        out: list[tuple[int, Path]] = []
         if not self.root.is_dir():
             return out
         for entry in self.root.iterdir():

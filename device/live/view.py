@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class View:
     hidden_arr: np.ndarray
     vectors: np.ndarray  # (n, D) int8 delta descriptors (a slice of the growing buffer)
     vec_slot: np.ndarray  # (n,) int32 owning slot, non-decreasing
-    slots: list  # shared, append-only: slot -> item dict
+    slots: list[dict[str, Any]]  # shared, append-only: slot -> item record (live/items.py)
     alive: frozenset
     alive_arr: np.ndarray
     ids: Mapping[str, int]  # live delta id -> slot
@@ -84,7 +85,7 @@ class Draft:
             return None
         return ("base", found[0])
 
-    def item_and_vectors(self, item_id: str) -> tuple[dict, np.ndarray] | None:
+    def item_and_vectors(self, item_id: str) -> tuple[dict[str, Any], np.ndarray] | None:
         where = self.locate(item_id)
         if where is None:
             return None
@@ -94,7 +95,7 @@ class Draft:
             return dict(self.buf.slots[n]), np.array(self.buf.vectors[lo:hi])
         bundle = self.engine.bundle
         lo, hi = np.searchsorted(bundle.vector_items, [n, n + 1])
-        return bundle.items([n])[0], np.array(bundle.vectors[lo:hi])
+        return dict(bundle.items([n])[0]), np.array(bundle.vectors[lo:hi])
 
     # -- changes ------------------------------------------------------------------------
     def to_int8(self, pooled: np.ndarray) -> np.ndarray:
@@ -112,7 +113,7 @@ class Draft:
             self.hidden.add(n)
         return True
 
-    def add(self, item: dict, vectors: np.ndarray) -> None:
+    def add(self, item: dict[str, Any], vectors: np.ndarray) -> None:
         self.remove(item["id"])
         slot = self.buf.append(item, vectors)
         self.alive.add(slot)
@@ -122,6 +123,7 @@ class Draft:
         """Apply one journal record. Total and deterministic: replay gives the same state."""
         data = scrub_record(rec.data) if rec.op in ("put", "update") else rec.data
         if rec.op == "put":
+            assert rec.blob is not None, "a put record carries its descriptors"
             vectors = self.to_int8(rec.blob)
             old = self.item_and_vectors(data["id"]) if data.get("append") else None
             if old is not None:  # another photo of an existing item: keep what it was
@@ -153,9 +155,9 @@ class Buffers:
         self.vectors = np.zeros((64, dims), np.int8)
         self.vec_slot = np.zeros(64, np.int32)
         self.n = 0
-        self.slots: list[dict] = []
+        self.slots: list[dict[str, Any]] = []
 
-    def append(self, item: dict, vectors: np.ndarray) -> int:
+    def append(self, item: dict[str, Any], vectors: np.ndarray) -> int:
         k = len(vectors)
         if self.n + k > len(self.vectors):
             cap = max(2 * len(self.vectors), self.n + k)

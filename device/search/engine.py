@@ -31,6 +31,7 @@ from lensbox.device.features.rerank import (
 )
 from lensbox.device.features.store import LocalIndex, open_local_index
 from lensbox.device.search.calibration import MATCH, WEAK, Calibration
+from lensbox.device.search.protocols import QueryEmbedder
 
 Predicate = Callable[[Item], bool]
 
@@ -130,7 +131,7 @@ class SearchEngine:
     """Search one bundle with one embedder; safe to share between threads for reading."""
 
     def __init__(
-        self, bundle: Bundle, embedder: Embedder, settings: SearchSettings | None = None
+        self, bundle: Bundle, embedder: QueryEmbedder, settings: SearchSettings | None = None
     ) -> None:
         self.bundle = bundle
         self.embedder = embedder
@@ -158,7 +159,7 @@ class SearchEngine:
 
     def embed_with(
         self,
-        embedder: Embedder,
+        embedder: QueryEmbedder,
         rgb: np.ndarray,
         region: Box | None = None,
         views: tuple[str, ...] | None = None,
@@ -280,7 +281,7 @@ class SearchEngine:
         """
         best = max((ev.inliers for ev in evidence.values() if ev.verified), default=0)
         for hit in hits:
-            ev = evidence.get(hit.row)
+            ev = None if hit.row is None else evidence.get(hit.row)
             if ev is not None:
                 hit.inliers = ev.inliers
                 hit.region = ev.region
@@ -333,6 +334,7 @@ class SearchEngine:
         if exact:
             rows, scores = self._exact_ranking(queries, wanted)
         else:
+            assert wanted is not None, "an ANN ranking needs how many rows are wanted"
             rows, scores = self._ann_ranking(queries, wanted)
         return self.refine(queries, rows, scores, local, evidence)
 

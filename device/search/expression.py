@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,7 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 }
 STR_OPERATORS = frozenset({"=", "!="})
 
-Predicate = Callable[[dict], bool]
+Predicate = Callable[[Mapping[str, Any]], bool]  # over an item (Item, or any mapping of its fields)
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -113,7 +113,8 @@ class _Parser:
             parts.append(self.and_expr(depth))
         if len(parts) == 1:
             return parts[0]
-        return lambda item, ps=tuple(parts): any(p(item) for p in ps)
+        alternatives = tuple(parts)
+        return lambda item: any(p(item) for p in alternatives)
 
     def and_expr(self, depth: int) -> Predicate:
         parts = [self.factor(depth)]
@@ -121,7 +122,8 @@ class _Parser:
             parts.append(self.factor(depth))
         if len(parts) == 1:
             return parts[0]
-        return lambda item, ps=tuple(parts): all(p(item) for p in ps)
+        conditions = tuple(parts)
+        return lambda item: all(p(item) for p in conditions)
 
     def factor(self, depth: int) -> Predicate:
         tok = self.peek()
@@ -168,7 +170,7 @@ class _Parser:
 def _compare(group: str, name: str, op: Callable[[Any, Any], bool], value: Any) -> Predicate:
     negated = op is operator.ne
 
-    def predicate(item: dict) -> bool:
+    def predicate(item: Mapping[str, Any]) -> bool:
         actual = (item.get(group) or {}).get(name)
         if actual is None:
             return negated

@@ -20,7 +20,7 @@ from lensbox.device.search.engine import Hit
 Predicate = Callable[[Item], bool]
 # exact (None: the catalog decides) -> (item rows, raw scores, whether every item was scored)
 Ranking = Callable[[Optional[bool]], tuple[np.ndarray, np.ndarray, bool]]
-Fetch = Callable[[Sequence[int]], Sequence[Item | None]]
+Fetch = Callable[[list[int]], Sequence[Item | None]]
 Annotate = Callable[[list[Hit]], list[Hit]]
 
 CHUNK = 512  # items fetched per metadata look-up while filtering

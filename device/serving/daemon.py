@@ -65,6 +65,7 @@ def open_daemon(
             pool.warmup()
     # Settings are read from the manager's config at each open (the lambda runs only once
     # `manager` exists), so a SIGHUP that changes [search] applies to what it reloads.
+    manager: BundleManager
     opener = pool.opener(lambda: manager.config.search.settings())
     # The pool's embedders lease an interpreter per call: no extra lock around them.
     manager = BundleManager(

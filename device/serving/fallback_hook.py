@@ -98,7 +98,7 @@ def cloud_api_error(err: CloudError) -> ApiError:
     text = f"cloud fallback to {err.provider} failed: {err.kind}{status}{code}: {err.message}"
     if err.kind == "throttled":
         exc = ApiError("throttled", text)
-        exc.retry_after = max(1, math.ceil(err.retry_after or 1))  # type: ignore[attr-defined]
+        exc.retry_after = max(1, math.ceil(err.retry_after or 1))
         return exc
     return ApiError("cloud_timeout" if err.kind == "timeout" else "cloud_unavailable", text)
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from lensbox.device.api.errors import ApiError
-from lensbox.device.embedding.embedder import Embedder, load_labels
+from lensbox.device.embedding.embedder import Embedder, ImageEmbedding, load_labels
 from lensbox.device.search.engine import SearchEngine
 
 log = logging.getLogger("lensbox.api")
@@ -78,11 +78,13 @@ class PooledEmbedder:
         """The plain embedder of ``slot``; the caller holds that slot's lease."""
         return self.embedders[slot]
 
-    def embed(self, rgb: np.ndarray, views: tuple[str, ...] = ("full",)):
+    def embed(self, rgb: np.ndarray, views: tuple[str, ...] = ("full",)) -> ImageEmbedding:
         with self.slots.lease() as (slot, _waited):
             return self.embedders[slot].embed(rgb, views)
 
-    def embed_many(self, images: list[np.ndarray], views: tuple[str, ...] = ("full",)):
+    def embed_many(
+        self, images: list[np.ndarray], views: tuple[str, ...] = ("full",)
+    ) -> list[ImageEmbedding]:
         with self.slots.lease() as (slot, _waited):
             return self.embedders[slot].embed_many(images, views)
 

@@ -7,7 +7,7 @@ renders that in its provider's shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,7 +69,7 @@ class Filters:
     tags: dict[str, str] = field(default_factory=dict)
     site: str | None = None  # host (Yandex site), a sub-domain matches too
     family_mode: FamilyMode = "none"
-    expression: Callable[[dict], bool] | None = None  # compiled Alibaba Filter
+    expression: Callable[[Mapping[str, Any]], bool] | None = None  # compiled Alibaba Filter
     concepts: list[ConceptTerm] = field(default_factory=list)
     distinct_product: bool = False
 

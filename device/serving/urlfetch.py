@@ -124,14 +124,21 @@ def _shutdown(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def _connection(base: type, deadline: _Deadline) -> type:
-    class Connection(base):  # type: ignore[valid-type, misc]
-        def connect(self) -> None:
-            self.timeout = min(self.timeout or deadline.remaining(), deadline.remaining())
-            super().connect()
-            deadline.register(self.sock)
+class _DeadlineConnection(http.client.HTTPConnection):
+    """Connects within what is left of the deadline; the deadline can shut its socket."""
 
-    return Connection
+    def __init__(self, host: str, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self.deadline = deadline
+
+    def connect(self) -> None:
+        self.timeout = min(self.timeout or self.deadline.remaining(), self.deadline.remaining())
+        super().connect()
+        self.deadline.register(self.sock)
+
+
+class _DeadlineHttpsConnection(_DeadlineConnection, http.client.HTTPSConnection):
+    """The same over TLS (the TLS socket is the one registered)."""
 
 
 class _HttpHandler(urllib.request.HTTPHandler):
@@ -139,8 +146,11 @@ class _HttpHandler(urllib.request.HTTPHandler):
         super().__init__()
         self.deadline = deadline
 
+    def _connection(self, host: str, **kwargs: Any) -> http.client.HTTPConnection:
+        return _DeadlineConnection(host, self.deadline, **kwargs)
+
     def http_open(self, req: urllib.request.Request) -> Any:
-        return self.do_open(_connection(http.client.HTTPConnection, self.deadline), req)
+        return self.do_open(self._connection, req)
 
 
 class _HttpsHandler(urllib.request.HTTPSHandler):
@@ -148,9 +158,13 @@ class _HttpsHandler(urllib.request.HTTPSHandler):
         super().__init__()
         self.deadline = deadline
 
+    def _connection(self, host: str, **kwargs: Any) -> http.client.HTTPConnection:
+        return _DeadlineHttpsConnection(host, self.deadline, **kwargs)
+
     def https_open(self, req: urllib.request.Request) -> Any:
-        conn = _connection(http.client.HTTPSConnection, self.deadline)
-        return self.do_open(conn, req, context=self._context)
+        # _context: what HTTPSHandler.__init__ made (private, so not in typeshed).
+        context = self._context  # type: ignore[attr-defined]
+        return self.do_open(self._connection, req, context=context)
 
 
 def fetch(url: str, policy: UrlPolicy, max_bytes: int) -> bytes:
@@ -170,7 +184,7 @@ def fetch(url: str, policy: UrlPolicy, max_bytes: int) -> bytes:
             f"{policy.max_concurrent} image URL fetches are already in progress; retry shortly "
             "or send the image itself",
         )
-        err.retry_after = 1  # type: ignore[attr-defined]
+        err.retry_after = 1
         raise err
     try:
         return _fetch(url, policy, max_bytes)
@@ -219,7 +233,8 @@ def _fetch(url: str, policy: UrlPolicy, max_bytes: int) -> bytes:
 
 
 def _read_capped(resp, max_bytes: int, deadline: float, timeout_s: float) -> bytes:
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         if time.monotonic() > deadline:
             raise ApiError("url_timeout", f"the image URL took longer than {timeout_s:g} s")

@@ -1,0 +1,22 @@
+"""What a :class:`~lensbox.device.search.engine.SearchEngine` embeds with.
+
+An :class:`~lensbox.device.embedding.embedder.Embedder` (one interpreter), or the daemon's
+:class:`~lensbox.device.serving.interpreters.PooledEmbedder` (each call leases one of the
+pool's interpreters): both are ``QueryEmbedder``\\ s.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from lensbox.device.embedding.embedder import ImageEmbedding
+
+
+class QueryEmbedder(Protocol):
+    def embed(self, rgb: np.ndarray, views: tuple[str, ...] = ...) -> ImageEmbedding: ...
+
+    def embed_many(
+        self, images: list[np.ndarray], views: tuple[str, ...] = ...
+    ) -> list[ImageEmbedding]: ...
