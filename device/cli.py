@@ -159,10 +159,10 @@ def add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--verify",
         type=int,
-        default=12,
+        default=None,
         metavar="N",
-        help="check at most N shortlisted items by geometric verification (default 12; "
-        "0: global descriptor only)",
+        help="check at most N shortlisted items by geometric verification (default: as "
+        "`lensbox serve`, 20; 0: global descriptor only)",
     )
     p.add_argument(
         "--category", default=None, help="only items of this category (its id or its name)"
@@ -279,7 +279,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     try:
         settings = SearchSettings(
             query_views=tuple(args.views.split(",")) if args.views else SearchSettings.query_views,
-            rerank=RerankSettings(verify=max(0, args.verify)),
+            rerank=RerankSettings()
+            if args.verify is None
+            else RerankSettings(verify=max(0, args.verify)),
         )
         region = _parse_box(args.region)
         queries = _query_paths(args.query)

@@ -19,7 +19,7 @@ class SearchConfig(Section):
     exact_below: int = Field(200_000, ge=0, description="exact scan below this many vectors")
     exact_cache_mb: int = Field(128, ge=0, description="float32 copy for exact scans")
     verify: int = Field(
-        12,
+        20,
         ge=0,
         le=100,
         description="most shortlisted items checked by geometric verification per query "

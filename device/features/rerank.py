@@ -40,7 +40,7 @@ class RerankSettings:
     each list counts most)."""
 
     shortlist: int = 30
-    verify: int = 12
+    verify: int = 20
     stop_inliers: int = 30
     patience: int = 2
     rrf_k: int = 10
