@@ -63,6 +63,7 @@ class Query:
     load: Callable[[], np.ndarray]
     truth: str
     group: str
+    detail: str | None = None  # a finer group, also reported (e.g. what lies behind)
 
 
 @dataclass
@@ -103,16 +104,28 @@ def ukbench(quick: bool, work: Path) -> Protocol | None:
     def item(p: Path) -> str:
         return f"ukbench{(int(p.stem[7:]) // 4) * 4:05d}"
 
+    def behind(p: Path) -> bool:
+        """Half the kiosk photos have another catalog object's photo behind the item."""
+        return bool(T.rng_for(1234, f"kiosk-behind:{p.name}").random() < 0.5)
+
     def kiosk(p: Path) -> np.ndarray:
         rng = T.rng_for(1234, f"kiosk:{p.name}")
         return T.kiosk(
             load_rgb(p),
             rng,
-            lambda r: scenes[int(r.integers(len(scenes)))] if r.random() < 0.5 else T.texture(r),
+            lambda r: scenes[int(r.integers(len(scenes)))] if behind(p) else T.texture(r),
         )
 
     queries = [Query(lambda p=p: load_rgb(p), item(p), "real") for p in others]
-    queries += [Query(lambda p=p: kiosk(p), item(p), "kiosk") for p in others]
+    queries += [
+        Query(
+            lambda p=p: kiosk(p),
+            item(p),
+            "kiosk",
+            "kiosk, catalog item behind" if behind(p) else "kiosk, plain background",
+        )
+        for p in others
+    ]
     return Protocol("ukbench", catalog, queries)
 
 
@@ -299,6 +312,7 @@ def evaluate(engine, protocol: Protocol, step: str) -> Iterator[dict]:
             top = res.hits[0] if res.hits else None
             yield {
                 "group": q.group,
+                "detail": q.detail,
                 "rank": rank,
                 "ms": ms,
                 "score": top.score if top else 0.0,
@@ -365,10 +379,13 @@ def run(quick: bool, work: Path, protocols: list[str]) -> dict:
         for step in STEPS:
             log(f"{name}: {step} over {len(protocol.queries)} queries")
             rows = list(evaluate(engine, protocol, step))
-            groups = sorted({r["group"] for r in rows})
+            groups = sorted({r["group"] for r in rows} | {r["detail"] for r in rows} - {None})
             out["steps"][step] = {
                 "all": summarise(rows, run_ms),
-                **{g: summarise([r for r in rows if r["group"] == g], run_ms) for g in groups},
+                **{
+                    g: summarise([r for r in rows if g in (r["group"], r["detail"])], run_ms)
+                    for g in groups
+                },
                 "verdict": verdict_quality(rows),
             }
         results["protocols"][name] = out
@@ -435,7 +452,11 @@ NOTES = {
     "held out**.",
     "ukbench": "view 0 of 250 objects indexed; the other real views, and kiosk renderings of "
     "them (bench/transforms.py), as queries. Many objects are 3D: the global descriptor "
-    "carries them.",
+    "carries them. In half the kiosk renderings the scene behind the item is a photo of "
+    "another catalog object (a shelf of products behind the counter): that object is really "
+    "in view, verifies, and is often named instead of the smaller 3D item in front, which "
+    "does not verify. Telling which of two catalog items in view is meant (the one in front) "
+    "is not solved.",
     "flat": "covers this benchmark draws (crops of the sample catalog's CC0 photos, a title "
     "band, shapes, small print), photographed in simulation lying among other covers on a "
     "table: perspective, glare, exposure, blur, noise, JPEG.",
