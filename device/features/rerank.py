@@ -49,9 +49,10 @@ class RerankSettings:
     # GIL): the answer is the same as checking one by one; only the wall time changes.
     workers: int = 2
     # The cascade: a global top hit this similar, this far ahead of the next, is answered
-    # without verification (measured on smvs canon+droid and UKBench real views: 25% and
-    # 92% of queries stop here, none of them wrong; bench/recognition.py).
-    confident: float = 0.65
+    # without verification (the bundle's calibrated "match" threshold is a floor). Measured
+    # on smvs canon+droid and UKBench (quick half): 24% and 55% of queries stop here, with
+    # recall@1 the same as verifying every query (bench/recognition.py, "always-verify").
+    confident: float = 0.6
     margin: float = 0.1
     match: VerifySettings = field(default_factory=VerifySettings)
 
