@@ -486,6 +486,14 @@ def render(results: dict) -> str:
         "is answered without verification. **cascade** = the share of queries answered that "
         "way; `always-verify` vs `full` is what the cascade costs in recall.",
         "",
+        "**On a Raspberry Pi 4 (estimate, not measured):** every stage here (TFLite int8 "
+        "convolutions, ORB, Hamming matching, RANSAC) is CPU arithmetic that runs on NEON on "
+        "the Pi, so a latency in model runs carries over: multiply **p50 runs** by the Pi 4's "
+        "single-thread model run, about 60 ms (docs/benchmarks.md section 5 estimates 22 ms "
+        "at 4 threads from the model's MAC count; one thread is about 3x that) - e.g. 10 runs "
+        "is about 0.6 s per query on a Pi 4, 0.15-0.3 s on a Pi 5. `python -m bench.recognition "
+        "--quick` runs unchanged on a board: measure there before relying on this.",
+        "",
     ]
     for name, out in results.get("protocols", {}).items():
         local = out.get("local") or {}
