@@ -72,8 +72,8 @@ def ann_defaults(vectors: int) -> tuple[int, int]:
     """(candidates per query view, search_k) for an index in the reduced PCA space of a
     catalog of ``vectors``, chosen from bench.scale's sweep (docs/benchmarks.md section 4)."""
     if vectors <= 300_000:
-        return 500, 5_000
-    return 2_000, 20_000
+        return 500, 2_500
+    return 2_000, 10_000
 
 
 @dataclass
