@@ -49,9 +49,7 @@ def _manifest(path: Path) -> dict:
 
 
 def _queries(engine) -> list[np.ndarray]:
-    return [
-        engine.embed_query(load_image(p)).vectors for p in sorted(SAMPLE_QUERIES.glob("*.jpg"))
-    ]
+    return [engine.embed_query(load_image(p)).vectors for p in sorted(SAMPLE_QUERIES.glob("*.jpg"))]
 
 
 # -- the projection itself ---------------------------------------------------------------------
