@@ -104,3 +104,24 @@ def test_annoy_on_a_whitened_bundle_searches_in_pca_space(tmp_path) -> None:
     np.testing.assert_allclose(ann_scores[:5], exact_scores, atol=1e-5)
     hits = eng.search_image(load_image(SAMPLE_QUERIES / "rocket-photo.jpg"), 1).hits
     assert hits[0].id == "rocket"
+
+
+def test_exact_scan_scores_int8_blocks_without_a_float_copy(engine, monkeypatch) -> None:
+    """The exact scan converts a few int8 rows at a time: same scores as the float32 copy
+    it used to keep (and still keeps when exact_cache_mb allows), none kept by default."""
+    from lensbox.device.embedding.descriptor import dequantize_int8
+    from lensbox.device.search import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "EXACT_BLOCK", 7)  # several blocks, a short last one
+    q = engine.embed_query(load_image(SAMPLE_QUERIES / "coffee-photo.jpg")).vectors
+    blocked = SearchEngine(engine.bundle, engine.embedder, SearchSettings())
+    copied = SearchEngine(engine.bundle, engine.embedder, SearchSettings(exact_cache_mb=128))
+    floats = dequantize_int8(np.asarray(engine.bundle.vectors), engine.bundle.int8_scale)
+    want = np.maximum.reduceat((floats @ q.T).max(axis=1), blocked._starts)
+    np.testing.assert_allclose(blocked.exact_scores(q), want, atol=1e-5)
+    np.testing.assert_allclose(copied.exact_scores(q), want, atol=1e-6)
+    assert blocked._float is None and copied._float is not None
+    rows_b, scores_b = blocked.rank(q, None, exact=True)
+    rows_c, scores_c = copied.rank(q, None, exact=True)
+    assert list(rows_b) == list(rows_c)
+    np.testing.assert_allclose(scores_b, scores_c, atol=1e-5)
