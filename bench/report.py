@@ -722,6 +722,7 @@ def scale_numbers(s: dict) -> dict[str, Any]:
                 f"{r['write_seconds']:.1f}",
                 _mb(op.get("VmRSS", 0)),
                 _mb(sr.get("VmRSS", 0)),
+                _mb(sr.get("VmHWM", 0)),
                 _mb(sr.get("RssAnon", 0)),
                 _mb(before["RssAnon"]) if before else "-",
                 _mb(sr.get("RssFile", 0)),
@@ -777,6 +778,7 @@ def scale_numbers(s: dict) -> dict[str, Any]:
                 "write s",
                 "RSS open MB",
                 "RSS after 20 searches MB",
+                "peak RSS MB",
                 "of it anonymous",
                 "anonymous before (float copy)",
                 "of it file-backed",
@@ -805,6 +807,20 @@ def scale_numbers(s: dict) -> dict[str, Any]:
         "loses": loses,
         "sweeps": [sweep_numbers(sw, s["sizes"], unit) for sw in s.get("sweeps", [])],
     }
+    out["defaults"] = "; ".join(
+        f"{r['items']:,} items: {r['candidates']:,} candidates per view, search_k {r['search_k']:,}"
+        for r in s["sizes"]
+        if r["items"] >= 100_000
+    )
+    mid = next((r for r in s["sizes"] if r["items"] == 100_000), None)
+    out["exact_100k"] = (
+        f"{_ms(mid['exact_ms_median'])} ms ({_x(mid['exact_ms_median'], unit)} a model run)"
+        if mid
+        else "n/a"
+    )
+    out["ann_100k"] = (
+        f"{_ms(mid['ann_ms_median'])} ms ({_x(mid['ann_ms_median'], unit)})" if mid else "n/a"
+    )
     big = [r for r in s["sizes"] if r["items"] >= 1_000_000]
     if big:
         out["million"] = {"before_trees": big[0]["before"]["trees"]}

@@ -73,7 +73,7 @@ def ann_defaults(vectors: int) -> tuple[int, int]:
     catalog of ``vectors``, chosen from bench.scale's sweep (docs/benchmarks.md section 4)."""
     if vectors <= 300_000:
         return 500, 2_500
-    return 2_000, 10_000
+    return 1_000, 5_000
 
 
 @dataclass
