@@ -730,6 +730,8 @@ def scale_numbers(s: dict) -> dict[str, Any]:
         )
     scaling_rows = []
     loses = []
+    sweeps = [sweep_numbers(sw, s["sizes"], unit) for sw in s.get("sweeps", [])]
+    alone = {sw["size"]: sw["chosen"] for sw in sweeps if sw["chosen"]}
     for r in s["sizes"]:
         b = r["before"]
         scaling_rows.append(
@@ -752,8 +754,14 @@ def scale_numbers(s: dict) -> dict[str, Any]:
             f"{_pct(r['exact_recall@1'])} exact ({gap:+.1f} points"
             f"{', within noise' if abs(gap) < 1 else ''}); recall@10 vs exact "
             f"{r['recall@10_vs_exact']:.3f} ({100 * (1 - r['recall@10_vs_exact']):.0f}% of the "
-            f"exact top 10 missed); {_ms(r['ann_ms_median'])} ms vs {_ms(r['exact_ms_median'])} "
-            "ms for the exact scan"
+            f"exact top 10 missed); {_ms(r['ann_ms_median'])} ms "
+            f"({_x(r['ann_ms_median'], unit)} a model run"
+            + (
+                f"; {_ms(alone[r['items']]['ms'])} ms timed alone in the sweep"
+                if r["items"] in alone
+                else ""
+            )
+            + f") vs {_ms(r['exact_ms_median'])} ms for the exact scan"
         )
     out: dict[str, Any] = {
         "check_real": chk.get("best_real_non_match_median", float("nan")),
@@ -805,7 +813,7 @@ def scale_numbers(s: dict) -> dict[str, Any]:
             scaling_rows,
         ),
         "loses": loses,
-        "sweeps": [sweep_numbers(sw, s["sizes"], unit) for sw in s.get("sweeps", [])],
+        "sweeps": sweeps,
     }
     out["defaults"] = "; ".join(
         f"{r['items']:,} items: {r['candidates']:,} candidates per view, search_k {r['search_k']:,}"
