@@ -138,13 +138,13 @@ def plot_sweep(s: dict, out: Path) -> None:
         for dims in sorted({r["dims"] for r in sw["rows"]}):
             for trees in sorted({r["trees"] for r in sw["rows"]}):
                 rows = [r for r in sw["rows"] if r["dims"] == dims and r["trees"] == trees]
-                rows.sort(key=lambda r: r["ann_ms_median"])
                 ax.plot(
                     [r["ann_ms_median"] for r in rows],
                     [r["recall@10_vs_exact"] for r in rows],
-                    "o-",
+                    "o",
                     label=f"{dims} dims, {trees} trees",
-                    ms=3,
+                    ms=4,
+                    alpha=0.8,
                 )
         ax.set_xscale("log")
         ax.set_xlabel("search ms per query (median)")
