@@ -64,7 +64,14 @@ def test_fit_keeps_the_directions_of_largest_unwhitened_variance() -> None:
     assert set(np.argmax(weight, axis=0).tolist()) == {0, 1}
     z = ann.apply(x)
     assert z.dtype == np.float32 and z.shape == (2000, 2)
-    assert z[:, 0].std() == pytest.approx(5.0, rel=0.1)
+    assert z[:, 0].std() / z[:, 1].std() == pytest.approx(5.0 / 3.0, rel=0.15)
+
+
+def test_a_scaled_query_lands_where_the_unit_one_does() -> None:
+    """Query views are scaled by their weight; the index space must not care."""
+    x = np.random.default_rng(9).standard_normal((300, 6)).astype(np.float32) + 2.0
+    ann = AnnProjection.fit(x, 3)
+    np.testing.assert_allclose(ann.apply(0.85 * x[:5]), ann.apply(x[:5]), atol=1e-5)
 
 
 def test_fit_on_int8_vectors_matches_fit_on_their_float_values() -> None:

@@ -40,7 +40,9 @@ class AnnProjection:
         return int(self.matrix.shape[1])
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, np.float32) - self.mean) @ self.matrix).astype(np.float32)
+        """Rows of ``x`` are L2-normalised first: a query view scaled by its weight (or a
+        stored vector's int8 rounding) must not move where it lands in the index."""
+        return ((_unit(x) - self.mean) @ self.matrix).astype(np.float32)
 
     @classmethod
     def fit(
@@ -52,8 +54,8 @@ class AnnProjection:
         seed: int = 0,
     ) -> AnnProjection:
         """Top-``dims`` PCA of the descriptors ``vectors / int8_scale`` (int8 as stored, or
-        float with the default 1) times ``axis_scale`` (the factors that undo whitening;
-        None: the descriptors as they are)."""
+        float with the default 1), L2-normalised as :meth:`apply` does, times
+        ``axis_scale`` (the factors that undo whitening; None: the descriptors as they are)."""
         n, d_in = vectors.shape
         dims = max(1, min(int(dims), d_in))
         scale = np.ones(d_in, np.float64) if axis_scale is None else axis_scale.astype(np.float64)
@@ -64,7 +66,7 @@ class AnnProjection:
             mean = np.zeros(d_in, np.float64)
             basis = np.eye(d_in)[:, :dims]
         else:
-            y = np.asarray(vectors, np.float64) * (scale / int8_scale)
+            y = _unit(np.asarray(vectors, np.float32) / np.float32(int8_scale)) * scale
             mu = y.mean(axis=0)
             eigval, eigvec = np.linalg.eigh(np.cov((y - mu).T))
             basis = eigvec[:, np.argsort(eigval)[::-1][:dims]]
@@ -92,6 +94,11 @@ class AnnProjection:
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(matrix))):
             raise ValueError("non-finite values")
         return cls(mean, matrix)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.float32(1e-12))
 
 
 @dataclass(frozen=True)
