@@ -93,6 +93,12 @@ def plot_scaling(s: dict, out: Path) -> None:
     sizes = [r["items"] for r in s["sizes"]]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     a1.loglog(sizes, [r["ann_ms_median"] for r in s["sizes"]], "o-", label="Annoy + re-rank")
+    a1.loglog(
+        sizes,
+        [r["before"]["ann_ms_median"] for r in s["sizes"]],
+        "o:",
+        label="Annoy before (256-d, 100 candidates)",
+    )
     a1.loglog(sizes, [r["exact_ms_median"] for r in s["sizes"]], "s-", label="exact scan")
     a1.set_xlabel("catalog items")
     a1.set_ylabel("search ms per query (3 views), median")
@@ -106,19 +112,17 @@ def plot_scaling(s: dict, out: Path) -> None:
         sizes, [r["ann_recall@1"] for r in s["sizes"]], "s-", label="true item at rank 1 (Annoy)"
     )
     a2.semilogx(
+        sizes,
+        [r["before"]["ann_recall@1"] for r in s["sizes"]],
+        "s:",
+        label="true item at rank 1 (Annoy before)",
+    )
+    a2.semilogx(
         sizes, [r["exact_recall@1"] for r in s["sizes"]], "^--", label="true item at rank 1 (exact)"
     )
-    for r in s["sizes"]:
-        a2.annotate(
-            f"{r['trees']} trees",
-            (r["items"], r["recall@10_vs_exact"]),
-            fontsize=7,
-            xytext=(3, -10),
-            textcoords="offset points",
-        )
     a2.set_ylim(0, 1.02)
     a2.set_xlabel("catalog items (250 real + synthetic)")
-    a2.set_title("Annoy quality vs catalog size (100 candidates)")
+    a2.set_title("Annoy quality vs catalog size (defaults per size)")
     a2.grid(alpha=0.3, which="both")
     a2.legend(fontsize=8)
     fig.tight_layout()
@@ -128,50 +132,26 @@ def plot_scaling(s: dict, out: Path) -> None:
 
 def plot_sweep(s: dict, out: Path) -> None:
     plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    for trees in sorted({r["trees"] for r in s["sweep"]}):
-        rows = [r for r in s["sweep"] if r["trees"] == trees and r.get("search_k", -1) == -1]
-        a1.plot(
-            [r["ann_ms_median"] for r in rows],
-            [r["recall@10_vs_exact"] for r in rows],
-            "o-",
-            label=f"{trees} trees",
-        )
-        for r in rows:
-            a1.annotate(
-                str(r["candidates"]),
-                (r["ann_ms_median"], r["recall@10_vs_exact"]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-        a2.plot(
-            [r["ann_ms_median"] for r in rows],
-            [r["ann_recall@1"] for r in rows],
-            "o-",
-            label=f"{trees} trees",
-        )
-        sk = [r for r in s["sweep"] if r["trees"] == trees and r.get("search_k", -1) != -1]
-        if sk:
-            color = a1.lines[-1].get_color()
-            a1.plot(
-                [r["ann_ms_median"] for r in sk],
-                [r["recall@10_vs_exact"] for r in sk],
-                "x:",
-                color=color,
-            )
-            a2.plot(
-                [r["ann_ms_median"] for r in sk], [r["ann_recall@1"] for r in sk], "x:", color=color
-            )
-    a1.set_xlabel("search ms per query (median)")
-    a1.set_ylabel("recall@10 vs exact")
-    a1.set_title(f"{s['sweep_items']:,} items: trees x candidates (labels); x = larger search_k")
-    a1.grid(alpha=0.3)
-    a1.legend(fontsize=8)
-    a2.set_xlabel("search ms per query (median)")
-    a2.set_ylabel("true item at rank 1")
-    a2.set_title("Same runs: does the real match come first?")
-    a2.grid(alpha=0.3)
+    sweeps = s["sweeps"]
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(5.5 * len(sweeps), 4), squeeze=False)
+    for ax, sw in zip(axes[0], sweeps):
+        for dims in sorted({r["dims"] for r in sw["rows"]}):
+            for trees in sorted({r["trees"] for r in sw["rows"]}):
+                rows = [r for r in sw["rows"] if r["dims"] == dims and r["trees"] == trees]
+                ax.plot(
+                    [r["ann_ms_median"] for r in rows],
+                    [r["recall@10_vs_exact"] for r in rows],
+                    "o",
+                    label=f"{dims} dims, {trees} trees",
+                    ms=4,
+                    alpha=0.8,
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel("search ms per query (median)")
+        ax.set_ylabel("recall@10 vs exact")
+        ax.set_title(f"{sw['items']:,} items: dims x trees (points: candidates, search_k)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -309,10 +289,11 @@ def headline_table(q: dict | None, sp: dict | None, s: dict | None) -> str:
                 )
                 rows.append(
                     [
-                        f"{r['items']:,} items: Annoy recall@10 vs exact, true item @1 "
-                        f"({r['trees']} trees)",
-                        f"{r['recall@10_vs_exact']:.3f}, "
-                        f"{_pct(r['ann_recall@1'])} (exact {_pct(r['exact_recall@1'])})",
+                        f"{r['items']:,} items: Annoy true item @1, recall@10 vs exact "
+                        f"({r['index_dims']}-d PCA index, {r['trees']} trees)",
+                        f"{_pct(r['ann_recall@1'])} (exact {_pct(r['exact_recall@1'])}, before "
+                        f"{_pct(r['before']['ann_recall@1'])}), {r['recall@10_vs_exact']:.3f} "
+                        f"(before {r['before']['recall@10_vs_exact']:.3f})",
                     ]
                 )
     return md_table(["what", "value"], rows)
@@ -711,45 +692,103 @@ def http_numbers(h: dict) -> dict[str, Any]:
     }
 
 
+def _x(ms: float | None, unit: float) -> str:
+    """A latency as a multiple of one single-thread model run timed in the same run."""
+    return "n/a" if ms is None else f"{ms / unit:.2f}x"
+
+
+def _arrow(before: str, after: str) -> str:
+    return f"{before} -> {after}"
+
+
 def scale_numbers(s: dict) -> dict[str, Any]:
     chk = s.get("synthetic_check", {})
+    unit = s["model_run_ms_median"]
     size_rows = []
     for r in s["sizes"]:
         rss = r.get("rss", {})
         sr = rss.get("searched", {})
         op = rss.get("opened", {})
+        before = r.get("rss_before", {}).get("searched", {})
         size_rows.append(
             [
                 f"{r['items']:,}",
                 r["trees"],
+                r["index_dims"],
                 _mb(r["bytes"]),
                 f"{r['bytes_per_1k'] / 1e3:.0f}",
                 _mb(r["files"].get("index.ann", 0)),
                 _mb(r["files"].get("vectors.i8", 0)),
-                _mb(r["files"].get("items.sqlite", 0)),
                 f"{r['write_seconds']:.1f}",
                 _mb(op.get("VmRSS", 0)),
                 _mb(sr.get("VmRSS", 0)),
+                _mb(sr.get("VmHWM", 0)),
                 _mb(sr.get("RssAnon", 0)),
+                _mb(before["RssAnon"]) if before else "-",
                 _mb(sr.get("RssFile", 0)),
             ]
+        )
+    scaling_rows = []
+    loses = []
+    sweeps = [sweep_numbers(sw, s["sizes"], unit) for sw in s.get("sweeps", [])]
+    alone = {sw["size"]: sw["chosen"] for sw in sweeps if sw["chosen"]}
+    for r in s["sizes"]:
+        b = r["before"]
+        scaling_rows.append(
+            [
+                f"{r['items']:,}",
+                _pct(r["exact_recall@1"]),
+                _arrow(_pct(b["ann_recall@1"]), _pct(r["ann_recall@1"])),
+                _arrow(f"{b['recall@10_vs_exact']:.3f}", f"{r['recall@10_vs_exact']:.3f}"),
+                f"{r['index_dims']}-d, {r['trees']} trees, {r['candidates']} / {r['search_k']}",
+                _arrow(_ms(b["ann_ms_median"]), _ms(r["ann_ms_median"])),
+                _arrow(_x(b["ann_ms_median"], unit), _x(r["ann_ms_median"], unit)),
+                _ms(r["ann_ms_p99"]),
+                _arrow(_ms(b["exact_ms_median"]), _ms(r["exact_ms_median"])),
+                _arrow(_x(b["exact_ms_median"], unit), _x(r["exact_ms_median"], unit)),
+            ]
+        )
+        gap = 100 * (r["exact_recall@1"] - r["ann_recall@1"])
+        loses.append(
+            f"{r['items']:,} items: true item first {_pct(r['ann_recall@1'])} vs "
+            f"{_pct(r['exact_recall@1'])} exact ({gap:+.1f} points"
+            f"{', within noise' if abs(gap) < 1 else ''}); recall@10 vs exact "
+            f"{r['recall@10_vs_exact']:.3f} ({100 * (1 - r['recall@10_vs_exact']):.0f}% of the "
+            f"exact top 10 missed); {_ms(r['ann_ms_median'])} ms "
+            f"({_x(r['ann_ms_median'], unit)} a model run"
+            + (
+                f"; {_ms(alone[r['items']]['ms'])} ms timed alone in the sweep"
+                if r["items"] in alone
+                else ""
+            )
+            + f") vs {_ms(r['exact_ms_median'])} ms for the exact scan"
         )
     out: dict[str, Any] = {
         "check_real": chk.get("best_real_non_match_median", float("nan")),
         "check_synthetic": chk.get("best_synthetic_median", float("nan")),
+        "unit": unit,
+        "unit_start": s["model_run_ms"]["start"],
+        "unit_end": s["model_run_ms"]["end"],
+        "note": s["machine_note"],
+        "date": s["date"],
+        "queries": s["queries"],
+        "views": s["views_per_query"],
+        "before": s["before"],
         "size_table": md_table(
             [
                 "items",
                 "trees",
+                "index dims",
                 "bundle MB",
                 "KB / 1k items",
                 "index.ann MB",
                 "vectors MB",
-                "items.sqlite MB",
                 "write s",
                 "RSS open MB",
                 "RSS after 20 searches MB",
+                "peak RSS MB",
                 "of it anonymous",
+                "anonymous before (float copy)",
                 "of it file-backed",
             ],
             size_rows,
@@ -757,124 +796,113 @@ def scale_numbers(s: dict) -> dict[str, Any]:
         "paths": ", ".join(
             f"{r['items']:,} {r.get('rss', {}).get('path', '?')}" for r in s["sizes"]
         ),
-        "sweep_items": s.get("sweep_items"),
         "million": None,
         "scaling_table": md_table(
             [
                 "items",
-                "trees",
-                "Annoy ms (p50)",
-                "Annoy ms (p99)",
-                "exact ms (p50)",
-                "speed-up",
-                "recall@10 vs exact",
-                "true item @1 Annoy",
                 "true item @1 exact",
+                "true item @1 Annoy before -> after",
+                "recall@10 vs exact before -> after",
+                "index, candidates / search_k (after)",
+                "Annoy ms p50 before -> after",
+                "x model run",
+                "Annoy ms p99 after",
+                "exact ms p50 before -> after",
+                "x model run",
             ],
-            [
-                [
-                    f"{r['items']:,}",
-                    r["trees"],
-                    _ms(r["ann_ms_median"]),
-                    _ms(r["ann_ms_p99"]),
-                    _ms(r["exact_ms_median"]),
-                    _ratio(r["exact_ms_median"] / r["ann_ms_median"])
-                    if r["exact_ms_median"]
-                    else "n/a",
-                    f"{r['recall@10_vs_exact']:.3f}",
-                    _pct(r["ann_recall@1"]),
-                    _pct(r["exact_recall@1"]),
-                ]
-                for r in s["sizes"]
-            ],
+            scaling_rows,
         ),
-        "sweep": sweep_numbers(s["sweep"]) if s.get("sweep") else None,
-        "index_space_table": md_table(
-            [
-                "index built on",
-                "candidates / view",
-                "true item @1",
-                "recall@10 vs exact",
-                "ms (p50)",
-            ],
-            [
-                [
-                    r["index space"],
-                    r["candidates"],
-                    _pct(r["ann_recall@1"]),
-                    f"{r['recall@10_vs_exact']:.3f}",
-                    _ms(r["ann_ms_median"]),
-                ]
-                for r in s["index_space"]
-            ],
-        )
-        if s.get("index_space")
-        else None,
+        "loses": loses,
+        "sweeps": sweeps,
     }
+    out["defaults"] = "; ".join(
+        f"{r['items']:,} items: {r['candidates']:,} candidates per view, search_k {r['search_k']:,}"
+        for r in s["sizes"]
+        if r["items"] >= 100_000
+    )
+    mid = next((r for r in s["sizes"] if r["items"] == 100_000), None)
+    out["exact_100k"] = (
+        f"{_ms(mid['exact_ms_median'])} ms ({_x(mid['exact_ms_median'], unit)} a model run)"
+        if mid
+        else "n/a"
+    )
+    out["ann_100k"] = (
+        f"{_ms(mid['ann_ms_median'])} ms ({_x(mid['ann_ms_median'], unit)})" if mid else "n/a"
+    )
     big = [r for r in s["sizes"] if r["items"] >= 1_000_000]
-    sweep16 = [r for r in s.get("sweep", []) if r["trees"] == 16]
-    if big and sweep16 and s.get("sweep_items"):
-        n = s["sweep_items"]
-        out["million"] = {
-            "trees": big[0]["trees"],
-            # Annoy's build is n log n: extrapolate the 16-tree build at the sweep size to 1M.
-            "build_s": sweep16[0]["build_s"] * (1e6 / n) * np.log(1e6) / np.log(n),
-            "index_gb": sweep16[0]["index_bytes"] * 1e6 / n / 1e9,
-        }
+    if big:
+        out["million"] = {"before_trees": big[0]["before"]["trees"]}
     return out
 
 
-def _setting(r: dict) -> dict[str, Any]:
-    return {
-        "trees": r["trees"],
-        "candidates": r["candidates"],
-        "search_k": r.get("search_k", -1),
-        "recall": r["recall@10_vs_exact"],
-        "at1": r["ann_recall@1"],
-        "ms": r["ann_ms_median"],
-    }
+def sweep_numbers(sw: dict, sizes: list[dict], unit: float) -> dict[str, Any]:
+    """One size's sweep: the table, the row the defaults ran, the cheapest row whose true
+    item first is within 1 point of exact search and the best recall@10."""
+    rows = sw["rows"]
+    size = next((r for r in sizes if r["items"] == sw["items"]), None)
+    exact1 = size["exact_recall@1"] if size else max(r["exact_recall@1"] for r in rows)
+    chosen = None
+    if size:
+        chosen = next(
+            (
+                r
+                for r in rows
+                if (r["dims"], r["trees"], r["candidates"], r["search_k"])
+                == (size["index_dims"], size["trees"], size["candidates"], size["search_k"])
+            ),
+            None,
+        )
+    near = [r for r in rows if r["ann_recall@1"] >= exact1 - 0.01]
 
+    def setting(r: dict | None) -> dict[str, Any] | None:
+        if r is None:
+            return None
+        return {
+            "dims": r["dims"],
+            "trees": r["trees"],
+            "candidates": r["candidates"],
+            "search_k": r["search_k"],
+            "recall": r["recall@10_vs_exact"],
+            "at1": r["ann_recall@1"],
+            "ms": r["ann_ms_median"],
+            "x": r["ann_ms_median"] / unit,
+        }
 
-def sweep_numbers(rows: list[dict]) -> dict[str, Any]:
-    """The sweep table, the defaults' row, the cheapest >= 0.99 recall@10 and the best."""
-    good = [r for r in rows if r["recall@10_vs_exact"] >= 0.99]
-    default = next(
-        (
-            r
-            for r in rows
-            if r["trees"] == 16 and r["candidates"] == 100 and r.get("search_k", -1) == -1
-        ),
-        None,
-    )
     return {
+        "size": sw["items"],
+        "exact1": exact1,
         "table": md_table(
             [
+                "index dims",
                 "trees",
                 "candidates / view",
                 "search_k",
                 "ms (p50)",
-                "recall@10 vs exact",
+                "x model run",
                 "true item @1",
+                "recall@10 vs exact",
                 "index MB",
                 "build s",
             ],
             [
                 [
+                    r["dims"],
                     r["trees"],
                     r["candidates"],
-                    r.get("search_k", -1),
+                    r["search_k"],
                     _ms(r["ann_ms_median"]),
-                    f"{r['recall@10_vs_exact']:.3f}",
+                    _x(r["ann_ms_median"], unit),
                     _pct(r["ann_recall@1"]),
+                    f"{r['recall@10_vs_exact']:.3f}",
                     _mb(r["index_bytes"]),
-                    f"{r['build_s']:.1f}",
+                    "(the bundle's)" if r["build_s"] is None else f"{r['build_s']:.1f}",
                 ]
                 for r in rows
             ],
         ),
-        "default": _setting(default) if default else None,
-        "cheapest": _setting(min(good, key=lambda r: r["ann_ms_median"])) if good else None,
-        "best": _setting(max(rows, key=lambda r: r["recall@10_vs_exact"])),
+        "chosen": setting(chosen),
+        "cheapest": setting(min(near, key=lambda r: r["ann_ms_median"]) if near else None),
+        "best": setting(max(rows, key=lambda r: r["recall@10_vs_exact"])),
     }
 
 
@@ -915,7 +943,7 @@ def write(meta: dict | None = None) -> Path:
         plot_http(sp["http"], DOCS / "bench_http.png")
     if s:
         plot_scaling(s, DOCS / "bench_scaling.png")
-        if s.get("sweep"):
+        if s.get("sweeps"):
             plot_sweep(s, DOCS / "bench_annoy_sweep.png")
     out = DOCS / "benchmarks.md"
     out.write_text(render(meta, q, sp, s), encoding="utf-8")

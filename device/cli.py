@@ -55,6 +55,12 @@ def add_build(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--trees", type=int, default=16, help="Annoy trees (default 16)")
     p.add_argument(
+        "--index-dims",
+        type=int,
+        default=48,
+        help="dimensions of the PCA space the Annoy index is built in (default 48)",
+    )
+    p.add_argument(
         "--workers", type=int, default=0, help="embedding processes (default: one per core)"
     )
     p.add_argument(
@@ -104,6 +110,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         pooling=args.pooling,
         catalog_views=tuple(v.strip() for v in args.views.split(",") if v.strip()),
         trees=args.trees,
+        index_dims=args.index_dims,
         workers=args.workers,
         runtime=args.runtime,
         cache_dir=None if args.no_cache else (args.cache_dir or str(default_cache_dir())),

@@ -20,8 +20,7 @@ from lensbox.device.bundle.atomic import UnsafeTargetError, check_replaceable
 from lensbox.device.bundle.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
-    INDEX_SPACE_DESCRIPTOR,
-    INDEX_SPACE_PCA,
+    INDEX_SPACE_REDUCED,
     MANIFEST,
 )
 from lensbox.device.bundle.thumbnails import make_thumbnail
@@ -58,6 +57,9 @@ class BuildSettings:
     whiten: bool = True
     catalog_views: tuple[str, ...] = ("full",)
     trees: int = 16
+    # Dimensions of the space the Annoy index is built in: the top PCA directions of the
+    # un-whitened descriptors (lensbox.device.bundle.annspace; docs/benchmarks.md section 4).
+    index_dims: int = 48
     workers: int = 0  # 0: one per CPU core
     threads_per_worker: int = 1
     runtime: str = "auto"
@@ -440,7 +442,8 @@ def _manifest(
             "library": "annoy",
             "metric": "angular",
             "trees": settings.trees,
-            "space": INDEX_SPACE_PCA if projection is not None else INDEX_SPACE_DESCRIPTOR,
+            "space": INDEX_SPACE_REDUCED,
+            "dims": min(settings.index_dims, dims),
         },
         "metric": "cosine similarity of L2-normalised descriptors, clipped to 0-1",
         "counts": {

@@ -11,11 +11,14 @@ from pathlib import Path
 import numpy as np
 from annoy import AnnoyIndex
 
+from lensbox.device.bundle.annspace import AnnProjection, IndexSpace
 from lensbox.device.bundle.atomic import staged_directory
 from lensbox.device.bundle.checksums import bundle_checksums
 from lensbox.device.bundle.format import (
+    ANN_PROJECTION,
     ANNOY_INDEX,
     BUILD_REPORT,
+    INDEX_SPACE_REDUCED,
     ITEM_COLUMNS,
     ITEMS_DB,
     ITEMS_SCHEMA,
@@ -80,17 +83,48 @@ def build_annoy(
     trees: int,
     path: Path,
     seed: int = 42,
-    axis_scale: np.ndarray | None = None,
+    space: IndexSpace | None = None,
 ) -> None:
-    """Annoy index over the int8 ``vectors`` / ``scale``, times ``axis_scale`` if given."""
-    index = AnnoyIndex(vectors.shape[1], "angular")
+    """Annoy index over the int8 ``vectors`` / ``scale`` mapped by ``space`` (the same
+    :meth:`IndexSpace.apply` the engine maps queries with; None: as stored)."""
+    space = space or IndexSpace()
+    dims = space.projection.dims if space.projection is not None else vectors.shape[1]
+    index = AnnoyIndex(dims, "angular")
     index.set_seed(seed)
-    factor = (axis_scale if axis_scale is not None else 1.0) / scale
-    for i, vec in enumerate(vectors):
-        index.add_item(i, (vec.astype(np.float32) * factor).tolist())
+    step = 16384
+    for start in range(0, len(vectors), step):
+        block = space.apply(np.asarray(vectors[start : start + step], np.float32) / scale)
+        for i, vec in enumerate(block.tolist(), start):
+            index.add_item(i, vec)
     index.build(trees, n_jobs=1)
     index.save(str(path))
     index.unload()
+
+
+def write_index(
+    directory: Path,
+    vectors: np.ndarray,
+    manifest: dict,
+    projection: Projection | None,
+    ann: AnnProjection | None = None,
+) -> None:
+    """``index.ann`` over ``vectors`` in the space ``manifest["index"]`` names, and for the
+    reduced space its ``ann_projection.npz``: ``ann``, or learned from ``vectors`` when None
+    (the builder learns it; compaction passes the base bundle's so the space stays put)."""
+    spec = manifest["index"]
+    scale = float(manifest["descriptor"]["int8_scale"])
+    unwhiten = index_axis_scale(manifest, projection)
+    if spec.get("space") == INDEX_SPACE_REDUCED:
+        if ann is None:
+            ann = AnnProjection.fit(
+                vectors, spec["dims"], projection.unwhiten_scale() if projection else None, scale
+            )
+        spec["dims"] = ann.dims
+        ann.save(directory / ANN_PROJECTION)
+        space = IndexSpace(ann)
+    else:
+        space = IndexSpace(axis_scale=unwhiten)
+    build_annoy(vectors, scale, spec["trees"], directory / ANNOY_INDEX, space=space)
 
 
 def write_bundle(
@@ -110,13 +144,7 @@ def write_bundle(
         content.vector_items.astype(np.int32).tofile(tmp / VECTOR_ITEMS)
         if content.projection is not None:
             content.projection.save(tmp / PROJECTION)
-        build_annoy(
-            content.vectors,
-            content.manifest["descriptor"]["int8_scale"],
-            content.manifest["index"]["trees"],
-            tmp / ANNOY_INDEX,
-            axis_scale=index_axis_scale(content.manifest, content.projection),
-        )
+        write_index(tmp, content.vectors, content.manifest, content.projection)
         if content.thumbnails:
             write_thumbnails(tmp / THUMBNAILS, content.thumbnails)
         (tmp / BUILD_REPORT).write_text(json.dumps(content.report, indent=2), encoding="utf-8")

@@ -203,6 +203,7 @@ def test_serve_survives_a_corrupt_deployed_bundle_on_every_start(
         {"index": {"metric": "euclidean"}},
         {"index": {"metric": "cosine"}},
         {"descriptor": {"dims": 0}},
+        {"index": {"dims": 17}},
     ],
 )
 def test_a_hand_edited_manifest_cannot_make_annoy_misread_its_file(copy: Path, edit: dict) -> None:
@@ -241,7 +242,7 @@ for trial in range(trials):
     for i in range(0, len(bundle.vectors), 3):
         rows = index.get_nns_by_item(i, 5)
         assert all(0 <= r < len(bundle.vectors) for r in rows), rows
-        q = np.random.default_rng(i).standard_normal(bundle.dims).tolist()
+        q = np.random.default_rng(i).standard_normal(bundle.index_dims).tolist()
         rows = index.get_nns_by_vector(q, 5, search_k=200)
         assert all(0 <= r < len(bundle.vectors) for r in rows), rows
     index.unload()

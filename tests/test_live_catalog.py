@@ -88,12 +88,13 @@ def test_deleted_base_item_vanishes_even_from_annoy_results(slot, engine, tmp_pa
         settings=LiveSettings(background=False),
     )
     query = cat.embed_query(load_image(QUERIES / "coffee-photo.jpg")).vectors
-    assert cat.bundle.index.get_nns_by_vector(query[0].tolist(), 1)  # ANN path is in use
+    in_index = cat.bundle.index_space.apply(query[0]).tolist()  # the index's own space
+    assert cat.bundle.index.get_nns_by_vector(in_index, 1)  # ANN path is in use
     hits, total = cat.search_vectors(query, 5)
     assert hits[0].id == "coffee"
     row = cat.item_by_id("coffee")[0]
     assert cat.delete("coffee").ids == ("coffee",)
-    assert row in cat.bundle.index.get_nns_by_vector(query[0].tolist(), 18)  # still in Annoy
+    assert row in cat.bundle.index.get_nns_by_vector(in_index, 18)  # still in Annoy
     after, total_after = cat.search_vectors(query, 5)
     assert "coffee" not in _ids(after) and _ids(after) == _ids(hits)[1:] + _ids(after)[4:]
     assert total_after == total - 1

@@ -69,7 +69,8 @@ def test_settings_reject_unknown_views(engine) -> None:
 
 @pytest.mark.slow
 def test_annoy_on_a_whitened_bundle_searches_in_pca_space(tmp_path) -> None:
-    """Whitened bundles index un-whitened vectors; the shortlist must still match exact."""
+    """Whitened bundles index the top PCA directions of un-whitened vectors; the shortlist
+    must still match exact."""
     from lensbox.device.search.engine import open_engine
     from lensbox.index_builder.build import BuildSettings, build_bundle
 
@@ -79,12 +80,23 @@ def test_annoy_on_a_whitened_bundle_searches_in_pca_space(tmp_path) -> None:
         dims=16,
         min_photos_for_pca=16,
         catalog_views=("full", "center", "tl", "br"),
+        index_dims=8,
     )
     build_bundle(SAMPLE_CATALOG, tmp_path / "w.lbx", settings, progress=False)
     eng = open_engine(str(tmp_path / "w.lbx"), SearchSettings(exact_below=0), threads=1)
-    assert eng.bundle.manifest["index"]["space"] == "pca"
-    scale = eng.bundle.index_axis_scale
+    assert eng.bundle.manifest["index"] == {
+        **eng.bundle.manifest["index"],
+        "space": "pca-reduced",
+        "dims": 8,
+    }
+    assert eng.bundle.projection is not None
+    scale = eng.bundle.projection.unwhiten_scale()
     assert scale is not None and scale.std() > 0  # whitening really is undone per axis
+    ann = eng.bundle.ann_projection
+    assert ann is not None and ann.matrix.shape == (16, 8)
+    # the index favours the high-variance (leading) PCA axes once whitening is undone
+    weight = np.abs(ann.matrix).sum(axis=1)
+    assert weight[:4].mean() > weight[-4:].mean()
     q = eng.embed_query(load_image(SAMPLE_QUERIES / "rocket-photo.jpg")).vectors
     ann_rows, ann_scores = eng.rank(q, 5, exact=False)
     exact_rows, exact_scores = eng.rank(q, 5, exact=True)
@@ -92,3 +104,24 @@ def test_annoy_on_a_whitened_bundle_searches_in_pca_space(tmp_path) -> None:
     np.testing.assert_allclose(ann_scores[:5], exact_scores, atol=1e-5)
     hits = eng.search_image(load_image(SAMPLE_QUERIES / "rocket-photo.jpg"), 1).hits
     assert hits[0].id == "rocket"
+
+
+def test_exact_scan_scores_int8_blocks_without_a_float_copy(engine, monkeypatch) -> None:
+    """The exact scan converts a few int8 rows at a time: same scores as the float32 copy
+    it used to keep (and still keeps when exact_cache_mb allows), none kept by default."""
+    from lensbox.device.embedding.descriptor import dequantize_int8
+    from lensbox.device.search import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "EXACT_BLOCK", 7)  # several blocks, a short last one
+    q = engine.embed_query(load_image(SAMPLE_QUERIES / "coffee-photo.jpg")).vectors
+    blocked = SearchEngine(engine.bundle, engine.embedder, SearchSettings())
+    copied = SearchEngine(engine.bundle, engine.embedder, SearchSettings(exact_cache_mb=128))
+    floats = dequantize_int8(np.asarray(engine.bundle.vectors), engine.bundle.int8_scale)
+    want = np.maximum.reduceat((floats @ q.T).max(axis=1), blocked._starts)
+    np.testing.assert_allclose(blocked.exact_scores(q), want, atol=1e-5)
+    np.testing.assert_allclose(copied.exact_scores(q), want, atol=1e-6)
+    assert blocked._float is None and copied._float is not None
+    rows_b, scores_b = blocked.rank(q, None, exact=True)
+    rows_c, scores_c = copied.rank(q, None, exact=True)
+    assert list(rows_b) == list(rows_c)
+    np.testing.assert_allclose(scores_b, scores_c, atol=1e-5)

@@ -7,7 +7,9 @@ A bundle is a directory::
     vectors.i8           int8 descriptors, shape (vectors, dims), memory-mapped
     vector_items.i32     item row of each vector (an item may have several vectors)
     projection.npz       PCA-whitening learned at build time (absent when too few photos)
-    index.ann            Annoy index over the vectors (angular)
+    index.ann            Annoy index over the vectors (angular), in the space manifest
+                         index.space names (see INDEX_SPACE_*)
+    ann_projection.npz   the reduced PCA space index.ann holds (index.space "pca-reduced")
     build_report.json    what was skipped and why, timings
     thumbs.sqlite        a small JPEG per item, for showing hits (absent in older bundles)
 """
@@ -25,6 +27,7 @@ VECTORS = "vectors.i8"
 VECTOR_ITEMS = "vector_items.i32"
 PROJECTION = "projection.npz"
 ANNOY_INDEX = "index.ann"
+ANN_PROJECTION = "ann_projection.npz"
 BUILD_REPORT = "build_report.json"
 THUMBNAILS = "thumbs.sqlite"
 
@@ -102,9 +105,13 @@ CREATE INDEX items_product ON items(product_id);
 
 
 # manifest["index"]["space"]: which vectors the Annoy index holds. "descriptor" (format 1's
-# original): the stored descriptors; "pca": the descriptors with the whitening undone.
+# original): the stored descriptors; "pca": the descriptors with the whitening undone;
+# "pca-reduced" (current builds): ann_projection.npz applied to the descriptors, giving
+# manifest["index"]["dims"] dimensions (lensbox.device.bundle.annspace).
 INDEX_SPACE_DESCRIPTOR = "descriptor"
 INDEX_SPACE_PCA = "pca"
+INDEX_SPACE_REDUCED = "pca-reduced"
+INDEX_SPACES = (INDEX_SPACE_DESCRIPTOR, INDEX_SPACE_PCA, INDEX_SPACE_REDUCED)
 
 
 class BundleError(Exception):

@@ -14,12 +14,16 @@ from typing import Any
 import numpy as np
 from annoy import AnnoyIndex
 
+from lensbox.device.bundle.annspace import AnnProjection, IndexSpace
 from lensbox.device.bundle.checksums import verify_checksums
 from lensbox.device.bundle.format import (
+    ANN_PROJECTION,
     ANNOY_INDEX,
     FORMAT_NAME,
     FORMAT_VERSION,
     INDEX_SPACE_PCA,
+    INDEX_SPACE_REDUCED,
+    INDEX_SPACES,
     ITEM_COLUMNS,
     ITEMS_DB,
     JSON_COLUMNS,
@@ -51,6 +55,8 @@ class Bundle:
     vector_items: np.ndarray  # (V,) int32
     projection: Projection | None
     index: AnnoyIndex
+    # The reduced space index.ann holds (None: a bundle from before index.space pca-reduced).
+    ann_projection: AnnProjection | None = None
 
     def __post_init__(self) -> None:
         self._local = threading.local()
@@ -106,6 +112,16 @@ class Bundle:
         return index_axis_scale(self.manifest, self.projection)
 
     @cached_property
+    def index_space(self) -> IndexSpace:
+        """Maps query descriptors into the Annoy index's space (as the writer mapped the
+        stored ones)."""
+        return IndexSpace(self.ann_projection, self.index_axis_scale)
+
+    @property
+    def index_dims(self) -> int:
+        return index_dims(self.manifest)
+
+    @cached_property
     def disk_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
 
@@ -115,6 +131,13 @@ def index_axis_scale(manifest: dict, projection: Projection | None) -> np.ndarra
     if manifest["index"].get("space") != INDEX_SPACE_PCA or projection is None:
         return None
     return projection.unwhiten_scale()
+
+
+def index_dims(manifest: dict) -> int:
+    """Dimensions of the vectors in index.ann (the descriptor's unless reduced)."""
+    if manifest["index"].get("space") == INDEX_SPACE_REDUCED:
+        return int(manifest["index"]["dims"])
+    return int(manifest["descriptor"]["dims"])
 
 
 def read_manifest(path: Path) -> dict:
@@ -170,6 +193,11 @@ def check_manifest(path: Path, manifest: Any) -> None:
     need("descriptor", "pooling", lambda v: isinstance(v, str))
     need("index", "metric", lambda v: v in ANNOY_NODE_HEADER)
     need("index", "trees", lambda v: _number(v, int, 1, 10_000))
+    index = manifest.get("index")
+    if isinstance(index, dict) and "space" in index:
+        need("index", "space", lambda v: v in INDEX_SPACES)
+        if index["space"] == INDEX_SPACE_REDUCED:
+            need("index", "dims", lambda v: _number(v, int, 1, MAX_DIMS))
     need("counts", "items", lambda v: _number(v, int, 0, MAX_COUNT))
     need("counts", "vectors", lambda v: _number(v, int, 0, MAX_COUNT))
     if problems:
@@ -288,8 +316,9 @@ def _check_vectors(
         )
     # Stored descriptors are unit vectors times int8_scale (rounding adds at most a few
     # percent, clipping only shortens them): random bytes are far longer, a zero-filled
-    # file far shorter.
-    step = 65536
+    # file far shorter. 8192 rows at a time: the float copy of a block is transient, but
+    # it sets the daemon's peak RSS (64 MB at 65536 rows of 256 dims).
+    step = 8192
     short = 0
     for lo in range(0, len(vectors), step):
         block = np.asarray(vectors[lo : lo + step], dtype=np.float32)
@@ -335,7 +364,7 @@ def open_bundle(
     verified = verify and verify_checksums(path, manifest)
     if verified:
         listed = manifest["checksums"]
-        parts = (VECTORS, VECTOR_ITEMS, ITEMS_DB, ANNOY_INDEX, PROJECTION)
+        parts = (VECTORS, VECTOR_ITEMS, ITEMS_DB, ANNOY_INDEX, PROJECTION, ANN_PROJECTION)
         unlisted = [n for n in parts if (path / n).is_file() and n not in listed]
         if unlisted:
             raise BundleError(
@@ -355,9 +384,11 @@ def open_bundle(
         raise BundleError(f"{path}: bad manifest: vectors without items; rebuild the bundle")
     _check_vectors(path, vectors, vector_items, items, float(manifest["descriptor"]["int8_scale"]))
     metric = manifest["index"]["metric"]
+    ann_dims = index_dims(manifest)
+    ann_projection = _load_ann_projection(path, manifest, dims)
     if count:
         # the node-by-node scan only where no checksum vouches for the file
-        check_annoy_file(path / ANNOY_INDEX, dims, metric, count, full=not verified)
+        check_annoy_file(path / ANNOY_INDEX, ann_dims, metric, count, full=not verified)
     projection = None
     if (path / PROJECTION).is_file():
         try:
@@ -369,10 +400,28 @@ def open_bundle(
                 f"{path}: {PROJECTION} gives {projection.dims}-d descriptors, the manifest "
                 f"says {dims}; rebuild the bundle"
             )
-    index = AnnoyIndex(dims, metric)
+    index = AnnoyIndex(ann_dims, metric)
     if count and not index.load(str(path / ANNOY_INDEX), prefault=False):
         raise BundleError(f"{path}: cannot load {ANNOY_INDEX}; rebuild the bundle")
     if count and index.get_n_items() != count:
         index.unload()
         raise BundleError(f"{path}: {ANNOY_INDEX} does not match {VECTORS}; rebuild the bundle")
-    return Bundle(path, manifest, vectors, vector_items, projection, index)
+    return Bundle(path, manifest, vectors, vector_items, projection, index, ann_projection)
+
+
+def _load_ann_projection(path: Path, manifest: dict, dims: int) -> AnnProjection | None:
+    """The reduced index space a bundle names (None for older bundles), or BundleError."""
+    if manifest["index"].get("space") != INDEX_SPACE_REDUCED:
+        return None
+    part = path / ANN_PROJECTION
+    if not part.is_file():
+        raise BundleError(
+            f"{path}: {ANN_PROJECTION} is missing (the manifest's index needs it); the "
+            "bundle is incomplete, copy or rebuild it"
+        )
+    try:
+        return AnnProjection.load(part, dims, index_dims(manifest))
+    except Exception as exc:  # a torn npz: zipfile, pickle-free numpy, key errors, shapes
+        raise BundleError(
+            f"{path}: {ANN_PROJECTION} is unusable ({exc}); copy or rebuild the bundle"
+        ) from exc

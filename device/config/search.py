@@ -14,10 +14,19 @@ class SearchConfig(Section):
     threads: int = Field(2, ge=1, le=16, description="TFLite/XNNPACK threads per interpreter")
     runtime: Literal["auto", "ai-edge-litert", "tflite-runtime"] = "auto"
     query_views: tuple[str, ...] = ("full", "center", "subject")
-    candidates: int = Field(100, ge=1, le=10000, description="Annoy candidates per query view")
-    search_k: int = Field(-1, ge=-1, description="Annoy search_k (-1: trees x candidates)")
+    candidates: int | None = Field(
+        None,
+        ge=1,
+        le=10000,
+        description="Annoy candidates per query view, re-ranked exactly (unset: by catalog size)",
+    )
+    search_k: int | None = Field(
+        None, ge=-1, description="Annoy search_k (-1: trees x candidates; unset: by catalog size)"
+    )
     exact_below: int = Field(200_000, ge=0, description="exact scan below this many vectors")
-    exact_cache_mb: int = Field(128, ge=0, description="float32 copy for exact scans")
+    exact_cache_mb: int = Field(
+        0, ge=0, description="float32 copy for exact scans (0: score the int8 vectors in blocks)"
+    )
     verify: int = Field(
         20,
         ge=0,

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lensbox.device.bundle.format import (
-    ANNOY_INDEX,
     BUILD_REPORT,
     ITEMS_DB,
     PROJECTION,
@@ -114,6 +113,7 @@ def snapshot_content(view: View, lineage: str, seq: int) -> dict[str, Any]:
         "vectors": vectors,
         "owners": owners,
         "base": Path(bundle.path),
+        "ann_projection": bundle.ann_projection,
         # Base photos keep their keypoints under their new rows; items added on the box
         # have none (they rank by the global descriptor), removed items' photos get -1.
         "local_items": None if local is None else _remap(new_row, local.photo_items),
@@ -128,10 +128,9 @@ def _remap(new_row: np.ndarray, photo_items: np.ndarray) -> np.ndarray:
 
 def write_content(tmp: Path, content: dict[str, Any]) -> None:
     """Write a bundle directory (the manifest last); the staging dir is fsync'd by the slot."""
-    from lensbox.device.bundle.reader import index_axis_scale
     from lensbox.device.embedding.descriptor import Projection
     from lensbox.device.features.store import copy_local_index
-    from lensbox.index_builder.writer import build_annoy, write_items_db, write_manifest
+    from lensbox.index_builder.writer import write_index, write_items_db, write_manifest
 
     manifest = content["manifest"]
     write_items_db(tmp / ITEMS_DB, content["items"])
@@ -146,13 +145,8 @@ def write_content(tmp: Path, content: dict[str, Any]) -> None:
     if content.get("local_items") is not None:
         copy_local_index(base, tmp, content["local_items"])
     projection = Projection.load(tmp / PROJECTION) if (tmp / PROJECTION).is_file() else None
-    build_annoy(
-        content["vectors"],
-        manifest["descriptor"]["int8_scale"],
-        manifest["index"]["trees"],
-        tmp / ANNOY_INDEX,
-        axis_scale=index_axis_scale(manifest, projection),
-    )
+    # The base's index space, kept (descriptors do not move, so neither does the space).
+    write_index(tmp, content["vectors"], manifest, projection, content.get("ann_projection"))
     report = {
         "compacted_from": str(base),
         "applied_seq": manifest["live"]["applied_seq"],

@@ -44,19 +44,18 @@ SIBLING_RATIO = 0.7
 class SearchSettings:
     """How queries are embedded and how hard the index is searched.
 
-    ``candidates`` vectors per query view come back from Annoy and are re-ranked exactly.
-    Below ``exact_below`` stored vectors a brute-force scan is used instead: PCA-whitened
-    descriptors are nearly isotropic, the worst case for Annoy's random-projection trees
-    (recall@10 vs exact 0.23 at 100k with defaults), while an exact scan of a float32 copy
-    (kept while it fits in ``exact_cache_mb``: 100k x 256 dims is 98 MB) takes ~17 ms per
-    query at 100k on the benchmark machine (docs/benchmarks.md, sections 2 and 4).
+    ``candidates`` vectors per query view come back from Annoy, looking at ``search_k``
+    index entries, and are re-ranked exactly with the stored int8 vectors; None picks them
+    by catalog size (:func:`ann_defaults`). Below ``exact_below`` stored vectors a scan of
+    every int8 vector is used instead, in blocks (no float copy unless it fits in
+    ``exact_cache_mb``, 0 by default: docs/benchmarks.md, sections 2-4).
     """
 
     query_views: tuple[str, ...] = QUERY_VIEWS
-    candidates: int = 100
-    search_k: int = -1
+    candidates: int | None = None
+    search_k: int | None = None
     exact_below: int = 200_000
-    exact_cache_mb: int = 128
+    exact_cache_mb: int = 0
     rerank: RerankSettings = field(default_factory=RerankSettings)
     # A query's views other than the centre crop count this much: people aim the camera at
     # the item, and the full frame and the subject guess also see the table, the shelf or
@@ -69,8 +68,22 @@ class SearchSettings:
         validate_views(self.query_views)
         if not 0.0 < self.other_view_weight <= 1.0:
             raise ValueError("other_view_weight must be in (0, 1]")
-        if self.candidates < 1:
+        if self.candidates is not None and self.candidates < 1:
             raise ValueError("candidates must be >= 1")
+
+
+# Int8 vectors converted to float32 at a time by the exact scan (4 MB at 256 dims).
+EXACT_BLOCK = 4096
+# Bundles whose Annoy index predates the reduced PCA space keep their old defaults.
+LEGACY_CANDIDATES, LEGACY_SEARCH_K = 100, -1
+
+
+def ann_defaults(vectors: int) -> tuple[int, int]:
+    """(candidates per query view, search_k) for an index in the reduced PCA space of a
+    catalog of ``vectors``, chosen from bench.scale's sweep (docs/benchmarks.md section 4)."""
+    if vectors <= 300_000:
+        return 500, 2_500
+    return 1_000, 5_000
 
 
 @dataclass
@@ -186,22 +199,26 @@ class SearchEngine:
     def _dequantized(self, vector_ids: np.ndarray) -> np.ndarray:
         return dequantize_int8(self.bundle.vectors[vector_ids], self.bundle.int8_scale)
 
-    def _float_blocks(self, block: int = 65536):
-        """Yield (start, float32 block) over all stored vectors, from the cache if it fits."""
+    def exact_scores(self, queries: np.ndarray) -> np.ndarray:
+        """Best score of every item against the query views: (items_with_vectors,).
+
+        The int8 vectors are scored ``EXACT_BLOCK`` rows at a time through one small float32
+        buffer, with the int8 scale folded into the queries, so no float copy of the
+        catalog is kept (unless ``exact_cache_mb`` allows one: same scores, less work)."""
         vectors = self.bundle.vectors
+        best = np.empty(len(vectors), np.float32)
         if self._float is None and vectors.nbytes * 4 <= self.settings.exact_cache_mb << 20:
             self._float = dequantize_int8(np.asarray(vectors), self.bundle.int8_scale)
         if self._float is not None:
-            yield 0, self._float
-            return
-        for start in range(0, len(vectors), block):
-            yield start, dequantize_int8(vectors[start : start + block], self.bundle.int8_scale)
-
-    def exact_scores(self, queries: np.ndarray) -> np.ndarray:
-        """Best score of every item against the query views: (items_with_vectors,)."""
-        best = np.empty(len(self.bundle.vectors), np.float32)
-        for start, block in self._float_blocks():
-            best[start : start + len(block)] = (block @ queries.T).max(axis=1)
+            best[:] = (self._float @ queries.T).max(axis=1)
+        elif len(vectors):
+            q = (np.asarray(queries, np.float32).T / self.bundle.int8_scale).astype(np.float32)
+            buf = np.empty((min(EXACT_BLOCK, len(vectors)), vectors.shape[1]), np.float32)
+            for start in range(0, len(vectors), EXACT_BLOCK):
+                chunk = vectors[start : start + EXACT_BLOCK]
+                part = buf[: len(chunk)]
+                np.copyto(part, chunk, casting="unsafe")
+                np.max(part @ q, axis=1, out=best[start : start + len(chunk)])
         return np.maximum.reduceat(best, self._starts) if len(best) else best
 
     def _top(self, scores: np.ndarray, wanted: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -297,24 +314,38 @@ class SearchEngine:
     ) -> tuple[np.ndarray, np.ndarray]:
         return self._top(self.exact_scores(queries), wanted)
 
-    def _ann_ranking(self, queries: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
-        n = max(self.settings.candidates, wanted)
-        cand = set()
-        axis = self.bundle.index_axis_scale
-        for q in queries if axis is None else queries * axis:
-            cand.update(self.bundle.index.get_nns_by_vector(q.tolist(), n, self.settings.search_k))
-        ids = np.fromiter(cand, dtype=np.int64, count=len(cand))
-        scores = (self._dequantized(ids) @ queries.T).max(axis=1)
-        rows = self.bundle.vector_items[ids]
-        best: dict[int, float] = {}
-        for row, score in zip(rows.tolist(), scores.tolist()):
-            if score > best.get(row, -2.0):
-                best[row] = score
-        ranked = sorted(best.items(), key=lambda kv: -kv[1])
+    def ann_params(self) -> tuple[int, int]:
+        """(candidates per query view, search_k): the settings' where given, else by size."""
+        if self.bundle.ann_projection is None:
+            candidates, search_k = LEGACY_CANDIDATES, LEGACY_SEARCH_K
+        else:
+            candidates, search_k = ann_defaults(len(self.bundle.vectors))
+        s = self.settings
         return (
-            np.array([r for r, _ in ranked], np.int64),
-            np.array([s for _, s in ranked], np.float32),
+            candidates if s.candidates is None else s.candidates,
+            search_k if s.search_k is None else s.search_k,
         )
+
+    def _ann_ranking(self, queries: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
+        """Annoy's shortlist per query view (in the bundle's index space), re-ranked exactly
+        with the stored int8 vectors: best score per item, best first."""
+        candidates, search_k = self.ann_params()
+        n = max(candidates, wanted)
+        search_k = search_k if search_k < 0 else max(search_k, n)
+        found: list[int] = []
+        for q in self.bundle.index_space.apply(queries):
+            found += self.bundle.index.get_nns_by_vector(q.tolist(), n, search_k)
+        ids = np.unique(np.asarray(found, np.int64))
+        if not len(ids):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        scores = (self._dequantized(ids) @ queries.T).max(axis=1).astype(np.float32)
+        rows = self.bundle.vector_items[ids].astype(np.int64)
+        order = np.lexsort((-scores, rows))  # by row, best vector of each row first
+        rows, scores = rows[order], scores[order]
+        first = np.r_[True, rows[1:] != rows[:-1]]
+        rows, scores = rows[first], scores[first]
+        ranked = np.argsort(-scores, kind="stable")
+        return rows[ranked], scores[ranked]
 
     def use_exact(self) -> bool:
         return len(self.bundle.vectors) < self.settings.exact_below
