@@ -317,17 +317,19 @@ def test_verifying_on_threads_finds_what_one_by_one_finds(always_verify) -> None
         assert found[2] == found[1] and found[3] == found[1]
 
 
-def test_the_centre_view_outweighs_the_others(engine) -> None:
-    """A query's full frame and subject guess count 0.85 of the centre crop: the camera is
-    aimed at the item, and the full frame also sees whatever lies around it."""
-    from lensbox.device.search.engine import view_weights
+def test_query_views_lean_on_the_centre_crop(engine) -> None:
+    """The full frame and subject guess are blended 40% toward the centre crop (the camera
+    is aimed at the item; the full frame also sees whatever lies around it), so a photo of
+    the item alone still scores near 1, and no view is changed without a centre crop."""
+    from lensbox.device.search.engine import lean_on_centre
 
     rgb = load_image(SAMPLE_QUERIES / "coffee-photo.jpg")
-    weighted = engine.embed_query(rgb).vectors
-    norms = np.linalg.norm(weighted, axis=1)
-    views = engine.settings.query_views
-    assert views == ("full", "center", "subject")
-    assert np.allclose(norms, [0.85, 1.0, 0.85], atol=1e-4)
-    # Without a centre view nothing is scaled (scores, and so verdicts, stay comparable).
-    assert np.allclose(view_weights(("full", "subject"), engine.settings), 1.0)
-    assert np.allclose(np.linalg.norm(engine.embed_query(rgb, views=("full",)).vectors), 1.0)
+    assert engine.settings.query_views == ("full", "center", "subject")
+    plain = engine.embed_query(rgb, views=("full", "subject"))  # no centre: unchanged
+    assert np.allclose(np.linalg.norm(plain.vectors, axis=1), 1.0, atol=1e-4)
+    leaned = engine.embed_query(rgb).vectors
+    full, centre = plain.vectors[0], leaned[1]
+    assert np.allclose(leaned[0], 0.6 * full + 0.4 * centre, atol=1e-5)
+    assert np.allclose(leaned[2], 0.6 * plain.vectors[1] + 0.4 * centre, atol=1e-5)
+    same = np.stack([full, full, full])
+    assert np.allclose(lean_on_centre(same, ("full", "center", "subject"), 0.6), same, atol=1e-6)

@@ -44,11 +44,12 @@ class SearchConfig(Section):
     )
     margin: float = Field(0.1, ge=0, le=2, description="see `confident`")
     other_view_weight: float = Field(
-        0.85,
+        0.6,
         gt=0,
         le=1,
-        description="query views other than `center` count this much (the camera is aimed "
-        "at the item; the full frame also sees what is around it)",
+        description="query views other than `center` count this much and the centre crop "
+        "the rest (the camera is aimed at the item; the full frame also sees what is around "
+        "it); 1: every view on its own",
     )
 
     @field_validator("query_views")
