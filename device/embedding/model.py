@@ -78,12 +78,13 @@ def dequantize_output(x: np.ndarray, detail: dict) -> np.ndarray:
 
 
 class TFLiteModel:
-    """One interpreter per batch size in use; batches by resizing the input tensor.
+    """One interpreter; batches by resizing the input tensor when the model allows it.
 
-    ``pin_batches``: batch sizes up to this get an interpreter of their own, allocated once,
-    so a query's views (a batch of 1, then its crops as a batch of 2) never re-allocate the
-    tensors between invocations; other sizes resize a spare one. 1 keeps the single
-    resizing interpreter (less memory, for the build workers that run one size).
+    ``pin_batches``: batch sizes from 2 up to this get an interpreter of their own,
+    allocated once, so a query's views (a batch of 1, then its two crops as a batch of 2)
+    never re-allocate tensors between invocations. Off (1) by default: measured in
+    bench/speed.py (docs/benchmarks.md, "One query's embedding"), re-allocating costs no
+    measurable time on either runtime while a second interpreter costs 5-17 MB of RSS.
     """
 
     def __init__(
@@ -102,11 +103,11 @@ class TFLiteModel:
         self._interp = make_interpreter(str(self.model_path), num_threads, self.runtime)
         self._interp.allocate_tensors()
         self._input = self._interp.get_input_details()[0]
-        self._batch = int(self._input["shape"][0])
+        self._batch = self._native = int(self._input["shape"][0])
         self._feature_idx, self._logit_idx = self._find_outputs()
         self._details = {d["index"]: d for d in self._interp.get_output_details()}
         self._table = input_table(self._input)
-        # batch size -> (interpreter, its input detail); the first one is the resizable one.
+        # batch size -> (interpreter, its input detail), for the pinned sizes.
         self._pinned: dict[int, tuple[Any, dict]] = {}
 
     @cached_property
@@ -143,7 +144,7 @@ class TFLiteModel:
         """The interpreter to run a batch of ``batch`` on, allocated for that size.
 
         Raises RuntimeError/ValueError when the model's batch is fixed and differs."""
-        if batch == self._batch or batch > self.pin_batches:
+        if batch in (self._batch, self._native) or batch > self.pin_batches:
             self._resize(batch)
             return self._interp, self._input
         found = self._pinned.get(batch)
