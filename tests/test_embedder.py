@@ -10,6 +10,7 @@ from lensbox.device.embedding.embedder import Embedder
 from lensbox.device.embedding.model import (
     TFLiteModel,
     input_table,
+    lookup,
     preprocess,
     quantize_input,
     resize_input,
@@ -35,7 +36,9 @@ def test_the_input_table_is_preprocess_then_quantize_bit_for_bit(photo) -> None:
     views = [photo, photo[50:300, 100:500], photo[::3, ::2]]
     for view in views:
         expected = quantize_input(preprocess(view)[None], detail)
-        np.testing.assert_array_equal(input_table(detail)[resize_input(view)[None]], expected)
+        pixels = resize_input(view)[None]
+        np.testing.assert_array_equal(input_table(detail)[pixels], expected)
+        np.testing.assert_array_equal(lookup(input_table(detail), pixels), expected)
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

@@ -69,6 +69,16 @@ def input_table(detail: dict) -> np.ndarray:
     return quantize_input(scale_pixels(np.arange(256, dtype=np.uint8)), detail)
 
 
+def lookup(table: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """``table[pixels]``; for a one-byte table (int8/uint8 models) through cv2.LUT, a few
+    times faster than numpy's indexing."""
+    if table.dtype.itemsize != 1:
+        return table[pixels]
+    flat = np.ascontiguousarray(pixels).reshape(-1, pixels.shape[-1])
+    out = cv2.LUT(flat, table.view(np.uint8))
+    return out.view(table.dtype).reshape(pixels.shape)
+
+
 def dequantize_output(x: np.ndarray, detail: dict) -> np.ndarray:
     """An output tensor -> float32 with its scale and zero point."""
     if detail["dtype"] == np.float32:
@@ -169,7 +179,7 @@ class TFLiteModel:
         :func:`preprocess`."""
         if pixels.dtype != np.uint8:
             raise TypeError(f"run_pixels takes uint8 pixels, not {pixels.dtype}")
-        return self._run_chunked(pixels, max_batch, lambda x, _d: self._table[x])
+        return self._run_chunked(pixels, max_batch, lambda x, _d: lookup(self._table, x))
 
     def _run_chunked(
         self, batch: np.ndarray, max_batch: int, to_input: Callable[[np.ndarray, dict], np.ndarray]
