@@ -296,3 +296,31 @@ def load_image(path: str | Path, limits: DecodeLimits = DEFAULT_LIMITS) -> np.nd
             "too_many_bytes", f"{size} bytes is over the limit of {limits.max_bytes}", str(path)
         )
     return decode_image(path.read_bytes(), limits, str(path))
+
+
+def load_reduced(
+    path: str | Path,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    *,
+    long_side: int | None = None,
+    short_side: int | None = None,
+    region: tuple[int, int] | None = None,
+) -> DecodedImage:
+    """:func:`load_image` through :func:`decode_reduced`; errors name the file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError as exc:
+        raise ImageError("missing", "no such file", str(path)) from exc
+    if size > limits.max_bytes:
+        raise ImageError(
+            "too_many_bytes", f"{size} bytes is over the limit of {limits.max_bytes}", str(path)
+        )
+    return decode_reduced(
+        path.read_bytes(),
+        limits,
+        str(path),
+        long_side=long_side,
+        short_side=short_side,
+        region=region,
+    )

@@ -8,11 +8,17 @@ keypoints, the image size) stays in full-resolution pixels. These map between th
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lensbox.device.embedding.subject import Box
 from lensbox.device.features.local import LocalFeatures, LocalSettings
+
+if TYPE_CHECKING:
+    from lensbox.device.imaging.decode import DecodedImage
+    from lensbox.device.search.engine import QueryEmbedding
 
 
 def box_to_decoded(box: Box, scale: tuple[float, float], decoded: tuple[int, int]) -> Box:
@@ -53,3 +59,22 @@ def pipeline_sides(local: LocalSettings | None = None) -> tuple[int, int]:
 
     max_side = (local or LocalSettings()).max_side
     return max(max_side, INPUT_SIZE), INPUT_SIZE
+
+
+def query_to_full(
+    emb: QueryEmbedding, decoded: DecodedImage, region: Box | None = None
+) -> QueryEmbedding:
+    """A query embedded from ``decoded``'s pixels (cropped to ``region`` mapped with
+    :func:`box_to_decoded`) -> its subject boxes, size and keypoints in full-resolution
+    pixels, with ``region`` (full-resolution, clipped) as its region."""
+    if not decoded.reduced:
+        return emb
+    size = (region.width, region.height) if region is not None else decoded.size
+    scale = decoded.scale
+    return replace(
+        emb,
+        subjects=[box_to_full(b, scale, size) for b in emb.subjects],
+        size=size,
+        region=region,
+        local=local_to_full(emb.local, scale, size),
+    )

@@ -19,7 +19,7 @@ import hashlib
 import io
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,12 +38,7 @@ from lensbox.device.imaging.decode import (
     min_scale,
     probe_image,
 )
-from lensbox.device.imaging.frames import (
-    box_to_decoded,
-    box_to_full,
-    local_to_full,
-    pipeline_sides,
-)
+from lensbox.device.imaging.frames import box_to_decoded, pipeline_sides, query_to_full
 from lensbox.device.search.engine import Hit, QueryEmbedding
 from lensbox.device.serving import urlfetch
 from lensbox.device.serving.filters import build_predicate, concept_score
@@ -403,17 +398,8 @@ class SearchService:
         if not decoded.reduced:
             return self._model(inst, decoded.rgb, region)
         h, w = decoded.rgb.shape[:2]
-        scale = decoded.scale
-        inner = box_to_decoded(region, scale, (w, h)) if region is not None else None
-        emb = self._model(inst, decoded.rgb, inner)
-        size = (region.width, region.height) if region is not None else decoded.size
-        return replace(
-            emb,
-            subjects=[box_to_full(b, scale, size) for b in emb.subjects],
-            size=size,
-            region=region,
-            local=local_to_full(emb.local, scale, size),
-        )
+        inner = box_to_decoded(region, decoded.scale, (w, h)) if region is not None else None
+        return query_to_full(self._model(inst, decoded.rgb, inner), decoded, region)
 
     def _model(self, inst: Instance, rgb: np.ndarray, region: Box | None) -> QueryEmbedding:
         with self.slots.lease() as (slot, waited):
