@@ -719,6 +719,11 @@ def query_stage_numbers(qs: dict, batching: list[dict] | None) -> dict[str, Any]
         "runtime": qs["runtime"],
         "rounds": qs["rounds"],
         "pin_batches": qs.get("pin_batches", "n/a"),
+        "measured": (
+            f"Measured at commit {qs.get('commit') or 'unknown'} on {qs.get('date', '?')}"
+            f", 1-minute load average {qs.get('load_before', float('nan')):.1f} before and "
+            f"{qs.get('load_after', float('nan')):.1f} after on 2 cores"
+        ),
         "speedups": ", ".join(f"{n}: {x:.2f}x" for n, x in speedups.items()),
         "decoded": ", ".join(f"{n} decoded at {a} (was {b})" for n, (b, a) in decoded.items()),
         "batching_table": None,

@@ -31,6 +31,7 @@ from bench.common import (
     ROOT,
     BenchConfig,
     TorchFloatModel,
+    git_commit,
     load_results,
     log,
     print_table,
@@ -278,6 +279,9 @@ def query_stages(cfg: BenchConfig, photo: Path) -> dict:
         "threads": 1,
         "rounds": rounds,
         "pin_batches": new_model.pin_batches,
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "load_before": os.getloadavg()[0],
         "sizes": {},
     }
     for size in QUERY_SIZES:
@@ -289,6 +293,7 @@ def query_stages(cfg: BenchConfig, photo: Path) -> dict:
             f"{whole['after']:.1f} ms (model run {res['model_ms']:.1f} ms)"
         )
     out["model_ms"] = float(np.median([r["model_ms"] for r in out["sizes"].values()]))
+    out["load_after"] = os.getloadavg()[0]
     return out
 
 
