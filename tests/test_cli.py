@@ -174,7 +174,7 @@ def test_config_check_without_a_file_says_the_defaults_are_in_force(tmp_path: Pa
 
 
 def test_search_decodes_a_large_photo_as_the_daemon_does(engine, tmp_path: Path) -> None:
-    """`lensbox search` on a 3200x2400 photo: decoded at 1/4, the same top item as the
+    """`lensbox search` on a 3200x2400 photo: decoded at 1/2, the same top item as the
     640x480 original, and the subject, size and verified corners in the photo's pixels."""
     from PIL import Image
 

@@ -140,20 +140,25 @@ def _big_jpeg(w: int, h: int, orientation: int | None = None) -> bytes:
 def test_a_large_jpeg_decodes_at_reduced_scale_never_below_the_sides() -> None:
     from lensbox.device.features.local import LocalSettings
     from lensbox.device.imaging.decode import decode_reduced
+    from lensbox.device.imaging.frames import pipeline_sides
 
     data = _big_jpeg(4000, 3000)
-    out = decode_reduced(data)
+    out = decode_reduced(data)  # the pipeline's sides: 2 x ORB's max_side, the model's input
     h, w = out.rgb.shape[:2]
-    assert out.reduced and (w, h) == (1000, 750)  # libjpeg's 1/4 scale
-    assert max(w, h) >= LocalSettings().max_side and min(w, h) >= 224
+    assert out.reduced and (w, h) == (2000, 1500)  # libjpeg's 1/2 scale
+    assert max(w, h) >= pipeline_sides()[0] >= LocalSettings().max_side and min(w, h) >= 224
     assert out.size == (4000, 3000) and out.info.width == 4000
-    assert out.scale == (0.25, 0.25)
+    assert out.scale == (0.5, 0.5)
+    small = decode_reduced(data, long_side=640, short_side=224)
+    assert small.rgb.shape[:2] == (750, 1000) and small.scale == (0.25, 0.25)
     for long_side in (300, 640, 900, 1600, 2500):
         got = decode_reduced(data, long_side=long_side, short_side=224).rgb.shape
         assert max(got[:2]) >= long_side, (long_side, got)
     # The same picture as a full decode shrunk to that size.
-    full = cv2.resize(decode_image(data), (w, h), interpolation=cv2.INTER_AREA)
-    assert np.abs(full.astype(int) - out.rgb.astype(int)).mean() < 3
+    for reduced in (out, small):
+        h, w = reduced.rgb.shape[:2]
+        full = cv2.resize(decode_image(data), (w, h), interpolation=cv2.INTER_AREA)
+        assert np.abs(full.astype(int) - reduced.rgb.astype(int)).mean() < 3
 
 
 def test_small_images_and_other_formats_decode_in_full() -> None:
@@ -170,8 +175,8 @@ def test_a_region_keeps_its_own_pixels() -> None:
     from lensbox.device.imaging.decode import decode_reduced
 
     data = _big_jpeg(4000, 3000)
-    whole = decode_reduced(data)
-    part = decode_reduced(data, region=(1000, 800))  # a quarter of the width
+    whole = decode_reduced(data, long_side=640, short_side=224)
+    part = decode_reduced(data, long_side=640, short_side=224, region=(1000, 800))
     assert part.scale[0] > whole.scale[0]
     assert 1000 * part.scale[0] >= 640 and 800 * part.scale[1] >= 224
 
@@ -180,7 +185,7 @@ def test_reduced_decode_is_upright_and_reports_the_upright_full_size() -> None:
     from lensbox.device.imaging.decode import decode_reduced
 
     data = _big_jpeg(4000, 3000, orientation=6)  # stored landscape, shown portrait
-    out = decode_reduced(data)
+    out = decode_reduced(data, long_side=640, short_side=224)
     assert out.size == (3000, 4000) and out.rgb.shape[:2] == (1000, 750)
     full = cv2.resize(decode_image(data), (750, 1000), interpolation=cv2.INTER_AREA)
     assert np.abs(full.astype(int) - out.rgb.astype(int)).mean() < 3

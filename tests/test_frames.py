@@ -7,6 +7,7 @@ import numpy as np
 from lensbox.device.embedding.subject import Box
 from lensbox.device.features.local import LocalFeatures, LocalSettings
 from lensbox.device.imaging.frames import (
+    ORB_MARGIN,
     box_to_decoded,
     box_to_full,
     local_to_full,
@@ -44,6 +45,7 @@ def test_keypoints_map_to_full_resolution_pixels() -> None:
 
 
 def test_the_sides_come_from_the_local_feature_settings() -> None:
-    assert pipeline_sides() == (LocalSettings().max_side, 224)
-    assert pipeline_sides(LocalSettings(max_side=1024)) == (1024, 224)
-    assert pipeline_sides(LocalSettings(max_side=100)) == (224, 224)
+    assert pipeline_sides() == (ORB_MARGIN * LocalSettings().max_side, 224)
+    assert pipeline_sides(LocalSettings(max_side=1024)) == (ORB_MARGIN * 1024, 224)
+    assert pipeline_sides(LocalSettings(max_side=100)) == (max(ORB_MARGIN * 100, 224), 224)
+    assert ORB_MARGIN >= 1

@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests.api_support import photo, running_server
 
-SCALE = 5  # 640x480 -> 3200x2400: decoded at 1/4 (800x600)
+SCALE = 5  # 640x480 -> 3200x2400: decoded at 1/2 (1600x1200)
 
 
 def _upscaled(name: str) -> bytes:
@@ -57,7 +57,7 @@ def test_a_large_photo_finds_the_same_item_in_full_resolution_pixels(api, name) 
     big = _search(api, _upscaled(name))
     assert big["hits"][0]["id"] == small["hits"][0]["id"]
     assert big["query"]["image"] == {"width": 640 * SCALE, "height": 480 * SCALE}
-    # Subject boxes come from a 1/4-scale decode, reported in the photo's own pixels.
+    # Subject boxes come from a 1/2-scale decode, reported in the photo's own pixels.
     s_sub, b_sub = small["query"]["subjects"][0], big["query"]["subjects"][0]
     assert _near(_box(b_sub), _box(s_sub), tol=0.04 * 640 * SCALE), (b_sub, s_sub)
     s_hit, b_hit = small["hits"][0], big["hits"][0]

@@ -210,9 +210,9 @@ def decode_reduced(
     A JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8 scale by the decoder itself
     (DCT scaling, Pillow's ``draft``), several times faster than a full decode and a
     full-size resize after it. The scale is the smallest that keeps the long side at least
-    ``long_side`` and the short side at least ``short_side`` (defaults: the local features'
-    ``max_side``, the largest size anything downstream looks at, and the model's input
-    size; see :func:`~lensbox.device.imaging.frames.pipeline_sides`). ``region`` (width,
+    ``long_side`` and the short side at least ``short_side`` (defaults: twice the local
+    features' ``max_side``, the largest size anything downstream looks at, and the model's
+    input size; see :func:`~lensbox.device.imaging.frames.pipeline_sides`). ``region`` (width,
     height in full-resolution pixels), when the caller will crop one, keeps those sizes too.
     Other formats, and JPEGs not large enough for a reduction, decode in full as
     :func:`decode_image` does. The header is parsed once; ``limits`` apply to the

@@ -51,14 +51,22 @@ def local_to_full(
     return LocalFeatures(xy, local.desc, (int(size[0]), int(size[1])))
 
 
+# The long side kept is this many times the local features' max_side: ORB then still shrinks
+# the pixels itself (INTER_AREA) by 2x or more, and finds 95% of the keypoints a full decode
+# gives (13-21% differ at 1x: libjpeg's scaled IDCT is not an area average), so bundles built
+# from full decodes keep verifying as before. Measured in docs/benchmarks.md, section 2.
+ORB_MARGIN = 2
+
+
 def pipeline_sides(local: LocalSettings | None = None) -> tuple[int, int]:
     """(long, short) sides a photo keeps when decoded at a reduced scale, for catalog and
-    query photos alike: the local features' ``max_side`` (the default settings' when the
-    bundle has none), never less than the model's input, and the model's input size."""
+    query photos alike: ``ORB_MARGIN`` times the local features' ``max_side`` (the default
+    settings' when the bundle has none), never less than the model's input; and the model's
+    input size."""
     from lensbox.device.embedding.model import INPUT_SIZE
 
     max_side = (local or LocalSettings()).max_side
-    return max(max_side, INPUT_SIZE), INPUT_SIZE
+    return max(ORB_MARGIN * max_side, INPUT_SIZE), INPUT_SIZE
 
 
 def query_to_full(
