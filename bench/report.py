@@ -685,6 +685,7 @@ QUERY_STAGE_ORDER = (
     "pooling, subject boxes, concepts",
     "local features (ORB)",
     "whole query: decode + embed_query",
+    "whole query, long side 1x max_side (not the default)",
 )
 
 
@@ -697,7 +698,7 @@ def query_stage_numbers(qs: dict, batching: list[dict] | None) -> dict[str, Any]
         headers += [f"{name} before", f"{name} after"]
     rows = []
     for stage in QUERY_STAGE_ORDER:
-        row = [f"**{stage}**" if stage.startswith("whole") else stage]
+        row = [f"**{stage}**" if stage == "whole query: decode + embed_query" else stage]
         for res in sizes.values():
             t, unit = res["stages"].get(stage, {}), res["model_ms"]
             for which in ("before", "after"):

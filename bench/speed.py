@@ -125,6 +125,7 @@ def query_embed(cfg: BenchConfig, rgb: np.ndarray, bundle: Path) -> dict:
 # -- one query's embedding, stage by stage, before and after (issue 13) ----------------------
 QUERY_SIZES = ((640, 480), (3000, 4000))
 QUERY_VIEWS_3 = ("full", "center", "subject")
+WHOLE_1X = "whole query, long side 1x max_side (not the default)"
 
 
 def _query_jpeg(cfg: BenchConfig, photo: Path, size: tuple[int, int]) -> bytes:
@@ -356,6 +357,10 @@ def _query_size_stages(ctx: dict, jpeg: bytes, rounds: int) -> dict:
     fns: dict[str, Callable[[], Any]] = {
         "model run, one view": lambda: unit.run_pixels(x1),
         "header parse (probe)|both": lambda: probe_image(jpeg),  # the same code before and after
+        # Not the default: the long side kept at 1x ORB's max_side instead of ORB_MARGIN x.
+        f"{WHOLE_1X}|after": lambda: _embed_reduced(
+            ctx["engine"], new_emb, jpeg, long_side=settings.max_side
+        ),
     }
     for stage, (before, after) in pairs.items():
         fns[f"{stage}|before"] = before
@@ -375,24 +380,15 @@ def _query_size_stages(ctx: dict, jpeg: bytes, rounds: int) -> dict:
     }
 
 
-def _embed_reduced(engine: Any, embedder: Any, jpeg: bytes) -> Any:
+def _embed_reduced(engine: Any, embedder: Any, jpeg: bytes, long_side: int | None = None) -> Any:
     """The daemon's query path after issue 13: reduced decode, embed, coordinates mapped
-    back to full-resolution pixels (as SearchService does)."""
-    from dataclasses import replace as dc_replace
-
+    back to full-resolution pixels (SearchService's query_to_full). ``long_side``: other than
+    the pipeline's default sides, to show what the margin over ORB's max_side costs."""
     from lensbox.device.imaging.decode import decode_reduced
-    from lensbox.device.imaging.frames import box_to_full, local_to_full
+    from lensbox.device.imaging.frames import query_to_full
 
-    decoded = decode_reduced(jpeg)
-    emb = engine.embed_with(embedder, decoded.rgb)
-    if not decoded.reduced:
-        return emb
-    return dc_replace(
-        emb,
-        subjects=[box_to_full(b, decoded.scale, decoded.size) for b in emb.subjects],
-        size=decoded.size,
-        local=local_to_full(emb.local, decoded.scale, decoded.size),
-    )
+    decoded = decode_reduced(jpeg, long_side=long_side)
+    return query_to_full(engine.embed_with(embedder, decoded.rgb), decoded)
 
 
 # -- search ----------------------------------------------------------------------------------
