@@ -652,7 +652,96 @@ def speed_numbers(sp: dict) -> dict[str, Any]:
             ],
         ),
         "http": http_numbers(sp.get("http", {})),
+        "query_stages": query_stage_numbers(sp["query_stages"], sp.get("view_batching"))
+        if "query_stages" in sp
+        else None,
     }
+
+
+QUERY_STAGE_ORDER = (
+    "header parse (probe)",
+    "decode",
+    "preprocess, 3 views",
+    "model runs, 3 views",
+    "pooling, subject boxes, concepts",
+    "local features (ORB)",
+    "whole query: decode + embed_query",
+    "whole query, long side 1x max_side (not the default)",
+)
+
+
+def query_stage_numbers(qs: dict, batching: list[dict] | None) -> dict[str, Any]:
+    """Issue 13's before/after table: one query's stages at each size, in ms and in model
+    runs of the same run (the machine is shared, so the multiple is what compares)."""
+    sizes = qs["sizes"]
+    headers = ["stage"]
+    for name in sizes:
+        headers += [f"{name} before", f"{name} after"]
+    rows = []
+    for stage in QUERY_STAGE_ORDER:
+        row = [f"**{stage}**" if stage == "whole query: decode + embed_query" else stage]
+        for res in sizes.values():
+            t, unit = res["stages"].get(stage, {}), res["model_ms"]
+            for which in ("before", "after"):
+                ms = t.get(which)
+                row.append("n/a" if ms is None else f"{_ms(ms)} ({ms / unit:.2f}x)")
+        rows.append(row)
+    speedups = {
+        name: res["stages"]["whole query: decode + embed_query"]["before"]
+        / res["stages"]["whole query: decode + embed_query"]["after"]
+        for name, res in sizes.items()
+    }
+    decoded = {
+        name: ("x".join(map(str, res["decoded_before"])), "x".join(map(str, res["decoded_after"])))
+        for name, res in sizes.items()
+    }
+    out: dict[str, Any] = {
+        "table": md_table(headers, rows),
+        "model_ms": qs["model_ms"],
+        "runtime": qs["runtime"],
+        "rounds": qs["rounds"],
+        "pin_batches": qs.get("pin_batches", "n/a"),
+        "measured": (
+            f"Measured at commit {qs.get('commit') or 'unknown'} on {qs.get('date', '?')}"
+            f", 1-minute load average {qs.get('load_before', float('nan')):.1f} before and "
+            f"{qs.get('load_after', float('nan')):.1f} after on 2 cores"
+        ),
+        "speedups": ", ".join(f"{n}: {x:.2f}x" for n, x in speedups.items()),
+        "decoded": ", ".join(f"{n} decoded at {a} (was {b})" for n, (b, a) in decoded.items()),
+        "batching_table": None,
+    }
+    if batching:
+        unit = next(
+            (
+                r["median_ms"]
+                for r in batching
+                if r["runtime"] == qs["runtime"] and r["threads"] == 1 and r["x_one_view"] == 1
+            ),
+            None,
+        )
+        out["batching_table"] = md_table(
+            [
+                "runtime",
+                "threads",
+                "a query's 3 model runs",
+                "ms",
+                "x one view (this runtime, threads)",
+                f"x one {qs['runtime']} 1-thread run",
+            ],
+            [
+                [
+                    r["runtime"],
+                    r["threads"],
+                    r["strategy"]
+                    + (f" (+{r['pinned_extra_mb']:.0f} MB RSS)" if "pinned_extra_mb" in r else ""),
+                    _ms(r["median_ms"]),
+                    f"{r['x_one_view']:.2f}x",
+                    f"{r['median_ms'] / unit:.2f}x" if unit else "n/a",
+                ]
+                for r in batching
+            ],
+        )
+    return out
 
 
 def http_numbers(h: dict) -> dict[str, Any]:

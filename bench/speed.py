@@ -20,8 +20,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,8 @@ from bench.common import (
     ROOT,
     BenchConfig,
     TorchFloatModel,
+    git_commit,
+    load_results,
     log,
     print_table,
     save_results,
@@ -116,6 +120,275 @@ def query_embed(cfg: BenchConfig, rgb: np.ndarray, bundle: Path) -> dict:
         engine = open_engine(str(bundle), threads=threads)
         out[threads] = time_calls(lambda e=engine: e.embed_query(rgb), _reps(cfg, 20))
     return out
+
+
+# -- one query's embedding, stage by stage, before and after (issue 13) ----------------------
+QUERY_SIZES = ((640, 480), (3000, 4000))
+QUERY_VIEWS_3 = ("full", "center", "subject")
+WHOLE_1X = "whole query, long side 1x max_side (not the default)"
+
+
+def _query_jpeg(cfg: BenchConfig, photo: Path, size: tuple[int, int]) -> bytes:
+    """``photo`` as a JPEG of ``size``: the photo itself at its own size, else upscaled (a
+    phone's 12-megapixel shot of the same scene), with mild noise so it compresses like one."""
+    from PIL import Image
+
+    data = photo.read_bytes()
+    with Image.open(photo) as img:
+        if img.size == size:
+            return data
+        rgb = img.convert("RGB")
+    if (rgb.width > rgb.height) != (size[0] > size[1]):
+        rgb = rgb.transpose(Image.Transpose.ROTATE_90)
+    path = cfg.work / f"query-{photo.stem}-{size[0]}x{size[1]}.jpg"
+    if not path.is_file():
+        big = np.asarray(rgb.resize(size, Image.Resampling.LANCZOS), dtype=np.int16)
+        noise = np.random.default_rng(cfg.seed).integers(-6, 7, big.shape, dtype=np.int16)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = Image.fromarray(np.clip(big + noise, 0, 255).astype(np.uint8))
+        out.save(path, quality=90)
+    return path.read_bytes()
+
+
+def _interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1) -> dict:
+    """Median ms of each function, timed in turn within each round: on a machine shared
+    with other jobs, load that comes and goes hits every variant alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - t0) * 1e3)
+    return {k: summarise_ms(v) for k, v in samples.items()}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _sample_bundle(cfg: BenchConfig) -> Path:
+    """The bundled sample catalog with local features: what embed_query needs to run ORB."""
+    from lensbox.index_builder.build import BuildSettings, build_bundle
+
+    out = cfg.work / "speed-sample.lbx"
+    if not (out / "manifest.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        build_bundle(
+            ROOT / "examples" / "sample-catalog",
+            out,
+            BuildSettings(cache_dir=None, workers=1),
+            progress=False,
+        )
+    return out
+
+
+def view_batching(cfg: BenchConfig) -> list[dict]:
+    """A query's three model runs per runtime and thread count: one interpreter resized
+    between the full view (batch 1) and the two crops (batch 2), as before issue 13; an
+    interpreter kept allocated for each batch size; three runs of one view."""
+    from lensbox.device.embedding.model import INPUT_SIZE, TFLiteModel
+    from lensbox.device.embedding.runtime import available_runtimes
+
+    rng = np.random.default_rng(cfg.seed)
+    x1 = rng.integers(0, 256, (1, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    x2 = rng.integers(0, 256, (2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    rows = []
+    for runtime in available_runtimes():
+        for threads in (1, 2):
+            resized = TFLiteModel(wait_for_model(), threads, runtime, pin_batches=1)
+            single = TFLiteModel(wait_for_model(), threads, runtime, pin_batches=1)
+            pinned = TFLiteModel(wait_for_model(), threads, runtime, pin_batches=2)
+            pinned.run_pixels(x1)
+            before = _rss_mb()
+            pinned.run_pixels(x2)  # allocates the batch-2 interpreter
+            extra_mb = _rss_mb() - before
+            slow = "tflite" in runtime
+            times = _interleaved(
+                {
+                    "one view": lambda m=single: m.run_pixels(x1),
+                    "resize 1 -> 2 (before)": lambda m=resized: (
+                        m.run_pixels(x1),
+                        m.run_pixels(x2),
+                    ),
+                    "pinned 1 + 2": lambda m=pinned: (m.run_pixels(x1), m.run_pixels(x2)),
+                    "3 x one view": lambda m=single: [m.run_pixels(x1) for _ in range(3)],
+                },
+                rounds=(3 if cfg.quick else 6) if slow else (12 if cfg.quick else 40),
+            )
+            one = times["one view"]["median_ms"]
+            for name, t in times.items():
+                rows.append(
+                    {
+                        "runtime": runtime,
+                        "threads": threads,
+                        "strategy": name,
+                        "median_ms": t["median_ms"],
+                        "x_one_view": t["median_ms"] / one,
+                        "n": t["n"],
+                    }
+                )
+            rows[-2]["pinned_extra_mb"] = extra_mb  # the "pinned 1 + 2" row
+            log(
+                f"view batching {runtime} x{threads}: "
+                + ", ".join(f"{k} {v['median_ms']:.1f}" for k, v in times.items())
+            )
+    return rows
+
+
+def query_stages(cfg: BenchConfig, photo: Path) -> dict:
+    """Where one query's embedding time goes, before and after issue 13, in one run.
+
+    Before: the full-size decode, a float preprocess per view quantized in the model call,
+    one interpreter resized between the full view and the crops. After: the reduced-scale
+    decode (``decode_reduced``), one resize per view and a table look-up, the interpreter
+    pinned per batch size (``TFLiteModel.pin_batches``). Every stage and both paths are
+    timed in turn in each round, with a one-view model run (ai-edge-litert, 1 thread) as
+    the unit, since the machine is shared.
+    """
+    from lensbox.device.embedding.embedder import Embedder
+    from lensbox.device.embedding.model import TFLiteModel, preprocess, resize_input
+    from lensbox.device.imaging.decode import decode_image
+    from lensbox.device.search.engine import open_engine
+
+    class FloatPreprocessEmbedder(Embedder):
+        """The embedder as it was before: a float preprocess per view, quantized later."""
+
+        def _run(self, images: list[np.ndarray]):
+            batch = np.stack([preprocess(img, self.model.input_size) for img in images])
+            return self.model.run(batch)
+
+    runtime = "ai-edge-litert"
+    path = str(wait_for_model())
+    old_model = TFLiteModel(path, 1, runtime, pin_batches=1)
+    new_model = TFLiteModel(path, 1, runtime)  # the default, as the daemon loads it
+    ctx = {
+        "unit": TFLiteModel(path, 1, runtime, pin_batches=1),
+        "old_model": old_model,
+        "new_model": new_model,
+        "old_emb": FloatPreprocessEmbedder(old_model),
+        "new_emb": Embedder(new_model),
+        "engine": open_engine(str(_sample_bundle(cfg)), threads=1, runtime=runtime),
+        "x1": resize_input(decode_image(photo.read_bytes()))[None],
+    }
+    rounds = 8 if cfg.quick else 30
+    out: dict[str, Any] = {
+        "runtime": runtime,
+        "threads": 1,
+        "rounds": rounds,
+        "pin_batches": new_model.pin_batches,
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "load_before": os.getloadavg()[0],
+        "sizes": {},
+    }
+    for size in QUERY_SIZES:
+        res = _query_size_stages(ctx, _query_jpeg(cfg, photo, size), rounds)
+        out["sizes"][f"{size[0]}x{size[1]}"] = res
+        whole = res["stages"]["whole query: decode + embed_query"]
+        log(
+            f"query {size[0]}x{size[1]}: whole query {whole['before']:.1f} -> "
+            f"{whole['after']:.1f} ms (model run {res['model_ms']:.1f} ms)"
+        )
+    out["model_ms"] = float(np.median([r["model_ms"] for r in out["sizes"].values()]))
+    out["load_after"] = os.getloadavg()[0]
+    return out
+
+
+def _query_size_stages(ctx: dict, jpeg: bytes, rounds: int) -> dict:
+    from lensbox.device.embedding.descriptor import pool
+    from lensbox.device.embedding.embedder import top_concepts
+    from lensbox.device.embedding.model import lookup, preprocess, quantize_input, resize_input
+    from lensbox.device.embedding.subject import subject_boxes
+    from lensbox.device.embedding.views import crop_views
+    from lensbox.device.features.local import LocalSettings, extract
+    from lensbox.device.imaging.decode import decode_image, decode_reduced, probe_image
+    from lensbox.device.imaging.frames import box_to_full, local_to_full
+
+    old_model, new_model, new_emb = ctx["old_model"], ctx["new_model"], ctx["new_emb"]
+    settings = LocalSettings()
+    full = decode_image(jpeg)
+    reduced = decode_reduced(jpeg)
+    views = {}
+    for name, rgb in (("before", full), ("after", reduced.rgb)):
+        h, w = rgb.shape[:2]
+        feats = new_model.run_pixels(resize_input(rgb)[None]).features
+        views[name] = crop_views(rgb, QUERY_VIEWS_3, subject_boxes(feats[0], w, h)[0])
+    pixels = np.stack([resize_input(v) for v in views["after"]])
+    out3 = new_model.run_pixels(pixels)
+    h0, w0 = full.shape[:2]
+    h1, w1 = reduced.rgb.shape[:2]
+    detail = old_model._input
+
+    def post(width: int, height: int) -> Any:
+        boxes = subject_boxes(out3.features[0], width, height)
+        if (width, height) != reduced.size:
+            boxes = [box_to_full(b, reduced.scale, reduced.size) for b in boxes]
+        return pool(out3.features, "gem"), boxes, top_concepts(out3.logits[0], new_emb.labels)
+
+    pairs: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
+        "decode": (lambda: decode_image(jpeg), lambda: decode_reduced(jpeg)),
+        "preprocess, 3 views": (
+            lambda: quantize_input(np.stack([preprocess(v) for v in views["before"]]), detail),
+            lambda: lookup(new_model._table, np.stack([resize_input(v) for v in views["after"]])),
+        ),
+        "model runs, 3 views": (
+            lambda: (old_model.run_pixels(pixels[:1]), old_model.run_pixels(pixels[1:])),
+            lambda: (new_model.run_pixels(pixels[:1]), new_model.run_pixels(pixels[1:])),
+        ),
+        "pooling, subject boxes, concepts": (lambda: post(w0, h0), lambda: post(w1, h1)),
+        "local features (ORB)": (
+            lambda: extract(full, settings, settings.query_features),
+            lambda: local_to_full(
+                extract(reduced.rgb, settings, settings.query_features),
+                reduced.scale,
+                reduced.size,
+            ),
+        ),
+        "whole query: decode + embed_query": (
+            lambda: ctx["engine"].embed_with(ctx["old_emb"], decode_image(jpeg)),
+            lambda: _embed_reduced(ctx["engine"], new_emb, jpeg),
+        ),
+    }
+    unit, x1 = ctx["unit"], ctx["x1"]
+    fns: dict[str, Callable[[], Any]] = {
+        "model run, one view": lambda: unit.run_pixels(x1),
+        "header parse (probe)|both": lambda: probe_image(jpeg),  # the same code before and after
+        # Not the default: the long side kept at 1x ORB's max_side instead of ORB_MARGIN x.
+        f"{WHOLE_1X}|after": lambda: _embed_reduced(
+            ctx["engine"], new_emb, jpeg, long_side=settings.max_side
+        ),
+    }
+    for stage, (before, after) in pairs.items():
+        fns[f"{stage}|before"] = before
+        fns[f"{stage}|after"] = after
+    times = _interleaved(fns, rounds=rounds)
+    stages: dict[str, dict] = {}
+    for key, t in times.items():
+        if "|" in key:
+            stage, which = key.split("|")
+            for side in ("before", "after") if which == "both" else (which,):
+                stages.setdefault(stage, {})[side] = t["median_ms"]
+    return {
+        "decoded_before": [w0, h0],
+        "decoded_after": [w1, h1],
+        "model_ms": times["model run, one view"]["median_ms"],
+        "stages": stages,
+    }
+
+
+def _embed_reduced(engine: Any, embedder: Any, jpeg: bytes, long_side: int | None = None) -> Any:
+    """The daemon's query path after issue 13: reduced decode, embed, coordinates mapped
+    back to full-resolution pixels (SearchService's query_to_full). ``long_side``: other than
+    the pipeline's default sides, to show what the margin over ORB's max_side costs."""
+    from lensbox.device.imaging.decode import decode_reduced
+    from lensbox.device.imaging.frames import query_to_full
+
+    decoded = decode_reduced(jpeg, long_side=long_side)
+    return query_to_full(engine.embed_with(embedder, decoded.rgb), decoded)
 
 
 # -- search ----------------------------------------------------------------------------------
@@ -351,7 +624,10 @@ def _items(bundle: Path) -> int:
     return int(json.loads((bundle / "manifest.json").read_text())["counts"]["items"])
 
 
-def run(cfg: BenchConfig) -> dict:
+PARTS = ("pipeline", "model", "query", "search", "build", "http")
+
+
+def run(cfg: BenchConfig, parts: tuple[str, ...] = PARTS) -> dict:
     from bench.scale import ensure_synthetic
     from lensbox.device.imaging.decode import decode_image
 
@@ -360,18 +636,38 @@ def run(cfg: BenchConfig) -> dict:
     jpeg = photo.read_bytes()
     rgb = decode_image(jpeg)
     res: dict = {"image": photo.name}
-    res["stages"] = pipeline_stages(cfg, jpeg)
-    res["model"] = model_runs(cfg, rgb)
-    bundle, queries = ensure_synthetic(cfg, 100_000)
-    res["query_embed"] = query_embed(cfg, rgb, bundle)
-    res["search"] = search_speed(cfg, bundle, queries)
-    res["build"] = build_speed(cfg)
-    res["http"] = http_speed(cfg, bundle)
+    if "pipeline" in parts:
+        res["stages"] = pipeline_stages(cfg, jpeg)
+    if "model" in parts:
+        res["model"] = model_runs(cfg, rgb)
+    if "query" in parts:
+        res["query_stages"] = query_stages(cfg, photo)
+        res["view_batching"] = view_batching(cfg)
+    if {"search", "http"} & set(parts) or "model" in parts:
+        bundle, queries = ensure_synthetic(cfg, 100_000)
+        if "model" in parts:
+            res["query_embed"] = query_embed(cfg, rgb, bundle)
+        if "search" in parts:
+            res["search"] = search_speed(cfg, bundle, queries)
+        if "http" in parts:
+            res["http"] = http_speed(cfg, bundle)
+    if "build" in parts:
+        res["build"] = build_speed(cfg)
     print_summary(res)
     return res
 
 
 def print_summary(res: dict) -> None:
+    from bench.report import query_stage_numbers
+
+    if "query_stages" in res:
+        q = query_stage_numbers(res["query_stages"], res.get("view_batching"))
+        print(f"\n## One query, before / after (model run {q['model_ms']:.1f} ms)\n{q['table']}")
+        print(f"\nwhole query: {q['speedups']}; {q['decoded']}")
+        if q["batching_table"]:
+            print(f"\n## A query's three model runs\n{q['batching_table']}", flush=True)
+    if not {"model", "search", "build", "http"} <= set(res):
+        return  # a run of some parts prints the query tables only
     base = next(
         (r for r in res["model"] if r["system"].startswith("PyTorch") and r["threads"] == 1), None
     )
@@ -439,10 +735,24 @@ def print_summary(res: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (a few minutes)")
+    ap.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"parts to run, comma-separated, of {','.join(PARTS)}; a run of some parts "
+        "keeps the other parts' saved results",
+    )
+    ap.add_argument("--work", type=Path, default=BenchConfig().work, help="scratch directory")
     args = ap.parse_args(argv)
-    cfg = replace(BenchConfig(), quick=args.quick)
-    save_results("speed", run(cfg))
+    parts = tuple(p for p in args.only.split(",") if p)
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
+    cfg = replace(BenchConfig(), quick=args.quick, work=args.work)
+    res = run(cfg, parts)
+    if set(parts) != set(PARTS):
+        res = {**(load_results("speed") or {}), **res}
+    save_results("speed", res)
 
 
 if __name__ == "__main__":

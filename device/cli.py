@@ -280,7 +280,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     from lensbox.device.bundle import BundleError
     from lensbox.device.features.rerank import RerankSettings
-    from lensbox.device.imaging import ImageError, load_image
+    from lensbox.device.imaging import ImageError
     from lensbox.device.search.engine import SearchSettings, open_engine
 
     try:
@@ -304,8 +304,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     results = []
     for query in queries:
         try:
-            rgb = load_image(query)
-            res = engine.search_image(rgb, args.top_k, args.offset, predicate, region)
+            res = _search_file(engine, query, args.top_k, args.offset, predicate, region)
         except (ImageError, ValueError) as exc:
             console_error(str(exc))
             failed = True
@@ -320,6 +319,37 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     return EXIT_FAIL if failed else EXIT_OK
+
+
+def _search_file(engine, path: str, top_k: int, offset: int, predicate, region):
+    """engine.search_image on a photo file, decoded as the daemon and the builder decode
+    (at a reduced scale when it is large); ``region`` and every box, size and verified
+    corner in the result are in the photo's own pixels."""
+    import time
+
+    from lensbox.device.imaging.decode import load_reduced
+    from lensbox.device.imaging.frames import box_to_decoded, pipeline_sides, query_to_full
+    from lensbox.device.search.engine import SearchResult
+
+    long_side, short_side = pipeline_sides(engine.local.settings if engine.local else None)
+    need = (region.width, region.height) if region is not None else None
+    decoded = load_reduced(path, long_side=long_side, short_side=short_side, region=need)
+    if not decoded.reduced:
+        return engine.search_image(decoded.rgb, top_k, offset, predicate, region)
+    h, w = decoded.rgb.shape[:2]
+    if region is not None:
+        clipped = region.clip(*decoded.size)
+        if clipped.width < 2 or clipped.height < 2:
+            w_full, h_full = decoded.size
+            raise ValueError(f"region {region} is outside the {w_full}x{h_full} image")
+        region = clipped
+    t0 = time.perf_counter()
+    inner = box_to_decoded(region, decoded.scale, (w, h)) if region is not None else None
+    query = query_to_full(engine.embed_query(decoded.rgb, inner), decoded, region)
+    t1 = time.perf_counter()
+    hits, total = engine.search_vectors(query.vectors, top_k, offset, predicate, local=query.local)
+    timings = {"embed_ms": (t1 - t0) * 1e3, "search_ms": (time.perf_counter() - t1) * 1e3}
+    return SearchResult(hits, total, query, timings)
 
 
 def _result_json(query: str, res, categories: dict[int, str]) -> dict:

@@ -137,7 +137,7 @@ def _embed_all(
             continue
         content = workers.content_sha256(data)
         keys[path] = (
-            cache.key(model_sha, settings.pooling, settings.catalog_views, content),
+            cache.key(model_sha, settings.pooling, settings.catalog_views, content, local),
             cache.local_key(local, content) if local is not None else None,
         )
         hit = cache.get(keys[path][0])

@@ -1,7 +1,7 @@
 """Embeddings cached by content hash, so a rebuild only embeds new or changed photos.
 
-Keyed by (model sha256, pooling, views, photo sha256): change any of them and the entry
-no longer matches. One SQLite file, written only by the build's main process.
+Keyed by (model sha256, pooling, views, decode scale, photo sha256): change any of them and
+the entry no longer matches. One SQLite file, written only by the build's main process.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lensbox.device.features.local import DESCRIPTOR_BYTES, LocalFeatures, LocalSettings
+from lensbox.device.imaging.frames import pipeline_sides
 
 
 def default_cache_dir() -> Path:
@@ -51,7 +52,8 @@ class EmbeddingCache:
 
     @staticmethod
     def local_key(settings: LocalSettings, content_sha: str) -> str:
-        raw = f"local|{sorted(settings.as_dict().items())}|{content_sha}"
+        # The decode's sides: keypoints found on a reduced-scale decode (decode_reduced).
+        raw = f"local|{sorted(settings.as_dict().items())}|{_decode_tag(settings)}|{content_sha}"
         return hashlib.sha256(raw.encode()).hexdigest()
 
     def get_local(self, key: str) -> LocalFeatures | None:
@@ -77,8 +79,16 @@ class EmbeddingCache:
         )
 
     @staticmethod
-    def key(model_sha: str, pooling: str, views: tuple[str, ...], content_sha: str) -> str:
-        raw = f"{model_sha}|{pooling}|{','.join(views)}|{content_sha}"
+    def key(
+        model_sha: str,
+        pooling: str,
+        views: tuple[str, ...],
+        content_sha: str,
+        local: LocalSettings | None = None,
+    ) -> str:
+        """``local``: the build's local-feature settings, which set the scale large photos
+        are decoded at (so embeddings from a full-size decode are not reused)."""
+        raw = f"{model_sha}|{pooling}|{','.join(views)}|{_decode_tag(local)}|{content_sha}"
         return hashlib.sha256(raw.encode()).hexdigest()
 
     def get(self, key: str) -> CachedEmbedding | None:
@@ -118,3 +128,8 @@ class EmbeddingCache:
             self.conn.commit()
             self.conn.close()
             self.conn = None
+
+
+def _decode_tag(local: LocalSettings | None) -> str:
+    long_side, short_side = pipeline_sides(local)
+    return f"decode=reduced:{long_side}x{short_side}"

@@ -20,7 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lensbox.device.imaging.decode import ImageError, load_image
+from lensbox.device.imaging.decode import ImageError, load_reduced
+from lensbox.device.imaging.frames import pipeline_sides
 
 FRAME = (640, 480)
 
@@ -98,10 +99,14 @@ def calibrate(
     rng = np.random.default_rng(settings.seed)
     chosen = sorted(rng.choice(len(photos), min(settings.samples, len(photos)), replace=False))
     images: list[tuple[int, np.ndarray]] = []
+    # Decoded as catalog photos are (a large JPEG at reduced scale): the view is 640x480.
+    local = engine.local.settings if engine.local is not None else None
+    long_side, short_side = pipeline_sides(local)
     for index in chosen:
         row, path = photos[int(index)]
         try:
-            images.append((row, load_image(Path(path))))
+            decoded = load_reduced(Path(path), long_side=long_side, short_side=short_side)
+            images.append((row, decoded.rgb))
         except (ImageError, OSError):
             continue
     positives: list[float] = []

@@ -14,7 +14,8 @@ from typing import Any
 from lensbox.device.embedding.embedder import Embedder
 from lensbox.device.embedding.model import TFLiteModel
 from lensbox.device.features.local import LocalSettings, extract
-from lensbox.device.imaging.decode import ImageError, decode_with_info
+from lensbox.device.imaging.decode import ImageError, decode_reduced
+from lensbox.device.imaging.frames import local_to_full, pipeline_sides
 from lensbox.index_builder.catalog import UNSUPPORTED_SUFFIXES
 
 _EMBEDDER: Embedder | None = None
@@ -45,9 +46,16 @@ def embed_file(path: str) -> dict[str, Any]:
     assert _EMBEDDER is not None, "init_worker was not called"
     try:
         data = Path(path).read_bytes()
-        rgb, info = decode_with_info(data, source=path)
-        emb = _EMBEDDER.embed(rgb, _VIEWS)
-        local = extract(rgb, _LOCAL, _LOCAL.catalog_features) if _LOCAL is not None else None
+        long_side, short_side = pipeline_sides(_LOCAL)
+        decoded = decode_reduced(data, source=path, long_side=long_side, short_side=short_side)
+        emb = _EMBEDDER.embed(decoded.rgb, _VIEWS)
+        local = (
+            local_to_full(
+                extract(decoded.rgb, _LOCAL, _LOCAL.catalog_features), decoded.scale, decoded.size
+            )
+            if _LOCAL is not None
+            else None
+        )
     except ImageError as exc:
         if Path(path).suffix.lower() in UNSUPPORTED_SUFFIXES:
             kind = Path(path).suffix.lower().lstrip(".").upper()
@@ -66,8 +74,8 @@ def embed_file(path: str) -> dict[str, Any]:
         "path": path,
         "pooled": emb.pooled,
         "concepts": [asdict(c) for c in emb.concepts],
-        "width": emb.size[0],
-        "height": emb.size[1],
-        "format": info.format,
+        "width": decoded.size[0],
+        "height": decoded.size[1],
+        "format": decoded.info.format,
         "local": local,
     }

@@ -6,6 +6,7 @@ import io
 import struct
 import zlib
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -121,3 +122,79 @@ def test_load_image_names_a_missing_file(tmp_path) -> None:
     with pytest.raises(ImageError) as err:
         load_image(tmp_path / "nope.jpg")
     assert err.value.code == "missing" and "nope.jpg" in str(err.value)
+
+
+# -- reduced-scale decode (decode_reduced) ------------------------------------------------
+def _big_jpeg(w: int, h: int, orientation: int | None = None) -> bytes:
+    """A large camera-like JPEG: the sample photo upscaled, so it has real structure."""
+    from tests.conftest import SAMPLE_QUERIES
+
+    img = Image.open(SAMPLE_QUERIES / "coffee-photo.jpg").convert("RGB").resize((w, h))
+    if orientation is None:
+        return _encode(img, "JPEG", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _encode(img, "JPEG", quality=90, exif=exif.tobytes())
+
+
+def test_a_large_jpeg_decodes_at_reduced_scale_never_below_the_sides() -> None:
+    from lensbox.device.features.local import LocalSettings
+    from lensbox.device.imaging.decode import decode_reduced
+    from lensbox.device.imaging.frames import pipeline_sides
+
+    data = _big_jpeg(4000, 3000)
+    out = decode_reduced(data)  # the pipeline's sides: 2 x ORB's max_side, the model's input
+    h, w = out.rgb.shape[:2]
+    assert out.reduced and (w, h) == (2000, 1500)  # libjpeg's 1/2 scale
+    assert max(w, h) >= pipeline_sides()[0] >= LocalSettings().max_side and min(w, h) >= 224
+    assert out.size == (4000, 3000) and out.info.width == 4000
+    assert out.scale == (0.5, 0.5)
+    small = decode_reduced(data, long_side=640, short_side=224)
+    assert small.rgb.shape[:2] == (750, 1000) and small.scale == (0.25, 0.25)
+    for long_side in (300, 640, 900, 1600, 2500):
+        got = decode_reduced(data, long_side=long_side, short_side=224).rgb.shape
+        assert max(got[:2]) >= long_side, (long_side, got)
+    # The same picture as a full decode shrunk to that size.
+    for reduced in (out, small):
+        h, w = reduced.rgb.shape[:2]
+        full = cv2.resize(decode_image(data), (w, h), interpolation=cv2.INTER_AREA)
+        assert np.abs(full.astype(int) - reduced.rgb.astype(int)).mean() < 3
+
+
+def test_small_images_and_other_formats_decode_in_full() -> None:
+    from lensbox.device.imaging.decode import decode_reduced
+
+    small = _big_jpeg(1200, 900)  # halving it would leave less than 640 px
+    for data in (small, _encode(Image.fromarray(_photo(2000, 1600)), "PNG")):
+        out = decode_reduced(data)
+        assert not out.reduced and out.scale == (1.0, 1.0)
+        np.testing.assert_array_equal(out.rgb, decode_image(data))
+
+
+def test_a_region_keeps_its_own_pixels() -> None:
+    from lensbox.device.imaging.decode import decode_reduced
+
+    data = _big_jpeg(4000, 3000)
+    whole = decode_reduced(data, long_side=640, short_side=224)
+    part = decode_reduced(data, long_side=640, short_side=224, region=(1000, 800))
+    assert part.scale[0] > whole.scale[0]
+    assert 1000 * part.scale[0] >= 640 and 800 * part.scale[1] >= 224
+
+
+def test_reduced_decode_is_upright_and_reports_the_upright_full_size() -> None:
+    from lensbox.device.imaging.decode import decode_reduced
+
+    data = _big_jpeg(4000, 3000, orientation=6)  # stored landscape, shown portrait
+    out = decode_reduced(data, long_side=640, short_side=224)
+    assert out.size == (3000, 4000) and out.rgb.shape[:2] == (1000, 750)
+    full = cv2.resize(decode_image(data), (750, 1000), interpolation=cv2.INTER_AREA)
+    assert np.abs(full.astype(int) - out.rgb.astype(int)).mean() < 3
+
+
+def test_limits_apply_to_the_full_size_even_when_reduced() -> None:
+    from lensbox.device.imaging.decode import decode_reduced
+
+    data = _big_jpeg(4000, 3000)
+    with pytest.raises(ImageError) as exc:
+        decode_reduced(data, DecodeLimits(max_pixels=4_000_000))
+    assert exc.value.code == "too_many_pixels"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lensbox.device.embedding.descriptor import Projection, identity_descriptor, pool
-from lensbox.device.embedding.model import ModelOutput, TFLiteModel, preprocess
+from lensbox.device.embedding.model import ModelOutput, TFLiteModel, resize_input
 from lensbox.device.embedding.subject import Box, subject_boxes
 from lensbox.device.embedding.views import crop_views
 
@@ -81,8 +81,13 @@ class Embedder:
         self.subject_threshold = subject_threshold
 
     def _run(self, images: list[np.ndarray]) -> ModelOutput:
-        batch = np.stack([preprocess(img, self.model.input_size) for img in images])
-        return self.model.run(batch)
+        """One resize per view into a uint8 batch; the model scales and quantizes it by table
+        look-up (the same input tensor as :func:`preprocess`, without float copies)."""
+        size = self.model.input_size
+        pixels = np.empty((len(images), size, size, 3), np.uint8)
+        for i, img in enumerate(images):
+            pixels[i] = resize_input(img, size)
+        return self.model.run_pixels(pixels)
 
     def embed(self, rgb: np.ndarray, views: tuple[str, ...] = ("full",)) -> ImageEmbedding:
         """Embed one image under each of ``views`` (the full view always runs first)."""

@@ -9,12 +9,15 @@ decompression bomb is refused before a single pixel is allocated.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+EXIF_ORIENTATION = 0x0112
 
 # Formats named by the four contracts (Alibaba's list is the widest).
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM", "MPO"})
@@ -145,7 +148,9 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8)  # one copy of the pixels, not two
 
 
 def decode_image(
@@ -163,11 +168,110 @@ def decode_with_info(
     data: bytes, limits: DecodeLimits = DEFAULT_LIMITS, source: str | None = None
 ) -> tuple[np.ndarray, ImageInfo]:
     """:func:`decode_image` plus what the header said (format, stored size), parsed once."""
+    decoded = _decode(data, limits, source, 1.0)
+    return decoded.rgb, decoded.info
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Pixels, perhaps decoded at a reduced scale, and the size of the full image.
+
+    ``size`` is the full-resolution (width, height), upright: what the image *is*, and the
+    frame every pixel coordinate a caller reports or receives (regions, boxes, keypoints)
+    is given in; :attr:`scale` maps it onto ``rgb``.
+    """
+
+    rgb: np.ndarray
+    info: ImageInfo
+    size: tuple[int, int]
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Decoded pixels per full-resolution pixel along x and y; (1.0, 1.0) when full."""
+        height, width = self.rgb.shape[:2]
+        return width / self.size[0], height / self.size[1]
+
+    @property
+    def reduced(self) -> bool:
+        return (self.rgb.shape[1], self.rgb.shape[0]) != self.size
+
+
+def decode_reduced(
+    data: bytes,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    source: str | None = None,
+    *,
+    long_side: int | None = None,
+    short_side: int | None = None,
+    region: tuple[int, int] | None = None,
+) -> DecodedImage:
+    """:func:`decode_image`, at a reduced scale where that loses nothing the pipeline uses.
+
+    A JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8 scale by the decoder itself
+    (DCT scaling, Pillow's ``draft``), several times faster than a full decode and a
+    full-size resize after it. The scale is the smallest that keeps the long side at least
+    ``long_side`` and the short side at least ``short_side`` (defaults: twice the local
+    features' ``max_side``, the largest size anything downstream looks at, and the model's
+    input size; see :func:`~lensbox.device.imaging.frames.pipeline_sides`). ``region`` (width,
+    height in full-resolution pixels), when the caller will crop one, keeps those sizes too.
+    Other formats, and JPEGs not large enough for a reduction, decode in full as
+    :func:`decode_image` does. The header is parsed once; ``limits`` apply to the
+    full-resolution size.
+    """
+    if long_side is None or short_side is None:
+        from lensbox.device.imaging.frames import pipeline_sides
+
+        default_long, default_short = pipeline_sides()
+        long_side = default_long if long_side is None else long_side
+        short_side = default_short if short_side is None else short_side
+    return _decode(data, limits, source, None, (long_side, short_side), region)
+
+
+def min_scale(
+    size: tuple[int, int], sides: tuple[int, int], region: tuple[int, int] | None = None
+) -> float:
+    """The smallest scale (<= 1) keeping the image's, and ``region``'s, long and short sides
+    at least ``sides`` = (long, short) pixels (or at full size when they are smaller)."""
+    need = 0.0
+    for w, h in (size, region) if region is not None else (size,):
+        if min(w, h) <= 0:
+            return 1.0
+        need = max(need, sides[0] / max(w, h), sides[1] / min(w, h))
+    return min(1.0, need)
+
+
+def _draft(img: Image.Image, scale: float) -> None:
+    """Ask the JPEG decoder for the smallest DCT scale (1/2, 1/4, 1/8) of at least ``scale``."""
+    if scale >= 0.5 or img.format not in ("JPEG", "MPO"):
+        return
+    w, h = img.size
+    # Pillow picks the largest reduction k in (8, 4, 2) with k <= min(w // rw, h // rh),
+    # so each decoded side, ceil(side / k), stays at least the requested one.
+    img.draft(None, (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
+
+
+def _decode(
+    data: bytes,
+    limits: DecodeLimits,
+    source: str | None,
+    scale: float | None,
+    sides: tuple[int, int] | None = None,
+    region: tuple[int, int] | None = None,
+) -> DecodedImage:
     img, info = _probe(data, limits, source)
     try:
         img.seek(0)  # GIF / multi-page TIFF: the first frame.
+        full = (info.width, info.height)
+        if scale is None and sides is not None:
+            scale = min_scale(full, sides, region)  # long/short sides: orientation-free
+        if scale is not None and scale < 1.0:
+            _draft(img, scale)
         img.load()
+        stored = img.size
+        turned = img.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)
         img = ImageOps.exif_transpose(img) or img
+        if img.size != stored or (stored[0] == stored[1] and turned):
+            full = (info.height, info.width)  # the EXIF rotation swapped the sides
         rgb = _to_rgb(img)
     except ImageError:
         raise
@@ -175,9 +279,9 @@ def decode_with_info(
         raise ImageError(
             "truncated", f"the image data is damaged or truncated ({exc})", source
         ) from exc
-    # EXIF rotation can swap the sides, so the decoded size is checked again.
-    _check_size(ImageInfo(info.format, rgb.shape[1], rgb.shape[0]), limits, source)
-    return np.ascontiguousarray(rgb), info
+    # EXIF rotation can swap the sides, so the (upright, full-resolution) size is checked again.
+    _check_size(ImageInfo(info.format, *full), limits, source)
+    return DecodedImage(np.ascontiguousarray(rgb), info, full)
 
 
 def load_image(path: str | Path, limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
@@ -192,3 +296,31 @@ def load_image(path: str | Path, limits: DecodeLimits = DEFAULT_LIMITS) -> np.nd
             "too_many_bytes", f"{size} bytes is over the limit of {limits.max_bytes}", str(path)
         )
     return decode_image(path.read_bytes(), limits, str(path))
+
+
+def load_reduced(
+    path: str | Path,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    *,
+    long_side: int | None = None,
+    short_side: int | None = None,
+    region: tuple[int, int] | None = None,
+) -> DecodedImage:
+    """:func:`load_image` through :func:`decode_reduced`; errors name the file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError as exc:
+        raise ImageError("missing", "no such file", str(path)) from exc
+    if size > limits.max_bytes:
+        raise ImageError(
+            "too_many_bytes", f"{size} bytes is over the limit of {limits.max_bytes}", str(path)
+        )
+    return decode_reduced(
+        path.read_bytes(),
+        limits,
+        str(path),
+        long_side=long_side,
+        short_side=short_side,
+        region=region,
+    )

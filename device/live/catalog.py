@@ -416,7 +416,8 @@ class LiveCatalog:
         fields). Raises ImageError for an unusable photo, ValueError for bad fields.
         ``embedder``: as in :meth:`embed_query` (runs unlocked, caller owns it).
         """
-        from lensbox.device.imaging.decode import DEFAULT_LIMITS, decode_with_info
+        from lensbox.device.imaging.decode import DEFAULT_LIMITS, decode_reduced
+        from lensbox.device.imaging.frames import pipeline_sides
 
         check_id(item_id)
         clean = normalize_fields(fields)
@@ -425,13 +426,17 @@ class LiveCatalog:
         if not images:
             raise ValueError("at least one photo is needed")
         limits = limits or DEFAULT_LIMITS
-        infos, rgbs = [], []
-        for n, data in enumerate(images):
-            source = f"{item_id}[{n}]"
-            rgb, info = decode_with_info(data, limits, source)
-            rgbs.append(rgb)
-            infos.append(info)
         view = self._view
+        # Decoded as the builder decodes catalog photos (and the daemon queries).
+        local = view.engine.local
+        long_side, short_side = pipeline_sides(local.settings if local is not None else None)
+        decoded = [
+            decode_reduced(
+                data, limits, f"{item_id}[{n}]", long_side=long_side, short_side=short_side
+            )
+            for n, data in enumerate(images)
+        ]
+        rgbs = [d.rgb for d in decoded]
         views = tuple(view.engine.bundle.manifest["descriptor"].get("catalog_views") or ("full",))
         if embedder is not None:
             embs = embedder.embed_many(rgbs, views)
@@ -440,9 +445,9 @@ class LiveCatalog:
                 embs = view.engine.embedder.embed_many(rgbs, views)
         derived = {
             "concepts": [{"id": c.id, "name": c.name, "value": c.value} for c in embs[0].concepts],
-            "width": embs[0].size[0],
-            "height": embs[0].size[1],
-            "format": infos[0].format,
+            "width": decoded[0].size[0],
+            "height": decoded[0].size[1],
+            "format": decoded[0].info.format,
             "content_sha256": hashlib.sha256(images[0]).hexdigest(),
         }
         pooled = np.concatenate([e.pooled for e in embs]).astype(np.float32)

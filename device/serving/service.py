@@ -30,7 +30,15 @@ from lensbox.device.api.errors import ApiError
 from lensbox.device.api.limits import decode_base64
 from lensbox.device.embedding.embedder import Concept
 from lensbox.device.embedding.subject import Box
-from lensbox.device.imaging.decode import ImageError, ImageInfo, decode_image, probe_image
+from lensbox.device.imaging.decode import (
+    DecodedImage,
+    ImageError,
+    ImageInfo,
+    decode_reduced,
+    min_scale,
+    probe_image,
+)
+from lensbox.device.imaging.frames import box_to_decoded, pipeline_sides, query_to_full
 from lensbox.device.search.engine import Hit, QueryEmbedding
 from lensbox.device.serving import urlfetch
 from lensbox.device.serving.filters import build_predicate, concept_score
@@ -244,10 +252,10 @@ class SearchService:
             self.metrics.cache_lookup("hit")
             return _Prepared(hit, True, timings, data)
         t0 = time.perf_counter()
-        rgb = self._decode(data, query)
+        decoded = self._decode(data, query, _sides(inst), query.region)
         timings["decode_ms"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
-        prepared = self._embed(inst, rgb, query, query_id)
+        prepared = self._embed(inst, decoded, data, query, query_id)
         timings["embed_ms"] = (time.perf_counter() - t0) * 1e3
         self.cache.put(inst.cache_key, query_id, prepared)
         return _Prepared(prepared, False, timings, data)
@@ -289,10 +297,27 @@ class SearchService:
             )
         return source.data
 
-    def _decode(self, data: bytes, query: SearchQuery) -> np.ndarray:
-        self.check_image(data, query.limits)
+    def _decode(
+        self,
+        data: bytes,
+        query: SearchQuery,
+        sides: tuple[int, int],
+        region: Box | None = None,
+        check: bool = True,
+    ) -> DecodedImage:
+        """Decode at the smallest scale that keeps ``sides`` (long, short) on the whole image
+        and on ``region`` (full-resolution pixels): the pixels the catalog's photos were
+        decoded to by the builder, a fraction of a large photo's decode time."""
+        if check:
+            self.check_image(data, query.limits)
         try:
-            return decode_image(data, query.limits.decode_limits(self.max_pixels))
+            return decode_reduced(
+                data,
+                query.limits.decode_limits(self.max_pixels),
+                long_side=sides[0],
+                short_side=sides[1],
+                region=(region.width, region.height) if region is not None else None,
+            )
         except ImageError as exc:
             raise ApiError.from_image_error(exc) from exc
 
@@ -318,9 +343,16 @@ class SearchService:
             raise ApiError.from_image_error(exc) from exc
 
     def _embed(
-        self, inst: Instance, rgb: np.ndarray, query: SearchQuery, query_id: str
+        self,
+        inst: Instance,
+        decoded: DecodedImage,
+        data: bytes,
+        query: SearchQuery,
+        query_id: str,
     ) -> PreparedQuery:
-        height, width = rgb.shape[:2]
+        """Embed the query; every box and size in the answer is in full-resolution pixels,
+        whatever scale it was decoded at."""
+        width, height = decoded.size
         region = query.region
         if region is not None:
             clipped = region.clip(width, height)
@@ -329,21 +361,45 @@ class SearchService:
                     "bad_region",
                     f"the region {_box_text(region)} is outside the {width}x{height} image",
                 )
-            emb = self._model(inst, rgb, clipped)
+            decoded = self._enough(inst, decoded, data, query, clipped)
+            emb = self._model_full(inst, decoded, clipped)
             subjects = [
                 Box(b.x + clipped.x, b.y + clipped.y, b.width, b.height) for b in emb.subjects
             ]
             return PreparedQuery(query_id, emb, clipped, subjects, (width, height))
-        emb = self._model(inst, rgb, None)
+        emb = self._model_full(inst, decoded, None)
         subjects = list(emb.subjects)
         if not query.crop or not subjects:
             return PreparedQuery(query_id, emb, None, subjects, (width, height))
         subject = subjects[0]
         if subject.area >= WHOLE_IMAGE * width * height:
             return PreparedQuery(query_id, emb, subject, subjects, (width, height))
+        decoded = self._enough(inst, decoded, data, query, subject)
         return PreparedQuery(
-            query_id, self._model(inst, rgb, subject), subject, subjects, (width, height)
+            query_id, self._model_full(inst, decoded, subject), subject, subjects, (width, height)
         )
+
+    def _enough(
+        self, inst: Instance, decoded: DecodedImage, data: bytes, query: SearchQuery, box: Box
+    ) -> DecodedImage:
+        """``decoded``, or the photo decoded again at a larger scale when cropping ``box``
+        from it would leave fewer pixels than the whole image keeps (a small subject, or a
+        region partly outside the image)."""
+        sides = _sides(inst)
+        if min_scale(decoded.size, sides, (box.width, box.height)) <= min(decoded.scale):
+            return decoded
+        return self._decode(data, query, sides, box, check=False)
+
+    def _model_full(
+        self, inst: Instance, decoded: DecodedImage, region: Box | None
+    ) -> QueryEmbedding:
+        """:meth:`_model` on the decoded pixels, its boxes, keypoints and size mapped back to
+        full-resolution pixels (``region`` is given and returned in those)."""
+        if not decoded.reduced:
+            return self._model(inst, decoded.rgb, region)
+        h, w = decoded.rgb.shape[:2]
+        inner = box_to_decoded(region, decoded.scale, (w, h)) if region is not None else None
+        return query_to_full(self._model(inst, decoded.rgb, inner), decoded, region)
 
     def _model(self, inst: Instance, rgb: np.ndarray, region: Box | None) -> QueryEmbedding:
         with self.slots.lease() as (slot, waited):
@@ -409,6 +465,13 @@ def _exif_orientation(data: bytes) -> int | None:
             return img.getexif().get(EXIF_ORIENTATION)
     except Exception:  # unreadable EXIF is not a rotation flag
         return None
+
+
+def _sides(inst: Instance) -> tuple[int, int]:
+    """(long, short) sides a query keeps when decoded at a reduced scale: from this bundle's
+    local-feature settings, as the builder decoded the catalog's photos."""
+    local = inst.engine.local
+    return pipeline_sides(local.settings if local is not None else None)
 
 
 def _box_text(box: Box) -> str:
