@@ -333,3 +333,18 @@ def test_query_views_lean_on_the_centre_crop(engine) -> None:
     assert np.allclose(leaned[2], 0.6 * plain.vectors[1] + 0.4 * centre, atol=1e-5)
     same = np.stack([full, full, full])
     assert np.allclose(lean_on_centre(same, ("full", "center", "subject"), 0.6), same, atol=1e-6)
+
+
+def test_a_homography_that_throws_the_item_far_off_the_photo_is_not_plausible() -> None:
+    from lensbox.device.features.verify import _corners, _plausible
+
+    size, ref = (640, 480), (300, 400)
+    near = np.array([[0.8, 0.05, 100], [-0.05, 0.8, 40], [0, 0, 1]], np.float64)
+    assert _plausible(near, _corners(near, ref), size)
+    # Off the edge a little (a cover half out of frame) is fine; many photos away is not.
+    edge = near.copy()
+    edge[0, 2] = 500
+    assert _plausible(edge, _corners(edge, ref), size)
+    far = near.copy()
+    far[0, 2], far[1, 2] = 24937, -15391
+    assert not _plausible(far, _corners(far, ref), size)

@@ -45,8 +45,13 @@ def _plausible(h: np.ndarray, corners: np.ndarray | None, query_size: tuple[int,
     if det <= 1e-4:
         return False
     quad = corners.astype(np.float32)
-    area = abs(cv2.contourArea(quad))
     qw, qh = query_size
+    # An item may run off the photo's edge, not lie many photos away from it (a degenerate
+    # fit once put a corner at (24937, -15391) and still counted 12 inliers).
+    xs, ys = quad[:, 0], quad[:, 1]
+    if xs.min() < -1.5 * qw or xs.max() > 2.5 * qw or ys.min() < -1.5 * qh or ys.max() > 2.5 * qh:
+        return False
+    area = abs(cv2.contourArea(quad))
     return 0.002 * qw * qh < area < 16 * qw * qh and cv2.isContourConvex(quad)
 
 
