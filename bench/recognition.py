@@ -477,7 +477,7 @@ def render(results: dict) -> str:
         "`search_image` call (embedding three views, keypoints, visual words, verification, "
         "ranking; decoding excluded) at 2 interpreter threads; **p50 runs** states it as a "
         "multiple of one single-thread model run timed in the same run, since machines here "
-        "differ 2-3x between sessions (and other jobs shared these 2 cores during the run).",
+        "differ 2-3x between sessions (this run had the machine to itself).",
         "",
         "Steps: `global` = the global descriptor alone (the first release); "
         "`verify-global` = its shortlist verified; `always-verify` = global and visual words "
