@@ -359,3 +359,18 @@ def load_results(name: str) -> dict | None:
 
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
+
+
+def model_run_ms(model_path: str | None = None, repeat: int = 30) -> float:
+    """One single-thread model run (median, timed now): the unit every latency in bench/ is
+    also stated in, since machines here differ 2-3x between sessions and jobs share them."""
+    from lensbox.device.embedding.model import TFLiteModel
+
+    model = TFLiteModel(str(model_path or wait_for_model()), 1)
+    x = np.zeros((1, model.input_size, model.input_size, 3), np.float32)
+    samples = []
+    for _ in range(repeat + 3):
+        t = time.perf_counter()
+        model.run(x)
+        samples.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(samples[3:]))

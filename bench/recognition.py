@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +46,7 @@ from bench.common import (
     log,
     machine_info,
     md_table,
+    model_run_ms,
     print_table,
     save_results,
 )
@@ -284,20 +284,6 @@ def build(protocol: Protocol, work: Path) -> Path:
     return out
 
 
-def model_run_ms(engine, repeat: int = 30) -> float:
-    """One single-thread model run, median, timed now: the unit latencies are stated in."""
-    from lensbox.device.embedding.model import TFLiteModel
-
-    model = TFLiteModel(engine.embedder.model.model_path, 1)
-    x = np.zeros((1, model.input_size, model.input_size, 3), np.float32)
-    samples = []
-    for _ in range(repeat + 3):
-        t = time.perf_counter()
-        model.run(x)
-        samples.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(samples[3:])
-
-
 def evaluate(engine, protocol: Protocol, step: str) -> Iterator[dict]:
     base = engine.settings
     engine.settings = replace(base, rerank=replace(base.rerank, **STEPS[step]))
@@ -368,7 +354,7 @@ def run(quick: bool, work: Path, protocols: list[str]) -> dict:
         bundle = build(protocol, work)
         engine = open_engine(str(bundle), threads=2)
         manifest = json.loads((bundle / "manifest.json").read_text())
-        run_ms = model_run_ms(engine)
+        run_ms = model_run_ms(engine.embedder.model.model_path)
         out: dict = {
             "quick": quick,
             "model_run_ms": run_ms,

@@ -29,6 +29,7 @@ from bench.common import (
     BenchConfig,
     group_of,
     log,
+    model_run_ms,
     print_table,
     save_results,
     view_of,
@@ -184,21 +185,6 @@ def exact_top(bundle, queries: np.ndarray, k: int = 10) -> np.ndarray:
         scores_all = np.take_along_axis(scores_all, keep, 1)
         best = np.take_along_axis(best, keep, 1)
     return best
-
-
-def model_run_ms(repeat: int = 30) -> float:
-    """One single-thread model run (ai-edge-litert), median, timed now: the unit every
-    latency here is also stated in, since other jobs share the machine."""
-    from lensbox.device.embedding.model import TFLiteModel
-
-    model = TFLiteModel(str(wait_for_model()), 1)
-    x = np.zeros((1, model.input_size, model.input_size, 3), np.float32)
-    samples = []
-    for _ in range(repeat + 3):
-        t = time.perf_counter()
-        model.run(x)
-        samples.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(samples[3:]))
 
 
 def ann_curve(engine, queries: np.ndarray, truth: np.ndarray, targets: np.ndarray) -> dict:

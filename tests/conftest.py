@@ -6,6 +6,7 @@ the foundation exercises the same path a user's `lensbox build` takes.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,14 @@ def sample_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "sample.lbx"
     build_bundle(SAMPLE_CATALOG, out, BuildSettings(cache_dir=None, workers=1), progress=False)
     return out
+
+
+@pytest.fixture
+def copy(sample_bundle: Path, tmp_path: Path) -> Path:
+    """A copy of the sample bundle that a test may damage."""
+    dst = tmp_path / "copy.lbx"
+    shutil.copytree(sample_bundle, dst)
+    return dst
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ missing or damaged ``ann_projection.npz`` is refused before anything is mapped."
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,13 +34,6 @@ from lensbox.index_builder.writer import write_index, write_manifest
 from .conftest import SAMPLE_QUERIES
 
 LENSBOX = [sys.executable, "-m", "lensbox.device.cli"]
-
-
-@pytest.fixture
-def copy(sample_bundle: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "copy.lbx"
-    shutil.copytree(sample_bundle, dst)
-    return dst
 
 
 def _manifest(path: Path) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -23,13 +22,6 @@ from lensbox.device.bundle import BundleError, open_bundle
 from lensbox.device.bundle.format import ANNOY_INDEX, ITEMS_DB, MANIFEST, VECTORS
 
 LENSBOX = [sys.executable, "-m", "lensbox.device.cli"]
-
-
-@pytest.fixture
-def copy(sample_bundle: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "copy.lbx"
-    shutil.copytree(sample_bundle, dst)
-    return dst
 
 
 def _manifest(path: Path) -> dict:

@@ -286,6 +286,11 @@ def _decode(
 
 def load_image(path: str | Path, limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Read and decode a file; errors name the file."""
+    return decode_image(_read(path, limits), limits, str(path))
+
+
+def _read(path: str | Path, limits: DecodeLimits) -> bytes:
+    """A file's bytes, refused before reading when it is over the byte limit."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -295,7 +300,7 @@ def load_image(path: str | Path, limits: DecodeLimits = DEFAULT_LIMITS) -> np.nd
         raise ImageError(
             "too_many_bytes", f"{size} bytes is over the limit of {limits.max_bytes}", str(path)
         )
-    return decode_image(path.read_bytes(), limits, str(path))
+    return path.read_bytes()
 
 
 def load_reduced(
@@ -307,17 +312,8 @@ def load_reduced(
     region: tuple[int, int] | None = None,
 ) -> DecodedImage:
     """:func:`load_image` through :func:`decode_reduced`; errors name the file."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError as exc:
-        raise ImageError("missing", "no such file", str(path)) from exc
-    if size > limits.max_bytes:
-        raise ImageError(
-            "too_many_bytes", f"{size} bytes is over the limit of {limits.max_bytes}", str(path)
-        )
     return decode_reduced(
-        path.read_bytes(),
+        _read(path, limits),
         limits,
         str(path),
         long_side=long_side,
