@@ -285,6 +285,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a `lensbox serve` process: SIGTERM (a clean shutdown), SIGKILL if it hangs."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
     """Until a `lensbox serve` process answers /readyz; fails with its log if it exits."""
     deadline = time.monotonic() + timeout

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.api_support import stop
+
 LENSBOX = [sys.executable, "-m", "lensbox.device.cli"]
 
 
@@ -51,13 +53,7 @@ def serve(conf: Path, *args: str) -> Iterator[Served]:
         yield served
         assert proc.poll() is None, f"serve died: {served.log}"
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         reader.join(5)
     assert proc.returncode == 0, "".join(lines)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from tests.api_support import free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERIES = ROOT / "examples" / "sample-queries"
@@ -47,12 +48,6 @@ class Box:
     log: Path
     cert: Path | None = None  # the self-signed certificate of the TLS listeners
     https: str | None = None  # 127.0.0.1:port of the HTTPS listener
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
@@ -170,12 +165,7 @@ def serve_box(
         https_addr = f"127.0.0.1:{https_port}" if https_port is not None else None
         yield Box(url, url.removeprefix("http://"), grpc_addr, state, log, cert, https_addr)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
 
 
 def query_photo(name: str = "coffee-photo.jpg") -> bytes:
