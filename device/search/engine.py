@@ -142,7 +142,7 @@ def lean_on_centre(vectors: np.ndarray, views: tuple[str, ...], weight: float) -
     centre = vectors[views.index("center")]
     out = vectors * np.float32(weight) + centre * np.float32(1.0 - weight)
     out[views.index("center")] = centre
-    return out.astype(np.float32)
+    return out.astype(np.float32, copy=False)
 
 
 class SearchEngine:
