@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-# One BLAS thread pool per core at most: numpy's matmuls otherwise fight the interpreters.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# numpy's BLAS on one thread, as `lensbox` runs it (device/cli.py): its products are small
+# and a second thread fights the interpreters for the cores.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 if __package__ in (None, ""):  # `python bench/run_all.py` works too
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -21,6 +21,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+# As `lensbox` runs numpy's BLAS (device/cli.py); read when numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 from annoy import AnnoyIndex
 
@@ -529,7 +532,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.sizes:
         global SIZES_FULL, SIZES_QUICK
         SIZES_FULL = SIZES_QUICK = tuple(int(x) for x in args.sizes.split(","))
-    os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
     save_results("scale", run(cfg))
 
 

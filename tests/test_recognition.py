@@ -30,7 +30,7 @@ from lensbox.device.search.engine import open_engine
 from lensbox.index_builder.build import BuildSettings, build_bundle
 
 from .api_support import free_port, wait_ready
-from .conftest import ROOT, SAMPLE_QUERIES
+from .conftest import ROOT, SAMPLE_CATALOG, SAMPLE_QUERIES
 
 SMVS = ROOT.parent / "shared" / "data" / "smvs-dvd"
 HELD_OUT = ("e63", "palm")
@@ -130,6 +130,29 @@ def test_the_cascade_answers_a_clear_global_match_without_verifying(engine) -> N
         engine.calibration = calibration
         top = engine.search_image(rgb, top_k=1).hits[0]
         assert top.id == "coffee" and top.inliers is not None and top.inliers >= 12
+    finally:
+        engine.settings, engine.calibration = base, calibration
+
+
+def test_the_cascade_first_stage_stops_on_the_full_frame_when_it_is_clear(engine) -> None:
+    """A clear full-frame answer costs one model run: no crops, no keypoints. A catalog
+    photo searched as itself is that clear; the camera photo of a card is not."""
+    base, calibration = engine.settings, engine.calibration
+    catalog_photo = load_image(SAMPLE_CATALOG / "coffee.jpg")
+    try:
+        engine.calibration = Calibration(match=0.3, weak=0.2)
+        query = engine.embed_query(catalog_photo)
+        assert query.views == ("full",) and query.vectors.shape[0] == 1 and query.local is None
+        top = engine.search_vectors(query.vectors, top_k=1, local=query.local)[0][0]
+        assert top.id == "coffee" and top.verdict == "match" and top.inliers is None
+        # Not clear enough (the margin cannot be met): every view, keypoints for verification.
+        engine.settings = replace(base, rerank=replace(base.rerank, margin=1.5))
+        query = engine.embed_query(catalog_photo)
+        assert query.views == base.query_views and query.local is not None
+        assert query.vectors.shape[0] == len(base.query_views)
+        # The stage switched off: every view too, whatever the answer.
+        engine.settings = replace(base, full_first=False)
+        assert engine.embed_query(catalog_photo).views == base.query_views
     finally:
         engine.settings, engine.calibration = base, calibration
 

@@ -43,6 +43,12 @@ class SearchConfig(Section):
         "of the next is answered without verification (above 1: always verify)",
     )
     margin: float = Field(0.1, ge=0, le=2, description="see `confident`")
+    full_first: bool = Field(
+        True,
+        description="the cascade's first stage: search the full frame alone first and stop "
+        "there when `confident`/`margin` hold (one model run); false: every query embeds "
+        "all `query_views`",
+    )
     other_view_weight: float = Field(
         0.6,
         gt=0,
@@ -77,4 +83,5 @@ class SearchConfig(Section):
                 margin=self.margin,
             ),
             other_view_weight=self.other_view_weight,
+            full_first=self.full_first,
         )

@@ -7,6 +7,7 @@ final descriptors. Keeping both steps here is what guarantees index and query ve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,14 +90,26 @@ class Embedder:
             pixels[i] = resize_input(img, size)
         return self.model.run_pixels(pixels)
 
-    def embed(self, rgb: np.ndarray, views: tuple[str, ...] = ("full",)) -> ImageEmbedding:
+    def embed(
+        self,
+        rgb: np.ndarray,
+        views: tuple[str, ...] = ("full",),
+        settle: Callable[[np.ndarray], bool] | None = None,
+    ) -> ImageEmbedding:
         """Embed one image under each of ``views`` (the full view always runs first)."""
-        return self.embed_many([rgb], views)[0]
+        return self.embed_many([rgb], views, settle)[0]
 
     def embed_many(
-        self, images: list[np.ndarray], views: tuple[str, ...] = ("full",)
+        self,
+        images: list[np.ndarray],
+        views: tuple[str, ...] = ("full",),
+        settle: Callable[[np.ndarray], bool] | None = None,
     ) -> list[ImageEmbedding]:
-        """Embed several images; full views run as one batch, then the crops as another."""
+        """Embed several images; full views run as one batch, then the crops as another.
+
+        ``settle`` (the query cascade) sees each image's pooled full view once it has run;
+        when it answers True that image stops there, with the single view ``("full",)``:
+        a query the full frame already answers clearly needs no crops (two model runs)."""
         out = self._run(images)
         results = []
         crops: list[np.ndarray] = []
@@ -105,10 +118,11 @@ class Embedder:
             boxes = subject_boxes(out.features[i], w, h, self.subject_threshold)
             concepts = top_concepts(out.logits[i], self.labels)
             full = pool(out.features[i : i + 1], self.pooling)[0]
+            mine = ("full",) if settle is not None and "full" in views and settle(full) else views
             results.append(
-                ImageEmbedding(views, np.empty((0,)), concepts, boxes, (w, h), {"full": full})
+                ImageEmbedding(mine, np.empty((0,)), concepts, boxes, (w, h), {"full": full})
             )
-            crops += [c for v, c in zip(views, crop_views(rgb, views, boxes[0])) if v != "full"]
+            crops += [c for v, c in zip(mine, crop_views(rgb, mine, boxes[0])) if v != "full"]
         # Without crops no view below reads crop_pooled.
         crop_pooled = (
             pool(self._run(crops).features, self.pooling) if crops else np.empty((0, 0), np.float32)
@@ -116,7 +130,7 @@ class Embedder:
         cursor = 0
         for emb in results:
             rows = []
-            for view in views:
+            for view in emb.views:
                 if view == "full":
                     rows.append(emb.extra["full"])
                 else:

@@ -7,6 +7,7 @@ pool's interpreters): both are ``QueryEmbedder``\\ s.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -15,8 +16,16 @@ from lensbox.device.embedding.embedder import ImageEmbedding
 
 
 class QueryEmbedder(Protocol):
-    def embed(self, rgb: np.ndarray, views: tuple[str, ...] = ...) -> ImageEmbedding: ...
+    def embed(
+        self,
+        rgb: np.ndarray,
+        views: tuple[str, ...] = ...,
+        settle: Callable[[np.ndarray], bool] | None = ...,
+    ) -> ImageEmbedding: ...
 
     def embed_many(
-        self, images: list[np.ndarray], views: tuple[str, ...] = ...
+        self,
+        images: list[np.ndarray],
+        views: tuple[str, ...] = ...,
+        settle: Callable[[np.ndarray], bool] | None = ...,
     ) -> list[ImageEmbedding]: ...

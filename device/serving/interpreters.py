@@ -78,15 +78,23 @@ class PooledEmbedder:
         """The plain embedder of ``slot``; the caller holds that slot's lease."""
         return self.embedders[slot]
 
-    def embed(self, rgb: np.ndarray, views: tuple[str, ...] = ("full",)) -> ImageEmbedding:
+    def embed(
+        self,
+        rgb: np.ndarray,
+        views: tuple[str, ...] = ("full",),
+        settle: Callable[[np.ndarray], bool] | None = None,
+    ) -> ImageEmbedding:
         with self.slots.lease() as (slot, _waited):
-            return self.embedders[slot].embed(rgb, views)
+            return self.embedders[slot].embed(rgb, views, settle)
 
     def embed_many(
-        self, images: list[np.ndarray], views: tuple[str, ...] = ("full",)
+        self,
+        images: list[np.ndarray],
+        views: tuple[str, ...] = ("full",),
+        settle: Callable[[np.ndarray], bool] | None = None,
     ) -> list[ImageEmbedding]:
         with self.slots.lease() as (slot, _waited):
-            return self.embedders[slot].embed_many(images, views)
+            return self.embedders[slot].embed_many(images, views, settle)
 
 
 class InterpreterPool:
