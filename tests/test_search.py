@@ -113,13 +113,20 @@ def test_exact_scan_scores_int8_blocks_without_a_float_copy(engine, monkeypatch)
     from lensbox.device.search import engine as engine_module
 
     monkeypatch.setattr(engine_module, "EXACT_BLOCK", 7)  # several blocks, a short last one
-    q = engine.embed_query(load_image(SAMPLE_QUERIES / "coffee-photo.jpg")).vectors
+    every_view = SearchEngine(engine.bundle, engine.embedder, SearchSettings(full_first=False))
+    q = every_view.embed_query(load_image(SAMPLE_QUERIES / "coffee-photo.jpg")).vectors
+    assert len(q) == 3
     blocked = SearchEngine(engine.bundle, engine.embedder, SearchSettings())
     copied = SearchEngine(engine.bundle, engine.embedder, SearchSettings(exact_cache_mb=128))
     floats = dequantize_int8(np.asarray(engine.bundle.vectors), engine.bundle.int8_scale)
     want = np.maximum.reduceat((floats @ q.T).max(axis=1), blocked._starts)
     np.testing.assert_allclose(blocked.exact_scores(q), want, atol=1e-5)
     np.testing.assert_allclose(copied.exact_scores(q), want, atol=1e-6)
+    # One view (the cascade's first stage), asked twice (the second time remembered).
+    for view in (0, 1, 0):
+        one = q[view : view + 1].copy()
+        want_one = np.maximum.reduceat((floats @ one.T)[:, 0], blocked._starts)
+        np.testing.assert_allclose(blocked.exact_scores(one), want_one, atol=1e-5)
     assert blocked._float is None and copied._float is not None
     rows_b, scores_b = blocked.rank(q, None, exact=True)
     rows_c, scores_c = copied.rank(q, None, exact=True)

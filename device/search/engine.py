@@ -9,7 +9,9 @@ for what values mean in practice.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -78,6 +80,8 @@ class SearchSettings:
             raise ValueError("candidates must be >= 1")
 
 
+# Single-view scans remembered per engine (one per request in flight is enough).
+RECENT_SCANS = 8
 # Int8 vectors converted to float32 at a time by the exact scan (4 MB at 256 dims).
 EXACT_BLOCK = 4096
 # Bundles whose Annoy index predates the reduced PCA space keep their old defaults.
@@ -166,6 +170,10 @@ class SearchEngine:
         self._starts = np.flatnonzero(np.r_[True, np.diff(items) != 0]) if len(items) else items
         self._start_items = items[self._starts] if len(items) else items
         self._float: np.ndarray | None = None
+        # The cascade's first stage scans with the full view; when the query stops there,
+        # the search that follows scans with the same vector: its scores are kept here.
+        self._recent: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._recent_lock = threading.Lock()
         self.local: LocalIndex | None = open_local_index(
             bundle.path, bundle.manifest, bundle.item_count
         )
@@ -234,6 +242,24 @@ class SearchEngine:
         return dequantize_int8(self.bundle.vectors[vector_ids], self.bundle.int8_scale)
 
     def exact_scores(self, queries: np.ndarray) -> np.ndarray:
+        """Best score of every item against the query views (a few recent single-view
+        queries' scores are remembered: see ``_recent``)."""
+        if len(queries) != 1:
+            return self._scan(queries)
+        key = np.asarray(queries, np.float32).tobytes()
+        with self._recent_lock:
+            found = self._recent.get(key)
+        if found is not None:
+            return found
+        found = self._scan(queries)
+        found.setflags(write=False)
+        with self._recent_lock:
+            self._recent[key] = found
+            while len(self._recent) > RECENT_SCANS:
+                self._recent.popitem(last=False)
+        return found
+
+    def _scan(self, queries: np.ndarray) -> np.ndarray:
         """Best score of every item against the query views: (items_with_vectors,).
 
         The int8 vectors are scored ``EXACT_BLOCK`` rows at a time through one small float32
