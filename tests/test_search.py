@@ -132,3 +132,44 @@ def test_exact_scan_scores_int8_blocks_without_a_float_copy(engine, monkeypatch)
     rows_c, scores_c = copied.rank(q, None, exact=True)
     assert list(rows_b) == list(rows_c)
     np.testing.assert_allclose(scores_b, scores_c, atol=1e-5)
+
+
+def test_insert_ranked_orders_as_a_full_sort_would() -> None:
+    """Merging a few rows into a ranking whose head alone is sorted gives the same head as
+    sorting everything (ties: the existing row first), and every row is kept."""
+    from lensbox.device.search.engine import insert_ranked
+
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        n, k = int(rng.integers(0, 60)), int(rng.integers(0, 8))
+        scores = rng.choice([0.1, 0.2, 0.5, 0.7, 0.9], n).astype(np.float32)  # many ties
+        rows = np.arange(n, dtype=np.int64)
+        full = np.argsort(-scores, kind="stable")
+        ordered = int(rng.integers(0, n + 1))
+        head = full[:ordered]  # the best `ordered`, in order; the rest shuffled after them
+        rest = np.setdiff1d(np.arange(n), head)
+        rng.shuffle(rest)
+        part = np.concatenate([head, rest]).astype(np.int64)
+        new_scores = rng.choice([0.1, 0.5, 0.7, 0.95], k).astype(np.float32)
+        new_rows = np.arange(n, n + k, dtype=np.int64)
+        got_rows, got_scores, now = insert_ranked(
+            rows[part], scores[part], ordered, new_rows, new_scores
+        )
+        all_scores = np.concatenate([scores[part], new_scores])
+        want = np.argsort(-all_scores, kind="stable")
+        assert sorted(got_rows.tolist()) == list(range(n + k)), trial
+        assert now >= ordered
+        np.testing.assert_array_equal(got_scores[:now], all_scores[want][:now])
+        if 0 < now < len(got_scores):
+            assert got_scores[now:].max() <= got_scores[:now].min()
+
+
+def test_a_page_is_the_same_when_only_its_head_is_sorted(engine) -> None:
+    """An exact search sorts only the page it shows; a filter still walks all in order."""
+    q = engine.embed_query(load_image(SAMPLE_QUERIES / "rocket-photo.jpg")).vectors
+    whole_rows, whole_scores = engine.rank(q, None, exact=True)
+    for head in (1, 3, 10):
+        rows, scores = engine.rank(q, None, exact=True, head=head)
+        assert len(rows) == len(whole_rows) and set(rows.tolist()) == set(whole_rows.tolist())
+        np.testing.assert_array_equal(rows[:head], whole_rows[:head])
+        np.testing.assert_array_equal(scores[:head], whole_scores[:head])

@@ -38,6 +38,10 @@ class Box:
         return self.width * self.height
 
 
+# Longest side of the map the subject's outline is traced on (see subject_boxes).
+MASK_SIDE = 160
+
+
 def activation_map(features: np.ndarray) -> np.ndarray:
     """(h, w, C) feature map -> (h, w) saliency in [0, 1]."""
     act = features.astype(np.float32).sum(axis=-1)
@@ -50,16 +54,20 @@ def subject_boxes(
 ) -> list[Box]:
     """Boxes around strongly activated regions, largest first.
 
-    The map is upsampled to the image before thresholding so that boxes are not snapped
-    to the coarse 7x7 grid.
+    The map is upsampled before thresholding so that boxes are not snapped to the coarse
+    7x7 grid: to at most ``MASK_SIDE`` pixels a side, then scaled to the image (upsampling
+    to a 640x480 photo itself cost ~3 ms a query for boxes a few pixels finer).
     """
-    sal = cv2.resize(activation_map(features), (width, height), interpolation=cv2.INTER_LINEAR)
+    scale = min(1.0, MASK_SIDE / max(width, height, 1))
+    sw, sh = max(1, round(width * scale)), max(1, round(height * scale))
+    sal = cv2.resize(activation_map(features), (sw, sh), interpolation=cv2.INTER_LINEAR)
     mask = (sal >= threshold).astype(np.uint8)
     _count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    fx, fy = width / sw, height / sh
     boxes = [
-        Box(int(x), int(y), int(w), int(h))
+        Box(int(x * fx), int(y * fy), round(float(w) * fx), round(float(h) * fy))
         for x, y, w, h, area in stats[1:]
-        if area >= 0.01 * width * height
+        if area >= 0.01 * sw * sh
     ]
     boxes.sort(key=lambda b: b.area, reverse=True)
     if not boxes:

@@ -309,8 +309,8 @@ class LiveCatalog:
         wanted = offset + top_k
         evidence: dict[int, Evidence] = {}
 
-        def ranking(exact: bool | None) -> tuple[np.ndarray, np.ndarray, bool]:
-            return ranked(view, queries, wanted, exact, local, evidence)
+        def ranking(exact: bool | None, whole: bool) -> tuple[np.ndarray, np.ndarray, bool]:
+            return ranked(view, queries, wanted, exact, local, evidence, whole)
 
         return page_hits(
             ranking,

@@ -13,6 +13,7 @@ from lensbox.device.features.local import LocalFeatures
 from lensbox.device.features.rerank import Evidence
 from lensbox.device.live.items import as_item
 from lensbox.device.live.view import View
+from lensbox.device.search.engine import insert_ranked
 
 
 def ranked(
@@ -22,35 +23,36 @@ def ranked(
     exact: bool | None,
     local: LocalFeatures | None = None,
     evidence: dict[int, Evidence] | None = None,
+    whole: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Merged (rows, raw scores) best first, and whether the base ranking was exhaustive."""
+    """Merged (rows, raw scores) best first (all, or when not ``whole`` at least the first
+    ``wanted``: see :data:`~lensbox.device.search.results.Ranking`), and whether the base
+    ranking was exhaustive."""
     engine = view.engine
     bundle = engine.bundle
-    parts_rows, parts_scores = [], []
+    rows = np.zeros(0, np.int64)
+    scores = np.zeros(0, np.float32)
     exhaustive = True
+    ordered = 0
     if len(bundle.vectors):
         use_exact = engine.use_exact() if exact is None else exact
         # Exact: every item (so totals count the whole catalog, as SearchEngine's do; the
         # exact path only runs below exact_below vectors). Annoy: enough candidates to
         # make up for tombstoned ones.
         want = None if use_exact else wanted + len(view.hidden)
-        rows, scores = engine.rank(queries, want, use_exact, local, evidence)
+        head = None if whole or not use_exact else wanted + len(view.hidden)
+        rows, scores = engine.rank(queries, want, use_exact, local, evidence, head)
+        rows, scores = np.asarray(rows, np.int64), np.asarray(scores, np.float32)
         exhaustive = use_exact or len(rows) >= bundle.item_count
+        ordered = len(rows) if head is None else min(head, len(rows))
         if len(view.hidden_arr):
             keep = ~np.isin(rows, view.hidden_arr)
+            ordered = int(keep[:ordered].sum())
             rows, scores = rows[keep], scores[keep]
-        parts_rows.append(np.asarray(rows, np.int64))
-        parts_scores.append(np.asarray(scores, np.float32))
     if len(view.alive_arr):
-        rows, scores = delta_scores(view, queries)
-        parts_rows.append(rows)
-        parts_scores.append(scores)
-    if not parts_rows:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32), True
-    rows = np.concatenate(parts_rows)
-    scores = np.concatenate(parts_scores)
-    order = np.argsort(-scores, kind="stable")
-    return rows[order], scores[order], exhaustive
+        delta_rows, delta_scores_ = delta_scores(view, queries)
+        rows, scores, _ = insert_ranked(rows, scores, ordered, delta_rows, delta_scores_)
+    return rows, scores, exhaustive
 
 
 def delta_scores(view: View, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -80,6 +80,9 @@ class SearchSettings:
             raise ValueError("candidates must be >= 1")
 
 
+# Above this many vectors the cascade's first stage asks Annoy for its top two instead of
+# scanning: at 100k vectors a scan of one view took ~5 ms against ~6 ms for a model run.
+FIRST_STAGE_SCAN = 20_000
 # Single-view scans remembered per engine (one per request in flight is enough).
 RECENT_SCANS = 8
 # Int8 vectors converted to float32 at a time by the exact scan (4 MB at 256 dims).
@@ -224,9 +227,11 @@ class SearchEngine:
     def settled(self, full: np.ndarray) -> bool:
         """The cascade's first stage: does the pooled full view alone give a clear answer?"""
         query = describe(full[None, :], self.bundle.projection)
-        if self.use_exact():
+        if self.use_exact() and len(self.bundle.vectors) <= FIRST_STAGE_SCAN:
             _, scores = self._exact_ranking(query, 2)
         else:
+            # A large catalog is screened through Annoy: the scan would cost most of a model
+            # run, and again, on other vectors, for every query that goes on.
             _, scores = self._ann_ranking(query, 2)
         return globally_confident(scores, self.settings.rerank, self.calibration.match)
 
@@ -288,11 +293,19 @@ class SearchEngine:
                     np.maximum(out, np.dot(part, col, out=tmp[: len(chunk)]), out=out)
         return np.maximum.reduceat(best, self._starts) if len(best) else best
 
-    def _top(self, scores: np.ndarray, wanted: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """Item rows and scores of the best ``wanted`` (all when None), best first."""
+    def _top(
+        self, scores: np.ndarray, wanted: int | None, head: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Item rows and scores of the best ``wanted`` (all when None), best first. With
+        ``head`` (and ``wanted`` None): every row, but only the first ``head`` in order, the
+        rest after them in any order (see :func:`insert_ranked`)."""
         if wanted is not None and wanted < len(scores):
             top = np.argpartition(-scores, wanted - 1)[:wanted]
             order = top[np.argsort(-scores[top], kind="stable")]
+        elif wanted is None and head is not None and 0 < head < len(scores):
+            split = np.argpartition(-scores, head - 1)
+            first = split[:head]
+            order = np.concatenate([first[np.argsort(-scores[first], kind="stable")], split[head:]])
         else:
             order = np.argsort(-scores, kind="stable")
         return self._start_items[order], scores[order]
@@ -334,8 +347,10 @@ class SearchEngine:
         scores: np.ndarray,
         local: LocalFeatures | None,
         evidence: dict[int, Evidence] | None = None,
+        ordered: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Re-rank (rows, scores), best first, with verification of its head.
+        """Re-rank (rows, scores) with verification of its head; ``ordered``: how many of
+        the first rows are in order (None: all), as many or more afterwards.
 
         Items found only by the visual-word channel join the ranking with their exact
         global score combined with their verification. ``evidence`` (a dict) receives what
@@ -350,10 +365,10 @@ class SearchEngine:
             evidence.update(found)
         ev_rows, ev_scores = self.rescore(queries, found)
         keep = ~np.isin(rows, ev_rows)
-        rows = np.concatenate([rows[keep], ev_rows])
-        scores = np.concatenate([np.asarray(scores, np.float32)[keep], ev_scores])
-        order = np.argsort(-scores, kind="stable")
-        return rows[order], scores[order]
+        ordered = len(rows) if ordered is None else min(ordered, len(rows))
+        kept = int(keep[:ordered].sum())
+        rows, scores, _ = insert_ranked(rows[keep], scores[keep], kept, ev_rows, ev_scores)
+        return rows, scores
 
     def annotate(self, hits: list[Hit], evidence: dict[int, Evidence]) -> list[Hit]:
         """Attach verification evidence and the calibrated verdict to each hit.
@@ -424,17 +439,24 @@ class SearchEngine:
         exact: bool | None = None,
         local: LocalFeatures | None = None,
         evidence: dict[int, Evidence] | None = None,
+        head: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Item rows and scores, best first (ANN candidates unless exact), the head
-        verified with ``local`` features when given (evidence goes into ``evidence``)."""
+        verified with ``local`` features when given (evidence goes into ``evidence``).
+
+        ``head`` (exact, ``wanted`` None): every row, only the first ``head`` in order.
+        A page of a search needs no more, and at 100k items sorting every score took
+        longer than computing them."""
         if exact is None:
             exact = self.use_exact()
+        ordered = None
         if exact:
-            rows, scores = self._exact_ranking(queries, wanted)
+            rows, scores = self._top(self.exact_scores(queries), wanted, head)
+            ordered = head if wanted is None else None
         else:
             assert wanted is not None, "an ANN ranking needs how many rows are wanted"
             rows, scores = self._ann_ranking(queries, wanted)
-        return self.refine(queries, rows, scores, local, evidence)
+        return self.refine(queries, rows, scores, local, evidence, ordered)
 
     # -- search ------------------------------------------------------------------------
     def ranking(
@@ -444,13 +466,19 @@ class SearchEngine:
         local: LocalFeatures | None = None,
         evidence: dict[int, Evidence] | None = None,
     ):
-        """``exact -> (rows, raw scores, exhaustive)`` over this bundle, for
-        :func:`~lensbox.device.search.results.page_hits` (ANN: the first ``wanted``)."""
+        """``(exact, whole) -> (rows, raw scores, exhaustive)`` over this bundle, for
+        :func:`~lensbox.device.search.results.page_hits` (ANN: the first ``wanted``; exact:
+        every row, in order for the first ``wanted`` or, when ``whole``, all)."""
 
-        def ranked(exact: bool | None) -> tuple[np.ndarray, np.ndarray, bool]:
+        def ranked(exact: bool | None, whole: bool) -> tuple[np.ndarray, np.ndarray, bool]:
             use_exact = self.use_exact() if exact is None else exact
             rows, scores = self.rank(
-                queries, None if use_exact else wanted, use_exact, local, evidence
+                queries,
+                None if use_exact else wanted,
+                use_exact,
+                local,
+                evidence,
+                None if whole else wanted,
             )
             return rows, scores, use_exact or len(rows) >= self.bundle.item_count
 
@@ -490,6 +518,27 @@ class SearchEngine:
         region: Box | None = None,
     ) -> SearchResult:
         return timed_image_search(self, rgb, top_k, offset, predicate, region)
+
+
+def insert_ranked(
+    rows: np.ndarray,
+    scores: np.ndarray,
+    ordered: int,
+    new_rows: np.ndarray,
+    new_scores: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Insert (``new_rows``, ``new_scores``) into a ranking whose first ``ordered`` rows are
+    best first and no worse than any after them; returns the ranking and how many of its
+    first rows are now in order. Ties keep the existing row first, as a stable sort of
+    the two lists one after the other would; inserting beats re-sorting 100k rows."""
+    order = np.argsort(-new_scores, kind="stable")
+    new_rows, new_scores = new_rows[order], np.asarray(new_scores, np.float32)[order]
+    rest = scores[ordered:]
+    fits = new_scores >= (rest.max() if len(rest) else -np.inf)
+    at = np.searchsorted(-scores[:ordered], -new_scores[fits], side="right")
+    rows = np.concatenate([np.insert(rows, at, new_rows[fits]), new_rows[~fits]])
+    scores = np.concatenate([np.insert(scores, at, new_scores[fits]), new_scores[~fits]])
+    return rows, scores.astype(np.float32, copy=False), ordered + int(fits.sum())
 
 
 def timed_image_search(

@@ -18,8 +18,10 @@ from lensbox.device.bundle.reader import Item
 from lensbox.device.search.engine import Hit
 
 Predicate = Callable[[Item], bool]
-# exact (None: the catalog decides) -> (item rows, raw scores, whether every item was scored)
-Ranking = Callable[[Optional[bool]], tuple[np.ndarray, np.ndarray, bool]]
+# (exact (None: the catalog decides), whole) -> (item rows, raw scores, whether every item
+# was scored). Rows come best first: all of them when ``whole``, else at least the first
+# offset + top_k (the rest of an exhaustive ranking follows in any order, for the total).
+Ranking = Callable[[Optional[bool], bool], tuple[np.ndarray, np.ndarray, bool]]
 Fetch = Callable[[list[int]], Sequence[Item | None]]
 Annotate = Callable[[list[Hit]], list[Hit]]
 
@@ -67,7 +69,8 @@ def page_hits(
     and the matching candidates on an Annoy one (a lower bound there).
     """
     wanted = offset + top_k
-    rows, scores, exhaustive = ranking(None)
+    # A filter walks the ranking in order until the page is full: it needs all of it sorted.
+    rows, scores, exhaustive = ranking(None, predicate is not None)
     keep = scores >= min_score
     rows, scores = rows[keep], scores[keep]
     if predicate is None:
@@ -75,7 +78,7 @@ def page_hits(
         return annotate(hits_of(rows[page], scores[page], fetch)), len(rows)
     passing = filter_hits(rows, scores, predicate, fetch)
     if len(passing) < wanted and not exhaustive:  # too few candidates passed: scan all
-        rows, scores, _ = ranking(True)
+        rows, scores, _ = ranking(True, True)
         keep = scores >= min_score
         passing = filter_hits(rows[keep], scores[keep], predicate, fetch)
     return annotate(passing[offset:wanted]), len(passing)
