@@ -204,9 +204,12 @@ def build(name: str, photos: list[Path], cfg: BenchConfig, **settings) -> Path:
 
 
 def open_engine(bundle: Path, cfg: BenchConfig, **search):
+    """The global descriptor's benchmarks compare view sets: every query embeds all of its
+    views (the cascade's first stage, which may stop at the full frame, is off)."""
     from lensbox.device.search.engine import SearchSettings, open_engine
 
-    return open_engine(str(bundle), SearchSettings(**search), threads=cfg.threads)
+    settings = SearchSettings(**{"full_first": False, **search})
+    return open_engine(str(bundle), settings, threads=cfg.threads)
 
 
 def rows_by_group(engine) -> dict[int, int]:

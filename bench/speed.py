@@ -34,6 +34,7 @@ from bench.common import (
     git_commit,
     load_results,
     log,
+    model_run_ms,
     print_table,
     save_results,
     summarise_ms,
@@ -112,12 +113,13 @@ def model_runs(cfg: BenchConfig, rgb: np.ndarray) -> list[dict]:
 
 
 def query_embed(cfg: BenchConfig, rgb: np.ndarray, bundle: Path) -> dict:
-    """What one query costs through the engine: default views (full + center + subject)."""
-    from lensbox.device.search.engine import open_engine
+    """What one query costs through the engine: default views (full + center + subject; the
+    cascade's first stage off, so that every query embeds all three)."""
+    from lensbox.device.search.engine import SearchSettings, open_engine
 
     out = {}
     for threads in (1, 2):
-        engine = open_engine(str(bundle), threads=threads)
+        engine = open_engine(str(bundle), SearchSettings(full_first=False), threads=threads)
         out[threads] = time_calls(lambda e=engine: e.embed_query(rgb), _reps(cfg, 20))
     return out
 
@@ -252,7 +254,7 @@ def query_stages(cfg: BenchConfig, photo: Path) -> dict:
     from lensbox.device.embedding.embedder import Embedder
     from lensbox.device.embedding.model import TFLiteModel, preprocess, resize_input
     from lensbox.device.imaging.decode import decode_image
-    from lensbox.device.search.engine import open_engine
+    from lensbox.device.search.engine import SearchSettings, open_engine
 
     class FloatPreprocessEmbedder(Embedder):
         """The embedder as it was before: a float preprocess per view, quantized later."""
@@ -271,7 +273,9 @@ def query_stages(cfg: BenchConfig, photo: Path) -> dict:
         "new_model": new_model,
         "old_emb": FloatPreprocessEmbedder(old_model),
         "new_emb": Embedder(new_model),
-        "engine": open_engine(str(_sample_bundle(cfg)), threads=1, runtime=runtime),
+        "engine": open_engine(
+            str(_sample_bundle(cfg)), SearchSettings(full_first=False), threads=1, runtime=runtime
+        ),
         "x1": resize_input(decode_image(photo.read_bytes()))[None],
     }
     rounds = 8 if cfg.quick else 30
@@ -514,6 +518,7 @@ def _load(url: str, images: list[bytes], concurrency: int, total: int, max_secon
     import requests
 
     latencies: list[float] = []
+    by_image: list[tuple[int, float]] = []  # (which photo, ms): to split by cascade stage
     errors: list[str] = []
     lock = threading.Lock()
     counter = iter(range(total))
@@ -541,6 +546,7 @@ def _load(url: str, images: list[bytes], concurrency: int, total: int, max_secon
             with lock:
                 if ok:
                     latencies.append(dt)
+                    by_image.append((i % len(images), dt))
                 else:
                     errors.append(str(getattr(r, "status_code", r)))
 
@@ -559,56 +565,88 @@ def _load(url: str, images: list[bytes], concurrency: int, total: int, max_secon
         "error_sample": errors[:3],
         "wall_s": wall,
         "throughput_rps": len(latencies) / wall if wall else 0.0,
+        "by_image": by_image,
         **stats,
     }
+
+
+# The daemon as configured by default, and with the cascade's first stage off (every query
+# embeds three views first, as before it existed): the "before" of the same run.
+HTTP_SETUPS = {
+    "cascade": {},
+    "three views first": {"LENSBOX__SEARCH__FULL_FIRST": "false"},
+}
+
+
+def _http_runs(cfg: BenchConfig, bundle: Path, images: list[bytes], extra: dict) -> list[dict]:
+    # Rate limiting and the query-id cache would measure the limiter and a dictionary
+    # lookup instead of the search: both off, and every request is a different photo anyway.
+    env = {"LENSBOX__SERVER__RATE_LIMIT": "0", "LENSBOX__SERVER__QUERY_CACHE_SIZE": "0", **extra}
+    runs = []
+    with running_server(bundle, env) as url:
+        _wait_ready(url)
+        _load(url, images, 2, 6, 60)  # warm-up
+        for c in HTTP_CONCURRENCY:
+            total = (
+                (12 if cfg.quick else 40) * max(1, c // 2) if c > 1 else (20 if cfg.quick else 60)
+            )
+            runs.append(_load(url, images, c, total, 45 if cfg.quick else 90))
+            log(
+                f"HTTP {extra or 'default'} c={c}: p50 {runs[-1].get('median_ms', 0):.0f} ms, "
+                f"{runs[-1]['throughput_rps']:.1f} req/s"
+            )
+    return runs
+
+
+def _by_stage(run: dict, settled: list[bool]) -> dict:
+    """One run's latencies split by whether the cascade's first stage answered the photo."""
+    out = {}
+    for name, want in (("answers", True), ("further", False)):
+        ms = [dt for i, dt in run["by_image"] if settled[i] == want]
+        out[name] = summarise_ms(ms) if ms else {"n": 0}
+    return out
 
 
 def http_speed(cfg: BenchConfig, bundle: Path) -> dict:
     """End-to-end latency of the real daemon; skipped with a note when it cannot start."""
     from lensbox.device.imaging.decode import decode_image
-    from lensbox.device.search.engine import open_engine
+    from lensbox.device.search.engine import SearchSettings, open_engine
 
     try:
         import requests  # noqa: F401
     except ImportError:
         return {"skipped": "requests is not installed (pip install -e '.[dev]')"}
-    photos = [p for p in cfg.images() if view_of(p) != 0][:120]
+    # Other views of the catalog's objects, and every sixth request a catalog photo itself:
+    # a photo the cascade's first stage answers (few other photos are that clear against
+    # 100k synthetic neighbours), so that its cost is measured too.
+    others = [p for p in cfg.images() if view_of(p) != 0][:100]
+    own = [p for p in cfg.images() if view_of(p) == 0][:20]
+    photos = [p for i in range(20) for p in (*others[5 * i : 5 * i + 5], own[i])]
     images = [p.read_bytes() for p in photos]
-    # Rate limiting and the query-id cache would measure the limiter and a dictionary
-    # lookup instead of the search: both off, and every request is a different photo anyway.
-    env = {"LENSBOX__SERVER__RATE_LIMIT": "0", "LENSBOX__SERVER__QUERY_CACHE_SIZE": "0"}
+    engine = open_engine(str(bundle), threads=1)
+    # Which photos the first stage answers (the same code and settings the daemon runs).
+    settled = [engine.embed_query(decode_image(b)).views == ("full",) for b in images]
+    setups = {}
     try:
-        with running_server(bundle, env) as url:
-            _wait_ready(url)
-            _load(url, images, 2, 6, 60)  # warm-up
-            runs = []
-            for c in HTTP_CONCURRENCY:
-                total = (
-                    (12 if cfg.quick else 40) * max(1, c // 2)
-                    if c > 1
-                    else (15 if cfg.quick else 40)
-                )
-                runs.append(_load(url, images, c, total, 45 if cfg.quick else 90))
-                log(
-                    f"HTTP c={c}: p50 {runs[-1].get('median_ms', 0):.0f} ms, "
-                    f"{runs[-1]['throughput_rps']:.1f} req/s"
-                )
+        for name, extra in HTTP_SETUPS.items():
+            runs = _http_runs(cfg, bundle, images, extra)
+            setups[name] = {"runs": runs, "stages": [_by_stage(r, settled) for r in runs]}
     except (RuntimeError, OSError) as exc:
         return {"skipped": f"HTTP server not available: {exc}"}
-    engine = open_engine(str(bundle), threads=1)
     blobs = iter(images * 4)
     baseline = time_calls(
         lambda: engine.search_image(decode_image(next(blobs)), top_k=10), _reps(cfg, 20)
     )
-    from lensbox.device.search.engine import SearchSettings
-
     path = (
         "exact scan"
         if len(engine.bundle.vectors) < SearchSettings().exact_below
         else "Annoy + re-rank"
     )
     return {
-        "runs": runs,
+        "runs": setups["cascade"]["runs"],
+        "setups": setups,
+        "settled_share": sum(settled) / len(settled),
+        "model_run_ms": model_run_ms(),
         "baseline_in_process": baseline,
         "image_size": "640x480",
         "search_path": path,
