@@ -272,7 +272,8 @@ class LiveCatalog:
 
     @property
     def settings(self):
-        """The engine's SearchSettings (as on SearchEngine); live ones: ``live_settings``."""
+        """The engine's SearchSettings (read-only here: change ``engine.settings``); live
+        ones: ``live_settings``."""
         return self._view.engine.settings
 
     def embed_query(

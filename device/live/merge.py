@@ -30,9 +30,9 @@ def ranked(
     exhaustive = True
     if len(bundle.vectors):
         use_exact = engine.use_exact() if exact is None else exact
-        # Exact: every item (so totals count the whole catalog, as SearchEngine's do; the
-        # exact path only runs below exact_below vectors). Annoy: enough candidates to
-        # make up for tombstoned ones.
+        # Exact: every item (so totals count the whole catalog; the exact path only runs
+        # below exact_below vectors). Annoy: enough candidates to make up for tombstoned
+        # ones.
         want = None if use_exact else wanted + len(view.hidden)
         rows, scores = engine.rank(queries, want, use_exact, local, evidence)
         exhaustive = use_exact or len(rows) >= bundle.item_count
