@@ -6,7 +6,7 @@ Each lookup waits for a frame captured *after* the trigger, judges it (dark / bl
 embeds it and searches the sample bundle. The camera is a real video file played by OpenCV
 at camera speed (``--fps``, default 30), so waiting for a fresh frame is part of the cost.
 
-Baseline: ``engine.search_image`` called directly on the same frame (no camera, no I/O),
+Baseline: ``catalog.search_image`` called directly on the same frame (no camera, no I/O),
 timed right before every trigger, so load from other processes hits both alike; the ratio
 is p50(trigger) / p50(its paired baseline).
 
@@ -116,17 +116,19 @@ def serial_trigger(port, loop=None) -> Callable[[int], tuple[bool, dict | None]]
     return fn
 
 
-def direct_search(engine) -> Callable[[], None]:
+def direct_search(catalog) -> Callable[[], None]:
     rgb = cv2.cvtColor(cv2.imread(str(QUERY)), cv2.COLOR_BGR2RGB)
 
     def fn() -> None:
-        if engine.search_image(rgb, top_k=3).hits[0].id != "coffee":
+        if catalog.search_image(rgb, top_k=3).hits[0].id != "coffee":
             raise SystemExit("baseline search did not find coffee")
 
     return fn
 
 
-def bench_in_daemon(engine, video: Path, work: Path, n: int, max_age_ms: int = 0) -> dict[str, Run]:
+def bench_in_daemon(
+    catalog, video: Path, work: Path, n: int, max_age_ms: int = 0
+) -> dict[str, Run]:
     """The loop in this process; with ``max_age_ms`` the grabber decodes every frame and a
     trigger reuses the newest (serial only), else it waits for the next (serial + HTTP)."""
     import requests
@@ -150,13 +152,13 @@ def bench_in_daemon(engine, video: Path, work: Path, n: int, max_age_ms: int = 0
         max_frame_age_ms=max_age_ms,
         trigger=TriggerConfig(debounce_ms=0, min_gap_ms=0),
     )
-    loop = KioskLoop(engine, FrameGrabber(CameraConfig(source=str(video))), cfg).start()
+    loop = KioskLoop(catalog, FrameGrabber(CameraConfig(source=str(video))), cfg).start()
     app = Flask("bench")
     app.register_blueprint(make_blueprint(loop))
     server = create_server(app, host="127.0.0.1", port=0, threads=4)
     threading.Thread(target=server.run, daemon=True).start()
     url = f"http://127.0.0.1:{server.effective_port}/v1/trigger"
-    base = direct_search(engine)  # loop idle between triggers: the engine is free
+    base = direct_search(catalog)  # loop idle between triggers: the catalog is free
     out = {}
     try:
         assert wait_until(lambda: loop.serial.link.connected, 10)
@@ -180,7 +182,7 @@ def bench_in_daemon(engine, video: Path, work: Path, n: int, max_age_ms: int = 0
     return out
 
 
-def bench_own_process(engine, bundle: Path, video: Path, work: Path, threads: int, n: int) -> Run:
+def bench_own_process(catalog, bundle: Path, video: Path, work: Path, threads: int, n: int) -> Run:
     from lensbox.device.capture.testing import PtyPort
 
     config = work / "kiosk.toml"
@@ -215,7 +217,7 @@ def bench_own_process(engine, bundle: Path, video: Path, work: Path, threads: in
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit(f"lensbox kiosk did not start: {log_path.read_text()}")
         port.drain(0.3)
-        run = measure(serial_trigger(port), direct_search(engine), n)
+        run = measure(serial_trigger(port), direct_search(catalog), n)
         run.rss_mb = _rss_mb(proc.pid)
         return run
     finally:
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/lensbox-bench/trigger"))
     args = ap.parse_args(argv)
     from lensbox.device.capture.testing import write_video
-    from lensbox.device.search.engine import open_engine
+    from lensbox.device.live.catalog import open_catalog
 
     args.work.mkdir(parents=True, exist_ok=True)
     log("building the sample bundle")
@@ -241,14 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     video = write_video(
         args.work / "camera.avi", [cv2.imread(str(QUERY))] * int(args.fps), fps=args.fps
     )
-    engine = open_engine(str(bundle), threads=args.threads)
+    catalog = open_catalog(str(bundle), threads=args.threads)
     log("in-daemon layout: KioskLoop + serial pty + HTTP")
-    runs = bench_in_daemon(engine, video, args.work, args.triggers)
+    runs = bench_in_daemon(catalog, video, args.work, args.triggers)
     age = int(1000 / args.fps) + 10  # the newest frame is always younger than this
-    runs.update(bench_in_daemon(engine, video, args.work, args.triggers, age))
+    runs.update(bench_in_daemon(catalog, video, args.work, args.triggers, age))
     log("own-process layout: lensbox kiosk")
     runs["own process (lensbox kiosk), serial (pty)"] = bench_own_process(
-        engine, bundle, video, args.work, args.threads, args.triggers
+        catalog, bundle, video, args.work, args.threads, args.triggers
     )
     table, results = [], {}
     for name, run in runs.items():

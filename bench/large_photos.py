@@ -26,7 +26,7 @@ SMVS = ROOT.parent / "shared" / "data" / "smvs-dvd"
 def main(argv: list[str] | None = None) -> None:
     from lensbox.device.features.local import LocalSettings
     from lensbox.device.imaging.decode import decode_image, decode_reduced
-    from lensbox.device.search.engine import open_engine
+    from lensbox.device.live.catalog import open_catalog
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", required=True, help="the smvs-dvd bundle")
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     pairs = sorted(json.loads((SMVS / "groundtruth.json").read_text()).items())
     pairs = pairs[args.offset :: args.step]
-    engine = open_engine(args.bundle, threads=2)
+    catalog = open_catalog(args.bundle, threads=2)
     one_x = LocalSettings().max_side
     variants = {
         "full decode": decode_image,
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         buf = io.BytesIO()
         img.resize(size, Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
         for name, decode in variants.items():
-            hits = engine.search_image(decode(buf.getvalue()), top_k=10).hits
+            hits = catalog.search_image(decode(buf.getvalue()), top_k=10).hits
             right[name].append(bool(hits) and hits[0].id == Path(ref).stem)
     full = np.array(right["full decode"])
     out: dict = {

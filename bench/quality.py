@@ -474,14 +474,17 @@ def score_meaning(
     groups = sorted({group_of(p) for p in catalog})
     held = set(rng.choice(groups, size=50, replace=False).tolist())
     kept = [p for p in catalog if group_of(p) not in held]
+    from lensbox.device.live.catalog import LiveCatalog
+
     engine = open_engine(build(f"holdout-{label}", kept, cfg, **settings), cfg)
+    catalog = LiveCatalog(engine, None)  # the bundle as built: what a search goes through
     row_of = rows_by_group(engine)
     pos, neg = [], []  # (score, correct) for in-catalog; score for held-out
     for name in ("real", "kiosk"):
         qs, emb = sets[name], embs[name]
         q = describe_views(emb.gem, qs.views, DEFAULT_VIEWS, engine.bundle.projection)
         for vec, g in zip(q, qs.groups):
-            hits, _ = engine.search_vectors(vec, top_k=1)
+            hits, _ = catalog.search_vectors(vec, top_k=1)
             score = hits[0].score if hits else 0.0
             if g in held:
                 neg.append(score)

@@ -6,7 +6,7 @@ multiple of it, since machines here differ 2-3x between sessions), and saves
 bench/results/recognition.json for the report.
 
 Protocols (every catalog is indexed with ``lensbox build``, every query searched through
-``SearchEngine.search_image``, the path the CLI, kiosk and daemon use):
+``LiveCatalog.search_image``, the path the CLI, kiosk and daemon use):
 
 - smvs-dvd: 100 clean DVD covers vs 400 real phone photos by 4 cameras. Parameters were
   chosen on canon + droid only; e63 and palm are reported as held out.
@@ -294,14 +294,15 @@ def step_settings(base, step: str):
     return replace(base, rerank=replace(base.rerank, **below), **top)
 
 
-def evaluate(engine, protocol: Protocol, step: str) -> Iterator[dict]:
+def evaluate(catalog, protocol: Protocol, step: str) -> Iterator[dict]:
+    engine = catalog.engine  # the ranker the catalog searches with: its settings change
     base = engine.settings
     engine.settings = step_settings(base, step)
     try:
         for q in protocol.queries:
             rgb = q.load()
             t = time.perf_counter()
-            res = engine.search_image(rgb, top_k=10)
+            res = catalog.search_image(rgb, top_k=10)
             ms = (time.perf_counter() - t) * 1e3
             ids = [h.id for h in res.hits]
             rank = ids.index(q.truth) if q.truth in ids else 99
@@ -350,7 +351,7 @@ def verdict_quality(rows: list[dict]) -> dict:
 
 
 def run(quick: bool, work: Path, protocols: list[str]) -> dict:
-    from lensbox.device.search.engine import open_engine
+    from lensbox.device.live.catalog import open_catalog
 
     work.mkdir(parents=True, exist_ok=True)
     makers = {
@@ -365,9 +366,9 @@ def run(quick: bool, work: Path, protocols: list[str]) -> dict:
             log(f"{name}: data not found, skipped")
             continue
         bundle = build(protocol, work)
-        engine = open_engine(str(bundle), threads=2)
+        catalog = open_catalog(str(bundle), threads=2)
         manifest = json.loads((bundle / "manifest.json").read_text())
-        run_ms = model_run_ms(engine.embedder.model.model_path)
+        run_ms = model_run_ms(catalog.embedder.model.model_path)
         out: dict = {
             "quick": quick,
             "model_run_ms": run_ms,
@@ -377,7 +378,7 @@ def run(quick: bool, work: Path, protocols: list[str]) -> dict:
         }
         for step in STEPS:
             log(f"{name}: {step} over {len(protocol.queries)} queries")
-            rows = list(evaluate(engine, protocol, step))
+            rows = list(evaluate(catalog, protocol, step))
             groups = sorted({r["group"] for r in rows} | {r["detail"] for r in rows} - {None})
             out["steps"][step] = {
                 "all": summarise(rows, run_ms),

@@ -235,14 +235,15 @@ def status():
 
 import numpy as np
 from lensbox.device.imaging.decode import decode_image
-from lensbox.device.search.engine import SearchSettings, open_engine
+from lensbox.device.live.catalog import open_catalog
+from lensbox.device.search.engine import SearchSettings
 before = status()
-engine = open_engine(sys.argv[1], SearchSettings(**json.loads(sys.argv[4])), threads=2)
+catalog = open_catalog(sys.argv[1], SearchSettings(**json.loads(sys.argv[4])), threads=2)
 opened = status()
 rgb = decode_image(Path(sys.argv[2]).read_bytes())
 for _ in range(int(sys.argv[3])):
-    engine.search_image(rgb, top_k=10)
-path = "exact" if engine.use_exact() else "annoy"
+    catalog.search_image(rgb, top_k=10)
+path = "exact" if catalog.engine.use_exact() else "annoy"
 print(json.dumps({"imports": before, "opened": opened, "searched": status(), "path": path}))
 """
 

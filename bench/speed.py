@@ -399,13 +399,15 @@ def _embed_reduced(engine: Any, embedder: Any, jpeg: bytes, long_side: int | Non
 def search_speed(cfg: BenchConfig, bundle_path: Path, queries: np.ndarray) -> dict:
     """Annoy + re-rank against the exact brute-force scan, same bundle, same queries."""
     from lensbox.device.bundle.reader import open_bundle
+    from lensbox.device.live.catalog import LiveCatalog
     from lensbox.device.search.engine import SearchEngine, SearchSettings
 
     bundle = open_bundle(bundle_path)
     ann = SearchEngine(bundle, None, SearchSettings(exact_below=0))
+    catalog = LiveCatalog(ann, None)  # the bundle as built: what a search goes through
     qs = list(queries[: 20 if cfg.quick else 60])
     it = iter(qs * 100)
-    ann_ms = time_calls(lambda: ann.search_vectors(next(it), top_k=10), len(qs) - 2)
+    ann_ms = time_calls(lambda: catalog.search_vectors(next(it), top_k=10), len(qs) - 2)
     it = iter(qs * 100)
     exact_ms = time_calls(lambda: ann.rank(next(it), 10, exact=True), _reps(cfg, 10))
     # The engine keeps a float32 copy for the exact scan only while it fits exact_cache_mb;
@@ -610,7 +612,8 @@ def _by_stage(run: dict, settled: list[bool]) -> dict:
 def http_speed(cfg: BenchConfig, bundle: Path) -> dict:
     """End-to-end latency of the real daemon; skipped with a note when it cannot start."""
     from lensbox.device.imaging.decode import decode_image
-    from lensbox.device.search.engine import SearchSettings, open_engine
+    from lensbox.device.live.catalog import open_catalog
+    from lensbox.device.search.engine import SearchSettings
 
     try:
         import requests  # noqa: F401
@@ -623,9 +626,9 @@ def http_speed(cfg: BenchConfig, bundle: Path) -> dict:
     own = [p for p in cfg.images() if view_of(p) == 0][:20]
     photos = [p for i in range(20) for p in (*others[5 * i : 5 * i + 5], own[i])]
     images = [p.read_bytes() for p in photos]
-    engine = open_engine(str(bundle), threads=1)
+    catalog = open_catalog(str(bundle), threads=1)
     # Which photos the first stage answers (the same code and settings the daemon runs).
-    settled = [engine.embed_query(decode_image(b)).views == ("full",) for b in images]
+    settled = [catalog.embed_query(decode_image(b)).views == ("full",) for b in images]
     setups = {}
     try:
         for name, extra in HTTP_SETUPS.items():
@@ -635,11 +638,11 @@ def http_speed(cfg: BenchConfig, bundle: Path) -> dict:
         return {"skipped": f"HTTP server not available: {exc}"}
     blobs = iter(images * 4)
     baseline = time_calls(
-        lambda: engine.search_image(decode_image(next(blobs)), top_k=10), _reps(cfg, 20)
+        lambda: catalog.search_image(decode_image(next(blobs)), top_k=10), _reps(cfg, 20)
     )
     path = (
         "exact scan"
-        if len(engine.bundle.vectors) < SearchSettings().exact_below
+        if len(catalog.bundle.vectors) < SearchSettings().exact_below
         else "Annoy + re-rank"
     )
     return {

@@ -288,7 +288,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from lensbox.device.bundle import BundleError
     from lensbox.device.features.rerank import RerankSettings
     from lensbox.device.imaging import ImageError
-    from lensbox.device.search.engine import SearchSettings, open_engine
+    from lensbox.device.live.catalog import open_catalog
+    from lensbox.device.search.engine import SearchSettings
 
     try:
         settings = SearchSettings(
@@ -300,8 +301,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         region = _parse_box(args.region)
         queries = _query_paths(args.query)
         where = _where_filter(args.where)
-        engine = open_engine(args.bundle, settings, args.threads, args.runtime)
-        manifest = engine.bundle.manifest
+        catalog = open_catalog(args.bundle, settings, args.threads, args.runtime)
+        manifest = catalog.bundle.manifest
         category = None if args.category is None else _category_filter(args.category, manifest)
     except (BundleError, ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
@@ -311,7 +312,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     results = []
     for query in queries:
         try:
-            res = _search_file(engine, query, args.top_k, args.offset, predicate, region)
+            res = _search_file(catalog, query, args.top_k, args.offset, predicate, region)
         except (ImageError, ValueError) as exc:
             console_error(str(exc))
             failed = True
@@ -328,8 +329,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_FAIL if failed else EXIT_OK
 
 
-def _search_file(engine, path: str, top_k: int, offset: int, predicate, region):
-    """engine.search_image on a photo file, decoded as the daemon and the builder decode
+def _search_file(catalog, path: str, top_k: int, offset: int, predicate, region):
+    """catalog.search_image on a photo file, decoded as the daemon and the builder decode
     (at a reduced scale when it is large); ``region`` and every box, size and verified
     corner in the result are in the photo's own pixels."""
     import time
@@ -338,11 +339,12 @@ def _search_file(engine, path: str, top_k: int, offset: int, predicate, region):
     from lensbox.device.imaging.frames import box_to_decoded, pipeline_sides, query_to_full
     from lensbox.device.search.engine import SearchResult
 
-    long_side, short_side = pipeline_sides(engine.local.settings if engine.local else None)
+    local = catalog.engine.local
+    long_side, short_side = pipeline_sides(local.settings if local else None)
     need = (region.width, region.height) if region is not None else None
     decoded = load_reduced(path, long_side=long_side, short_side=short_side, region=need)
     if not decoded.reduced:
-        return engine.search_image(decoded.rgb, top_k, offset, predicate, region)
+        return catalog.search_image(decoded.rgb, top_k, offset, predicate, region)
     h, w = decoded.rgb.shape[:2]
     if region is not None:
         clipped = region.clip(*decoded.size)
@@ -352,9 +354,9 @@ def _search_file(engine, path: str, top_k: int, offset: int, predicate, region):
         region = clipped
     t0 = time.perf_counter()
     inner = box_to_decoded(region, decoded.scale, (w, h)) if region is not None else None
-    query = query_to_full(engine.embed_query(decoded.rgb, inner), decoded, region)
+    query = query_to_full(catalog.embed_query(decoded.rgb, inner), decoded, region)
     t1 = time.perf_counter()
-    hits, total = engine.search_vectors(query.vectors, top_k, offset, predicate, local=query.local)
+    hits, total = catalog.search_vectors(query.vectors, top_k, offset, predicate, local=query.local)
     timings = {"embed_ms": (t1 - t0) * 1e3, "search_ms": (time.perf_counter() - t1) * 1e3}
     return SearchResult(hits, total, query, timings)
 

@@ -405,13 +405,13 @@ def _calibrate(
     folder: Path, photos: list[tuple[int, str]], settings: BuildSettings, model: Path
 ) -> dict:
     """Verdict thresholds measured by searching the staged bundle (see calibrate.py)."""
-    from lensbox.device.search.engine import open_engine
+    from lensbox.device.live.catalog import open_catalog
 
-    engine = open_engine(str(folder), threads=1, runtime=settings.runtime, model_path=str(model))
+    catalog = open_catalog(str(folder), threads=1, runtime=settings.runtime, model_path=str(model))
     try:
-        return calibrate(engine, photos)
+        return calibrate(catalog, photos)
     finally:
-        engine.bundle.index.unload()
+        catalog.bundle.index.unload()
 
 
 def _manifest(

@@ -91,16 +91,17 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def calibrate(
-    engine, photos: list[tuple[int, str]], settings: CalibrationSettings | None = None
+    catalog, photos: list[tuple[int, str]], settings: CalibrationSettings | None = None
 ) -> dict:
-    """Thresholds for ``engine`` (a SearchEngine over the new bundle) from camera views of a
-    sample of ``photos`` ((item row, path) pairs); the manifest's ``calibration`` section."""
+    """Thresholds for ``catalog`` (the new bundle as built: ``open_catalog``) from camera
+    views of a sample of ``photos`` ((item row, path) pairs); the manifest's ``calibration``
+    section."""
     settings = settings or CalibrationSettings()
     rng = np.random.default_rng(settings.seed)
     chosen = sorted(rng.choice(len(photos), min(settings.samples, len(photos)), replace=False))
     images: list[tuple[int, np.ndarray]] = []
     # Decoded as catalog photos are (a large JPEG at reduced scale): the view is 640x480.
-    local = engine.local.settings if engine.local is not None else None
+    local = catalog.engine.local.settings if catalog.engine.local is not None else None
     long_side, short_side = pipeline_sides(local)
     for index in chosen:
         row, path = photos[int(index)]
@@ -114,12 +115,12 @@ def calibrate(
     correct = 0
     for n, (row, rgb) in enumerate(images):
         view = camera_view(rgb, np.random.default_rng([settings.seed, n]))
-        query = engine.embed_query(view)
-        hits, _ = engine.search_vectors(query.vectors, 1, local=query.local)
+        query = catalog.embed_query(view)
+        hits, _ = catalog.search_vectors(query.vectors, 1, local=query.local)
         if hits and hits[0].row == row:
             correct += 1
             positives.append(hits[0].score)
-        hidden, _ = _without(engine, query, row)
+        hidden, _ = _without(catalog, query, row)
         negatives.append(hidden[0].score if hidden else 0.0)
     match = _quantile(negatives, settings.negative_quantile_match) + 0.01
     weak = _quantile(negatives, settings.negative_quantile_weak)
@@ -137,9 +138,9 @@ def calibrate(
     }
 
 
-def _without(engine, query, row: int) -> tuple[list, int]:
+def _without(catalog, query, row: int) -> tuple[list, int]:
     """The best hit when item ``row`` is hidden: what an object not in the catalog gets."""
-    item_id = engine.bundle.items([row])[0]["id"]
-    return engine.search_vectors(
+    item_id = catalog.bundle.items([row])[0]["id"]
+    return catalog.search_vectors(
         query.vectors, 1, predicate=lambda item: item["id"] != item_id, local=query.local
     )

@@ -42,6 +42,15 @@ def engine(sample_bundle: Path):
 
 
 @pytest.fixture(scope="session")
+def catalog(engine):
+    """The sample bundle as built (no journal): what a search goes through; ``engine`` is
+    its ranker."""
+    from lensbox.device.live.catalog import LiveCatalog
+
+    return LiveCatalog(engine, None)
+
+
+@pytest.fixture(scope="session")
 def embedder(engine):
     return engine.embedder
 

@@ -160,7 +160,10 @@ def test_an_older_bundle_without_the_projection_file_still_serves(
     assert old.ann_params() == (LEGACY_CANDIDATES, LEGACY_SEARCH_K)
     for q in _queries(engine):
         assert old.rank(q, 3, exact=False)[0][0] == engine.rank(q, 3, exact=True)[0][0]
-    hits = old.search_image(load_image(SAMPLE_QUERIES / "rocket-photo.jpg"), 1).hits
+    from lensbox.device.live.catalog import LiveCatalog
+
+    hits = LiveCatalog(old, None).search_image(load_image(SAMPLE_QUERIES / "rocket-photo.jpg"), 1)
+    hits = hits.hits
     assert hits[0].id == "rocket"
     old.bundle.index.unload()
 

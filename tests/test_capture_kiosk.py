@@ -1,5 +1,5 @@
 """The kiosk loop end to end: a real pty as the serial port, a real video file as the camera,
-the real engine on the sample bundle, a real HTTP server for the webhook and the blueprint.
+the real catalog on the sample bundle, a real HTTP server for the webhook and the blueprint.
 
 Trigger line in, answer line out — the same path a microcontroller on /dev/ttyUSB0 takes.
 """
@@ -37,7 +37,7 @@ def fields(line: str | None) -> list[str]:
 
 
 @pytest.fixture
-def kiosk(tmp_path: Path, engine):
+def kiosk(tmp_path: Path, catalog):
     """make(frames, fps=.., camera={..}, serial={..}, trigger={..}, **kiosk) -> (loop, port)."""
     started: list[tuple[KioskLoop, PtyPort]] = []
 
@@ -70,7 +70,7 @@ def kiosk(tmp_path: Path, engine):
         )
         trig = TriggerConfig(**{"debounce_ms": 0, "min_gap_ms": 0, **(trigger or {})})
         cfg = KioskConfig(serial=ser, trigger=trig, **kiosk_kw)
-        loop = KioskLoop(engine, FrameGrabber(cam), cfg, lease=lease).start()
+        loop = KioskLoop(catalog, FrameGrabber(cam), cfg, lease=lease).start()
         started.append((loop, port))
         assert wait_until(lambda: loop.serial.link.connected, 5.0)
         if wait_camera:
@@ -371,15 +371,15 @@ def test_webhook_gets_the_json_without_delaying_the_answer(kiosk, hook_server) -
     assert wait_until(lambda: loop.webhook.stats["sent"] == 1, 3.0)
 
 
-def test_engine_lease_from_a_pool(kiosk, engine) -> None:
-    """Inside the daemon the loop borrows an interpreter slot per search instead of
-    owning an engine."""
+def test_catalog_lease_per_search(kiosk, catalog) -> None:
+    """Inside the daemon the loop borrows the instance's catalog per search instead of
+    owning one."""
     leases: list[str] = []
 
     @contextmanager
     def lease():
         leases.append("out")
-        yield engine
+        yield catalog
         leases.append("back")
 
     _, port = kiosk([COFFEE] * 5, lease=lease, stable_frames=2)

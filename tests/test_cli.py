@@ -173,7 +173,7 @@ def test_config_check_without_a_file_says_the_defaults_are_in_force(tmp_path: Pa
     assert f"{nowhere}: OK" in found.stderr
 
 
-def test_search_decodes_a_large_photo_as_the_daemon_does(engine, tmp_path: Path) -> None:
+def test_search_decodes_a_large_photo_as_the_daemon_does(catalog, tmp_path: Path) -> None:
     """`lensbox search` on a 3200x2400 photo: decoded at 1/2, the same top item as the
     640x480 original, and the subject, size and verified corners in the photo's pixels."""
     from PIL import Image
@@ -184,8 +184,8 @@ def test_search_decodes_a_large_photo_as_the_daemon_does(engine, tmp_path: Path)
     small = SAMPLE_QUERIES / "coffee-photo.jpg"
     big = tmp_path / "coffee-big.jpg"
     Image.open(small).resize((3200, 2400), Image.Resampling.BICUBIC).save(big, quality=92)
-    a = _search_file(engine, str(small), 5, 0, None, None)
-    b = _search_file(engine, str(big), 5, 0, None, None)
+    a = _search_file(catalog, str(small), 5, 0, None, None)
+    b = _search_file(catalog, str(big), 5, 0, None, None)
     assert a.hits[0].id == b.hits[0].id == "coffee"
     assert b.query.size == (3200, 2400)
     sa, sb = a.query.subjects[0], b.query.subjects[0]
@@ -193,7 +193,7 @@ def test_search_decodes_a_large_photo_as_the_daemon_does(engine, tmp_path: Path)
     if a.hits[0].region and b.hits[0].region:
         for pa, pb in zip(a.hits[0].region, b.hits[0].region):
             assert abs(pb[0] - 5 * pa[0]) < 130 and abs(pb[1] - 5 * pa[1]) < 130
-    r = _search_file(engine, str(big), 5, 0, None, Box(500, 400, 2200, 1600))
+    r = _search_file(catalog, str(big), 5, 0, None, Box(500, 400, 2200, 1600))
     assert r.hits[0].id == "coffee" and r.query.region == Box(500, 400, 2200, 1600)
     with pytest.raises(ValueError, match="outside"):
-        _search_file(engine, str(big), 5, 0, None, Box(5000, 10, 100, 100))
+        _search_file(catalog, str(big), 5, 0, None, Box(5000, 10, 100, 100))

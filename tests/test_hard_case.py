@@ -14,30 +14,30 @@ from pathlib import Path
 import pytest
 
 from lensbox.device.imaging import load_image
-from lensbox.device.search.engine import open_engine
+from lensbox.device.live.catalog import open_catalog
 from lensbox.index_builder.build import BuildSettings, build_bundle
 
 OBJECTS = 40
 
 
 @pytest.fixture(scope="module")
-def ukbench_engine(ukbench: Path, tmp_path_factory: pytest.TempPathFactory):
+def ukbench_catalog(ukbench: Path, tmp_path_factory: pytest.TempPathFactory):
     catalog = tmp_path_factory.mktemp("uk") / "catalog"
     catalog.mkdir()
     for obj in range(OBJECTS):
         shutil.copy(ukbench / "images" / f"ukbench{4 * obj:05d}.jpg", catalog / f"obj{obj:03d}.jpg")
     out = catalog.parent / "uk.lbx"
     build_bundle(catalog, out, BuildSettings(cache_dir=None, workers=2), progress=False)
-    return open_engine(str(out), threads=1)
+    return open_catalog(str(out), threads=1)
 
 
 @pytest.mark.slow
-def test_other_views_find_their_object(ukbench_engine, ukbench: Path) -> None:
+def test_other_views_find_their_object(ukbench_catalog, ukbench: Path) -> None:
     correct = total = 0
     for obj in range(OBJECTS):
         for view in (1, 2, 3):
             rgb = load_image(ukbench / "images" / f"ukbench{4 * obj + view:05d}.jpg")
-            hits = ukbench_engine.search_image(rgb, top_k=1).hits
+            hits = ukbench_catalog.search_image(rgb, top_k=1).hits
             correct += hits[0].id == f"obj{obj:03d}"
             total += 1
     chance = 1 / OBJECTS

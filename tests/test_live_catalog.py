@@ -47,6 +47,32 @@ def _open(slot, engine, tmp_path, background=False, **kw) -> LiveCatalog:
     )
 
 
+def _as_built(engine: SearchEngine, queries, top_k=10, offset=0, predicate=None, min_score=0.0):
+    """A page straight from the engine's ranking of its bundle (no overlay, no merge): the
+    reference the catalog's merged ranking must equal when nothing changed."""
+    from lensbox.device.search.results import page_hits
+
+    evidence: dict = {}
+
+    def ranking(exact, whole):
+        # Every row in order, whatever the page needs: the catalog, which sorts only the
+        # head a page shows, must give the same page.
+        use_exact = engine.use_exact() if exact is None else exact
+        wanted = None if use_exact else offset + top_k
+        rows, scores = engine.rank(queries, wanted, use_exact, None, evidence)
+        return rows, scores, use_exact or len(rows) >= engine.bundle.item_count
+
+    return page_hits(
+        ranking,
+        engine.bundle.items,
+        lambda hits: engine.annotate(hits, evidence),
+        top_k,
+        offset,
+        predicate,
+        min_score,
+    )
+
+
 def _photo(name: str) -> bytes:
     return (QUERIES / name).read_bytes()
 
@@ -127,7 +153,7 @@ def test_a_live_catalog_is_the_catalog_that_serves(slot, engine, tmp_path):
     from lensbox.device.search.catalog import Catalog
 
     cat = _open(slot, engine, tmp_path)
-    assert isinstance(cat, Catalog)
+    assert isinstance(cat, Catalog) and isinstance(LiveCatalog(engine, None), Catalog)
     assert not isinstance(engine, Catalog)  # an engine ranks; it holds no items of its own
 
 
@@ -151,7 +177,7 @@ def test_replacing_and_appending_photos(slot, engine, tmp_path):
 
 def test_paging_and_filters_match_a_compacted_bundle(slot, engine, tmp_path):
     """Merged base + delta - tombstones must rank, filter and page exactly as a bundle
-    holding the same items does (the compacted one, searched by the plain SearchEngine)."""
+    holding the same items does (the compacted one, ranked by its own SearchEngine)."""
     cat = _open(slot, engine, tmp_path)
     cat.put("new-cat", _photo("chelsea-cat-photo.jpg"), {"category_id": 1})
     cat.put("new-card", _photo("card-02-photo.jpg"), {"category_id": 2})
@@ -176,7 +202,7 @@ def test_paging_and_filters_match_a_compacted_bundle(slot, engine, tmp_path):
     plain = _engine(slot.current(), engine)
     for q, results in zip(queries, live):
         for (k, o, p, m), (hits, total) in zip(cases, results):
-            ref_hits, ref_total = plain.search_vectors(q, k, o, p, m)
+            ref_hits, ref_total = _as_built(plain, q, k, o, p, m)
             assert [(h.id, h.score) for h in hits] == [(h.id, h.score) for h in ref_hits]
             assert total == ref_total
             assert [h.item for h in hits] == [h.item for h in ref_hits]
@@ -292,12 +318,40 @@ def test_lookups_for_the_api(slot, engine, tmp_path):
 
 
 @pytest.mark.parametrize("exact_below", [0, 20000])
-def test_without_changes_results_equal_the_plain_engine(slot, engine, tmp_path, exact_below):
+def test_without_changes_results_equal_the_bundle_as_built(slot, engine, tmp_path, exact_below):
     plain = _engine(slot.current(), engine, exact_below=exact_below)
     cat = LiveCatalog(plain, tmp_path / "j", slot=slot, settings=LiveSettings(background=False))
+    as_built = LiveCatalog(plain, None)
     query = cat.embed_query(load_image(QUERIES / "card-04-photo.jpg")).vectors
     for args in [(5, 0, None, 0.0), (3, 4, None, 0.2), (4, 1, lambda it: "card" in it["id"], 0.0)]:
-        hits, total = cat.search_vectors(query, *args)
-        ref_hits, ref_total = plain.search_vectors(query, *args)
-        assert [(h.id, h.score, h.row) for h in hits] == [(h.id, h.score, h.row) for h in ref_hits]
-        assert total == ref_total
+        ref_hits, ref_total = _as_built(plain, query, *args)
+        for catalog in (cat, as_built):
+            hits, total = catalog.search_vectors(query, *args)
+            assert [(h.id, h.score, h.row, h.verdict) for h in hits] == [
+                (h.id, h.score, h.row, h.verdict) for h in ref_hits
+            ]
+            assert total == ref_total
+
+
+def test_without_a_journal_the_bundle_as_built_is_read_only(slot, engine, tmp_path):
+    """journal_path=None: no lock file, no journal read or written, no compactor; a journal
+    lying next to the bundle is not replayed."""
+    writer = _open(slot, engine, tmp_path)
+    writer.put("only-in-journal", _photo("coffee-photo.jpg"))
+    before = sorted(p for p in tmp_path.rglob("*"))
+    cat = LiveCatalog(_engine(slot.current(), engine), None)
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing written, no lock
+    assert cat.journal_path is None and cat._thread is None and cat._lock_fd < 0
+    assert "only-in-journal" not in cat and cat.count() == 18
+    assert cat.writable_reason() == "no journal (the bundle as built)"
+    assert not cat.needs_compaction() and cat.stats()["journal_bytes"] is None
+    with pytest.raises(CatalogReadOnly, match="no journal"):
+        cat.put("x", _photo("rocket-photo.jpg"))
+    with pytest.raises(CatalogReadOnly):
+        cat.delete("coffee")
+    with pytest.raises(ValueError, match="without a journal"):
+        LiveCatalog(_engine(slot.current(), engine), None, slot=slot)
+    res = cat.search_image(load_image(QUERIES / "coffee-photo.jpg"), top_k=2)
+    assert res.hits[0].id == "coffee" and set(res.timings) == {"embed_ms", "search_ms"}
+    cat.close()
+    writer.close()

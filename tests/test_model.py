@@ -94,13 +94,13 @@ def test_model_card_hash_matches_the_file() -> None:
 def test_a_bundle_built_on_one_runtime_serves_on_the_other(tmp_path) -> None:
     if len(RUNTIMES) < 2:
         pytest.skip(f"only {RUNTIMES} installed")
-    from lensbox.device.search.engine import open_engine
+    from lensbox.device.live.catalog import open_catalog
     from lensbox.index_builder.build import BuildSettings, build_bundle
 
     from .conftest import SAMPLE_QUERIES
 
     settings = BuildSettings(cache_dir=None, workers=1, runtime=RUNTIMES[-1])
     build_bundle(SAMPLE_CATALOG, tmp_path / "x.lbx", settings, progress=False)
-    engine = open_engine(str(tmp_path / "x.lbx"), threads=1, runtime=RUNTIMES[0])
-    hits = engine.search_image(load_image(SAMPLE_QUERIES / "coffee-photo.jpg"), top_k=1).hits
+    catalog = open_catalog(str(tmp_path / "x.lbx"), threads=1, runtime=RUNTIMES[0])
+    hits = catalog.search_image(load_image(SAMPLE_QUERIES / "coffee-photo.jpg"), top_k=1).hits
     assert hits[0].id == "coffee"

@@ -25,6 +25,7 @@ from lensbox.device.bundle.format import MANIFEST
 from lensbox.device.features.local import LocalSettings, extract
 from lensbox.device.features.store import FILES, open_local_index
 from lensbox.device.imaging.decode import load_image
+from lensbox.device.live.catalog import open_catalog
 from lensbox.device.search.calibration import Calibration
 from lensbox.device.search.engine import open_engine
 from lensbox.index_builder.build import BuildSettings, build_bundle
@@ -66,16 +67,17 @@ def smvs_subset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tu
 @pytest.mark.slow
 def test_verification_corrects_the_global_ranking_on_real_phone_photos(smvs_subset) -> None:
     bundle, queries = smvs_subset
-    engine = open_engine(str(bundle), threads=2)
+    catalog = open_catalog(str(bundle), threads=2)
+    engine = catalog.engine
     assert engine.local is not None
     full_settings = engine.settings
     corrected, right_global, right_full = [], 0, 0
     for path, truth in queries:
         rgb = load_image(path)
         engine.settings = _global_only(engine)
-        plain = engine.search_image(rgb, top_k=3).hits
+        plain = catalog.search_image(rgb, top_k=3).hits
         engine.settings = full_settings
-        verified = engine.search_image(rgb, top_k=3).hits
+        verified = catalog.search_image(rgb, top_k=3).hits
         right_global += plain[0].id == truth
         right_full += verified[0].id == truth
         if plain[0].id != truth and verified[0].id == truth:
@@ -104,46 +106,47 @@ def test_the_bundle_holds_local_features_and_a_calibration(sample_bundle: Path) 
 
 
 @pytest.fixture()
-def always_verify(engine):
-    """The sample photos are clear global answers that the cascade would not verify."""
+def always_verify(engine, catalog):
+    """The sample photos are clear global answers that the cascade would not verify: the
+    sample catalog with its ranker (``engine``) set to verify them."""
     base = engine.settings
     engine.settings = replace(base, rerank=replace(base.rerank, confident=2.0))
-    yield engine
+    yield catalog
     engine.settings = base
 
 
-def test_the_cascade_answers_a_clear_global_match_without_verifying(engine) -> None:
+def test_the_cascade_answers_a_clear_global_match_without_verifying(engine, catalog) -> None:
     rgb = load_image(SAMPLE_QUERIES / "coffee-photo.jpg")
     assert engine.settings.rerank.confident < 1.0  # on by default
     base, calibration = engine.settings, engine.calibration
     try:
         engine.settings = replace(base, rerank=replace(base.rerank, confident=0.0, margin=0.0))
         engine.calibration = Calibration(match=0.3, weak=0.2)
-        top = engine.search_image(rgb, top_k=1).hits[0]
+        top = catalog.search_image(rgb, top_k=1).hits[0]
         assert top.id == "coffee" and top.inliers is None and top.verdict == "match"
         # A clear lead below the bundle's "match" threshold is still verified: an answer the
         # cascade gives is always a match.
         engine.calibration = Calibration(match=0.99, weak=0.5)
-        top = engine.search_image(rgb, top_k=1).hits[0]
+        top = catalog.search_image(rgb, top_k=1).hits[0]
         assert top.id == "coffee" and top.inliers is not None and top.inliers >= 12
         engine.settings = replace(base, rerank=replace(base.rerank, confident=2.0))
         engine.calibration = calibration
-        top = engine.search_image(rgb, top_k=1).hits[0]
+        top = catalog.search_image(rgb, top_k=1).hits[0]
         assert top.id == "coffee" and top.inliers is not None and top.inliers >= 12
     finally:
         engine.settings, engine.calibration = base, calibration
 
 
-def test_the_cascade_first_stage_stops_on_the_full_frame_when_it_is_clear(engine) -> None:
+def test_the_cascade_first_stage_stops_on_the_full_frame_when_it_is_clear(engine, catalog) -> None:
     """A clear full-frame answer costs one model run: no crops, no keypoints. A catalog
-    photo searched as itself is that clear; the camera photo of a card is not."""
+    photo searched as itself is that clear, unless the margin asked for cannot be met."""
     base, calibration = engine.settings, engine.calibration
     catalog_photo = load_image(SAMPLE_CATALOG / "coffee.jpg")
     try:
         engine.calibration = Calibration(match=0.3, weak=0.2)
         query = engine.embed_query(catalog_photo)
         assert query.views == ("full",) and query.vectors.shape[0] == 1 and query.local is None
-        top = engine.search_vectors(query.vectors, top_k=1, local=query.local)[0][0]
+        top = catalog.search_vectors(query.vectors, top_k=1, local=query.local)[0][0]
         assert top.id == "coffee" and top.verdict == "match" and top.inliers is None
         # Not clear enough (the margin cannot be met): every view, keypoints for verification.
         engine.settings = replace(base, rerank=replace(base.rerank, margin=1.5))
@@ -158,8 +161,8 @@ def test_the_cascade_first_stage_stops_on_the_full_frame_when_it_is_clear(engine
 
 
 def test_a_sample_photo_is_verified_and_called_a_match(always_verify) -> None:
-    engine = always_verify
-    res = engine.search_image(load_image(SAMPLE_QUERIES / "coffee-photo.jpg"), top_k=3)
+    catalog = always_verify
+    res = catalog.search_image(load_image(SAMPLE_QUERIES / "coffee-photo.jpg"), top_k=3)
     top = res.hits[0]
     assert top.id == "coffee" and top.verdict == "match"
     assert top.inliers is not None and top.inliers >= 12
@@ -171,14 +174,14 @@ def test_a_sample_photo_is_verified_and_called_a_match(always_verify) -> None:
     assert 0 <= min(ys) < height / 2 < max(ys) <= height * 1.05
 
 
-def test_an_object_not_in_the_catalog_is_not_a_match(engine) -> None:
+def test_an_object_not_in_the_catalog_is_not_a_match(engine, catalog) -> None:
     rng = np.random.default_rng(1)
     frame = np.full((480, 640, 3), 120, np.uint8)
     for _ in range(60):
         x, y = int(rng.integers(620)), int(rng.integers(460))
         colour = rng.integers(0, 256, 3).tolist()
         cv2.circle(frame, (x, y), int(rng.integers(5, 40)), colour, -1)
-    top = engine.search_image(frame, top_k=1).hits[0]
+    top = catalog.search_image(frame, top_k=1).hits[0]
     assert top.verdict in ("weak", "none")
     assert top.inliers is None or top.inliers < engine.settings.rerank.match.min_inliers
 
@@ -192,9 +195,9 @@ def test_an_object_not_in_the_catalog_is_not_a_match(engine) -> None:
     ],
     ids=["1x1", "flat-colour", "thin-strip"],
 )
-def test_images_without_keypoints_rank_by_the_global_descriptor(engine, image) -> None:
+def test_images_without_keypoints_rank_by_the_global_descriptor(engine, catalog, image) -> None:
     assert len(extract(image, engine.local.settings, 1000)) == 0
-    res = engine.search_image(image, top_k=3)
+    res = catalog.search_image(image, top_k=3)
     assert len(res.hits) == 3 and all(h.inliers is None for h in res.hits)
 
 
@@ -212,9 +215,9 @@ def test_a_bundle_built_without_local_features_still_serves(tmp_path: Path) -> N
     settings = BuildSettings(cache_dir=None, workers=1, local_features=0)
     build_bundle(ROOT / "examples" / "sample-catalog", out, settings, progress=False)
     assert "local" not in json.loads((out / MANIFEST).read_text())
-    engine = open_engine(str(out), threads=1)
-    assert engine.local is None
-    hits = engine.search_image(load_image(SAMPLE_QUERIES / "rocket-photo.jpg"), top_k=3).hits
+    catalog = open_catalog(str(out), threads=1)
+    assert catalog.engine.local is None
+    hits = catalog.search_image(load_image(SAMPLE_QUERIES / "rocket-photo.jpg"), top_k=3).hits
     assert hits[0].id == "rocket" and hits[0].inliers is None and hits[0].verdict
 
 
@@ -287,10 +290,8 @@ def test_lensbox_serve_reports_verdict_inliers_and_region(
 
 def test_compaction_keeps_verification_under_the_new_rows(sample_bundle: Path, tmp_path: Path):
     """Compaction renumbers rows (a deleted item's go away): the keypoints must follow."""
-    from lensbox.device.bundle.reader import open_bundle
     from lensbox.device.live.catalog import LiveCatalog, LiveSettings
     from lensbox.device.live.slot import BundleSlot
-    from lensbox.device.search.engine import SearchEngine
 
     slot = BundleSlot(tmp_path / "bundles" / "default")
     slot.install_copy(sample_bundle)
@@ -304,12 +305,13 @@ def test_compaction_keeps_verification_under_the_new_rows(sample_bundle: Path, t
     try:
         cat.delete(["astronaut", "brick"])  # rows before coffee and rocket: they shift
         assert cat.compact() is not None
-        engine = SearchEngine(open_bundle(slot.current()), base.embedder, base.settings)
+        engine = cat.engine  # the compacted bundle's
+        assert engine.bundle.path != base.bundle.path
         assert engine.local is not None and (engine.local.photo_items == -1).sum() == 2
         engine.settings = replace(base.settings, rerank=replace(base.settings.rerank, confident=2))
         for name in ("coffee", "rocket"):
             rgb = load_image(SAMPLE_QUERIES / f"{name}-photo.jpg")
-            top = engine.search_image(rgb, top_k=1).hits[0]
+            top = cat.search_image(rgb, top_k=1).hits[0]
             assert top.id == name and top.inliers is not None and top.inliers >= 12
     finally:
         cat.close()
@@ -318,7 +320,7 @@ def test_compaction_keeps_verification_under_the_new_rows(sample_bundle: Path, t
 def test_verifying_on_threads_finds_what_one_by_one_finds(always_verify) -> None:
     """Candidates are checked two at a time; the stop rule still reads them in order, so
     the evidence (which items were checked, their inliers) is the sequential run's."""
-    engine = always_verify
+    engine = always_verify.engine  # ranking internals: the catalog's ranker
     rgb = load_image(SAMPLE_QUERIES / "card-04-photo.jpg")
     query = engine.embed_query(rgb)
     rows, _ = engine.rank(query.vectors, None, exact=True)

@@ -13,29 +13,29 @@ from .conftest import SAMPLE_CATALOG, SAMPLE_QUERIES
 
 
 @pytest.mark.parametrize("query", sorted(p.name for p in SAMPLE_QUERIES.glob("*.jpg")))
-def test_camera_like_queries_find_their_item(engine, query: str) -> None:
+def test_camera_like_queries_find_their_item(catalog, query: str) -> None:
     expected = query.replace("-photo.jpg", "")
-    res = engine.search_image(load_image(SAMPLE_QUERIES / query), top_k=3)
+    res = catalog.search_image(load_image(SAMPLE_QUERIES / query), top_k=3)
     assert res.hits[0].id == expected, [(h.id, h.score) for h in res.hits]
     assert 0.0 <= res.hits[-1].score <= res.hits[0].score <= 1.0
 
 
-def test_a_catalog_photo_scores_near_one_against_itself(engine) -> None:
-    res = engine.search_image(load_image(SAMPLE_CATALOG / "rocket.jpg"), top_k=1)
+def test_a_catalog_photo_scores_near_one_against_itself(catalog) -> None:
+    res = catalog.search_image(load_image(SAMPLE_CATALOG / "rocket.jpg"), top_k=1)
     assert res.hits[0].id == "rocket" and res.hits[0].score > 0.95
 
 
-def test_paging_is_consistent(engine) -> None:
-    q = engine.embed_query(load_image(SAMPLE_QUERIES / "coffee-photo.jpg")).vectors
-    full, total = engine.search_vectors(q, top_k=10)
-    page2, total2 = engine.search_vectors(q, top_k=3, offset=3)
+def test_paging_is_consistent(catalog) -> None:
+    q = catalog.embed_query(load_image(SAMPLE_QUERIES / "coffee-photo.jpg")).vectors
+    full, total = catalog.search_vectors(q, top_k=10)
+    page2, total2 = catalog.search_vectors(q, top_k=3, offset=3)
     assert total == total2 == 18
     assert [h.id for h in page2] == [h.id for h in full[3:6]]
 
 
-def test_filters_apply_before_the_page_is_cut(engine) -> None:
-    q = engine.embed_query(load_image(SAMPLE_QUERIES / "coffee-photo.jpg")).vectors
-    cards, total = engine.search_vectors(
+def test_filters_apply_before_the_page_is_cut(catalog) -> None:
+    q = catalog.embed_query(load_image(SAMPLE_QUERIES / "coffee-photo.jpg")).vectors
+    cards, total = catalog.search_vectors(
         q, top_k=4, predicate=lambda it: it["id"].startswith("card")
     )
     assert total == 6 and len(cards) == 4
@@ -52,14 +52,14 @@ def test_annoy_and_exact_rankings_agree_on_a_small_bundle(engine) -> None:
     np.testing.assert_allclose(ann_scores[:5], exact_scores[:5], atol=1e-5)
 
 
-def test_region_crops_before_embedding(engine) -> None:
+def test_region_crops_before_embedding(catalog) -> None:
     rgb = load_image(SAMPLE_CATALOG / "coffee.jpg")
     h, w = rgb.shape[:2]
     canvas = np.concatenate([load_image(SAMPLE_CATALOG / "rocket.jpg")[:h, :w], rgb], axis=1)
-    res = engine.search_image(canvas, top_k=1, region=Box(w, 0, w, h))
+    res = catalog.search_image(canvas, top_k=1, region=Box(w, 0, w, h))
     assert res.hits[0].id == "coffee"
     with pytest.raises(ValueError, match="outside"):
-        engine.search_image(canvas, region=Box(5 * w, 0, 10, 10))
+        catalog.search_image(canvas, region=Box(5 * w, 0, 10, 10))
 
 
 def test_settings_reject_unknown_views(engine) -> None:
@@ -71,7 +71,7 @@ def test_settings_reject_unknown_views(engine) -> None:
 def test_annoy_on_a_whitened_bundle_searches_in_pca_space(tmp_path) -> None:
     """Whitened bundles index the top PCA directions of un-whitened vectors; the shortlist
     must still match exact."""
-    from lensbox.device.search.engine import open_engine
+    from lensbox.device.live.catalog import open_catalog
     from lensbox.index_builder.build import BuildSettings, build_bundle
 
     settings = BuildSettings(
@@ -83,7 +83,8 @@ def test_annoy_on_a_whitened_bundle_searches_in_pca_space(tmp_path) -> None:
         index_dims=8,
     )
     build_bundle(SAMPLE_CATALOG, tmp_path / "w.lbx", settings, progress=False)
-    eng = open_engine(str(tmp_path / "w.lbx"), SearchSettings(exact_below=0), threads=1)
+    cat = open_catalog(str(tmp_path / "w.lbx"), SearchSettings(exact_below=0), threads=1)
+    eng = cat.engine
     assert eng.bundle.manifest["index"] == {
         **eng.bundle.manifest["index"],
         "space": "pca-reduced",
@@ -102,7 +103,7 @@ def test_annoy_on_a_whitened_bundle_searches_in_pca_space(tmp_path) -> None:
     exact_rows, exact_scores = eng.rank(q, 5, exact=True)
     assert list(ann_rows[:5]) == list(exact_rows)
     np.testing.assert_allclose(ann_scores[:5], exact_scores, atol=1e-5)
-    hits = eng.search_image(load_image(SAMPLE_QUERIES / "rocket-photo.jpg"), 1).hits
+    hits = cat.search_image(load_image(SAMPLE_QUERIES / "rocket-photo.jpg"), 1).hits
     assert hits[0].id == "rocket"
 
 

@@ -122,15 +122,15 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
         return fail(str(exc))
     from lensbox.device.capture.grabber import FrameGrabber
     from lensbox.device.capture.kiosk import KioskLoop
-    from lensbox.device.search.engine import open_engine
+    from lensbox.device.live.catalog import open_catalog
 
     def reopen() -> Any:
-        return open_engine(
+        return open_catalog(
             args.bundle, cfg.search.settings(), cfg.search.threads, cfg.search.runtime
         )
 
     try:
-        engine = reopen()
+        catalog = reopen()
     except (BundleError, ValueError, FileNotFoundError) as exc:
         return fail(str(exc))
     if not _has_trigger(kiosk, http):
@@ -139,7 +139,7 @@ def cmd_kiosk(args: argparse.Namespace) -> int:
             "--motion, --interval SECONDS or --http HOST:PORT (or [kiosk.serial] port, "
             "[kiosk.trigger] motion / interval_seconds in --config)"
         )
-    loop = KioskLoop(engine, FrameGrabber(camera), kiosk)
+    loop = KioskLoop(catalog, FrameGrabber(camera), kiosk)
     return _serve(loop, http, reopen)
 
 
@@ -153,7 +153,7 @@ def _reload(loop: Any, reopen: Callable[[], Any]) -> None:
     """SIGHUP: reopen the bundle path (a new deploy) and search it from the next lookup."""
     log = logging.getLogger("lensbox.capture.kiosk")
     try:
-        loop.swap_engine(reopen())
+        loop.swap_catalog(reopen())
     except Exception as exc:  # keep serving the old bundle rather than die
         log.error("reload failed, still serving the previous bundle: %s", exc)
         return

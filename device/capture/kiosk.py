@@ -12,10 +12,12 @@ calls :meth:`KioskLoop.trigger`, which is thread-safe:
   (motion / interval) trigger is simply skipped;
 * lookups never overlap: a request arriving during one waits for it to finish.
 
-The engine may be shared with the HTTP API in the daemon, where a TFLite interpreter must
-never run in two threads at once: pass either the lock the API holds around that engine
-(``engine_lock``) or ``lease``, a callable returning a context manager that yields an
-engine for the duration of one search (the daemon's interpreter-slot pool).
+Lookups search a catalog (:class:`~lensbox.device.live.catalog.LiveCatalog`: the bundle as
+built for ``lensbox kiosk``, the instance's live catalog in the daemon). It may be shared
+with the HTTP API in the daemon, where a TFLite interpreter must never run in two threads at
+once: pass either the lock the API holds around that catalog (``catalog_lock``) or
+``lease``, a callable returning a context manager that yields a catalog for the duration of
+one search (the daemon's instance, looked up per lookup).
 """
 
 from __future__ import annotations
@@ -59,23 +61,23 @@ class _Outcome:
 
 
 class KioskLoop:
-    """Camera + engine + triggers. ``start()`` it, ``trigger()`` it, ``stop()`` it."""
+    """Camera + catalog + triggers. ``start()`` it, ``trigger()`` it, ``stop()`` it."""
 
     def __init__(
         self,
-        engine: Any,
+        catalog: Any,
         grabber: FrameGrabber,
         cfg: KioskConfig,
         *,
-        engine_lock: threading.Lock | None = None,
+        catalog_lock: threading.Lock | None = None,
         lease: Callable[[], AbstractContextManager[Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.engine = engine
+        self.catalog = catalog
         self._lease = lease
         self.grabber = grabber
         self.cfg = cfg
-        self._engine_lock = engine_lock or threading.Lock()
+        self._catalog_lock = catalog_lock or threading.Lock()
         self._clock = clock
         self._cv = threading.Condition()
         self._ids = itertools.count(1)
@@ -145,11 +147,11 @@ class KioskLoop:
         thread.start()
         self._threads.append(thread)
 
-    def swap_engine(self, engine: Any) -> None:
+    def swap_catalog(self, catalog: Any) -> None:
         """Search a newly deployed bundle from the next lookup on (the running one finishes
-        on the old engine)."""
-        with self._engine_lock:
-            self.engine = engine
+        on the old catalog)."""
+        with self._catalog_lock:
+            self.catalog = catalog
 
     # -- what the API mounts -----------------------------------------------------------
     def last(self) -> LookupResult | None:
@@ -359,11 +361,11 @@ class KioskLoop:
 
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         if self._lease is not None:
-            with self._lease() as engine:
-                res = engine.search_image(rgb, top_k=self.cfg.top_k)
+            with self._lease() as catalog:
+                res = catalog.search_image(rgb, top_k=self.cfg.top_k)
         else:
-            with self._engine_lock:
-                res = self.engine.search_image(rgb, top_k=self.cfg.top_k)
+            with self._catalog_lock:
+                res = self.catalog.search_image(rgb, top_k=self.cfg.top_k)
         timings["embed_ms"] += res.timings.get("embed_ms", 0.0)
         timings["search_ms"] += res.timings.get("search_ms", 0.0)
         return res

@@ -53,13 +53,13 @@ from lensbox.device.live.merge import items_of, ranked
 from lensbox.device.live.view import Draft, View, replay
 from lensbox.device.search.engine import (
     Hit,
-    Predicate,
     QueryEmbedding,
     SearchEngine,
     SearchResult,
-    timed_image_search,
+    SearchSettings,
+    open_engine,
 )
-from lensbox.device.search.results import page_hits
+from lensbox.device.search.results import Predicate, page_hits
 
 log = logging.getLogger("lensbox.live")
 
@@ -117,18 +117,22 @@ class _Status:
 
 
 class LiveCatalog:
-    """Search + live changes over one bundle; drop-in for :class:`SearchEngine` reads.
+    """Search + live changes over one bundle: the one
+    :class:`~lensbox.device.search.catalog.Catalog` (the engine only ranks; paging, filters
+    and hits are here).
 
     ``engine``: a SearchEngine on the base bundle (open it on the resolved generation dir).
-    ``journal_path``: this instance's journal file. ``slot``: where compactions install new
-    bundles (``None``: no compaction). ``engine_factory(path)`` opens a compacted bundle;
-    by default it reuses ``engine``'s embedder and settings.
+    ``journal_path``: this instance's journal file; ``None``: the bundle as built, read-only
+    (no lock file, no journal read or written, no compaction: :func:`open_catalog`).
+    ``slot``: where compactions install new bundles (``None``: no compaction).
+    ``engine_factory(path)`` opens a compacted bundle; by default it reuses ``engine``'s
+    embedder and settings.
     """
 
     def __init__(
         self,
         engine: SearchEngine,
-        journal_path: str | Path,
+        journal_path: str | Path | None,
         *,
         slot: Any = None,
         settings: LiveSettings | None = None,
@@ -136,10 +140,12 @@ class LiveCatalog:
         embed_lock: Any = None,
         read_only: bool = False,
     ) -> None:
+        if journal_path is None and slot is not None:
+            raise ValueError("a catalog without a journal cannot compact into a slot")
         self.live_settings = settings or LiveSettings()
-        self.journal_path = Path(journal_path)
+        self.journal_path = None if journal_path is None else Path(journal_path)
         self.slot = slot
-        self.read_only = read_only
+        self.read_only = read_only or journal_path is None
         self.base_path = Path(engine.bundle.path).resolve()
         self._engine_factory = engine_factory or _default_factory(engine)
         self._embed_lock = embed_lock or threading.Lock()
@@ -151,10 +157,11 @@ class LiveCatalog:
         self._journal: JournalWriter | None = None
         self.lineage, self.applied_seq = bundle_lineage(engine)
         self.signature = dir_signature(self.base_path)
-        if not read_only:
-            self._take_lock()
+        journal = self.journal_path
+        if journal is not None and not self.read_only:
+            self._take_lock(journal)
         try:
-            records = self._open_journal()
+            records = self._open_journal(journal) if journal is not None else []
             self._pending: list[JournalRecord] = records
             self._view, self._buffers = replay(engine, self.applied_seq, records)
         except BaseException:
@@ -172,18 +179,18 @@ class LiveCatalog:
             self._wake.set()
 
     # -- opening ------------------------------------------------------------------------
-    def _take_lock(self) -> None:
+    def _take_lock(self, journal: Path) -> None:
         import fcntl
 
-        self.journal_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = self.journal_path.with_name(f".{self.journal_path.name}.lock")
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        lock = journal.with_name(f".{journal.name}.lock")
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             os.close(fd)
             raise CatalogReadOnly(
-                f"{self.journal_path} is in use by another lensbox process; open this one "
+                f"{journal} is in use by another lensbox process; open this one "
                 "read-only (state.read_only = true) or stop the other"
             ) from exc
         self._lock_fd = fd
@@ -195,47 +202,45 @@ class LiveCatalog:
             os.close(self._lock_fd)
             self._lock_fd = -1
 
-    def _open_journal(self) -> list[JournalRecord]:
+    def _open_journal(self, journal: Path) -> list[JournalRecord]:
         """Read the journal that belongs to this bundle; archive one that does not."""
-        contents = read_journal(self.journal_path)
+        contents = read_journal(journal)
         usable = (
             contents is not None
             and contents.header.get("lineage") == self.lineage
             and int(contents.header["base_seq"]) <= self.applied_seq
         )
         if contents is not None and not usable:
-            self._archive(contents)
+            self._archive(journal, contents)
             contents = None
         if self.read_only:
             return [r for r in contents.records if r.seq > self.applied_seq] if contents else []
         if contents is None:
-            write_journal_file(self.journal_path, self.lineage, self.applied_seq, 0)
-            contents = read_journal(self.journal_path)
+            write_journal_file(journal, self.lineage, self.applied_seq, 0)
+            contents = read_journal(journal)
             assert contents is not None
         if contents.torn_bytes:
             log.warning(
                 "journal %s: dropped a torn last record (%d bytes, never acknowledged)",
-                self.journal_path,
+                journal,
                 contents.torn_bytes,
             )
             self._status.torn_bytes_dropped = contents.torn_bytes
-        self._journal = JournalWriter(self.journal_path, contents)
+        self._journal = JournalWriter(journal, contents)
         return [r for r in contents.records if r.seq > self.applied_seq]
 
-    def _archive(self, contents: Any) -> None:
+    def _archive(self, journal: Path, contents: Any) -> None:
         pending = len([r for r in contents.records if r.seq > int(contents.header["base_seq"])])
         if self.read_only:
-            log.warning(
-                "journal %s belongs to another bundle; ignored (read-only)", self.journal_path
-            )
+            log.warning("journal %s belongs to another bundle; ignored (read-only)", journal)
             return
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        aside = self.journal_path.with_name(f"{self.journal_path.name}.archived-{stamp}")
+        aside = journal.with_name(f"{journal.name}.archived-{stamp}")
         n = 0
         while aside.exists():
             n += 1
-            aside = aside.with_name(f"{self.journal_path.name}.archived-{stamp}-{n}")
-        os.replace(self.journal_path, aside)
+            aside = aside.with_name(f"{journal.name}.archived-{stamp}-{n}")
+        os.replace(journal, aside)
         log.warning(
             "bundle %s starts a new catalog (lineage %s); the previous journal with %d "
             "uncompacted change(s) was archived as %s",
@@ -245,7 +250,7 @@ class LiveCatalog:
             aside,
         )
         self._status.archived.append(str(aside))
-        old = sorted(self.journal_path.parent.glob(f"{self.journal_path.name}.archived-*"))
+        old = sorted(journal.parent.glob(f"{journal.name}.archived-*"))
         keep = self.live_settings.archived_journals
         for stale in old[: max(0, len(old) - keep)]:
             stale.unlink(missing_ok=True)
@@ -267,15 +272,16 @@ class LiveCatalog:
 
     @property
     def settings(self):
-        """The engine's SearchSettings (as on SearchEngine); live ones: ``live_settings``."""
+        """The engine's SearchSettings (read-only here: change ``engine.settings``); live
+        ones: ``live_settings``."""
         return self._view.engine.settings
 
     def embed_query(
         self, rgb: np.ndarray, region=None, views=None, embedder=None
     ) -> QueryEmbedding:
-        """As SearchEngine.embed_query. With ``embedder`` (e.g. one the caller leased from an
-        interpreter pool) that one runs the model, unlocked; the bundle's projection is
-        applied either way, so the descriptor always matches the bundle being searched."""
+        """As :meth:`SearchEngine.embed_query`. With ``embedder`` (e.g. one the caller leased
+        from an interpreter pool) that one runs the model, unlocked; the bundle's projection
+        is applied either way, so the descriptor always matches the bundle being searched."""
         engine = self._view.engine
         if embedder is None:
             with self._embed_lock:
@@ -290,7 +296,17 @@ class LiveCatalog:
         predicate: Predicate | None = None,
         region=None,
     ) -> SearchResult:
-        return timed_image_search(self, rgb, top_k, offset, predicate, region)
+        """Embed then search, timing both steps (``embed_ms``, ``search_ms``)."""
+        t0 = time.perf_counter()
+        query = self.embed_query(rgb, region)
+        t1 = time.perf_counter()
+        hits, total = self.search_vectors(
+            query.vectors, top_k, offset, predicate, local=query.local
+        )
+        t2 = time.perf_counter()
+        return SearchResult(
+            hits, total, query, {"embed_ms": (t1 - t0) * 1e3, "search_ms": (t2 - t1) * 1e3}
+        )
 
     def search_vectors(
         self,
@@ -301,9 +317,10 @@ class LiveCatalog:
         min_score: float = 0.0,
         local: LocalFeatures | None = None,
     ) -> tuple[list[Hit], int]:
-        """Same contract as :meth:`SearchEngine.search_vectors`, over base + delta - tombstones
-        (the base bundle's items verified with ``local``; items added live rank by their
-        global descriptor, as they have no stored keypoints)."""
+        """A page of hits and how many matched (:func:`~lensbox.device.search.results.page_hits`,
+        the one place that pages and filters), over base + delta - tombstones (the base
+        bundle's items verified with ``local``, the query's keypoints; items added live rank
+        by their global descriptor, as they have no stored keypoints)."""
         view = self._view
         queries = np.atleast_2d(np.asarray(queries, np.float32))
         wanted = offset + top_k
@@ -387,6 +404,8 @@ class LiveCatalog:
     def writable_reason(self) -> str | None:
         if self._closed:
             return "closed"
+        if self.journal_path is None:
+            return "no journal (the bundle as built)"
         if self.read_only:
             return "read-only"
         if self._status.failed:
@@ -692,3 +711,16 @@ def _default_factory(engine: SearchEngine) -> EngineFactory:
         return SearchEngine(open_bundle(path, sha), engine.embedder, engine.settings)
 
     return factory
+
+
+def open_catalog(
+    bundle_path: str,
+    settings: SearchSettings | None = None,
+    threads: int = 2,
+    runtime: str = "auto",
+    model_path: str | None = None,
+) -> LiveCatalog:
+    """The bundle at ``bundle_path`` as built, read-only (no journal, no lock, no compaction):
+    what the CLI, the standalone kiosk, the builder's calibration and the benchmarks search.
+    The daemon's catalogs, which take changes, come from :mod:`.manager`."""
+    return LiveCatalog(open_engine(bundle_path, settings, threads, runtime, model_path), None)

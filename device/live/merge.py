@@ -36,9 +36,9 @@ def ranked(
     ordered = 0
     if len(bundle.vectors):
         use_exact = engine.use_exact() if exact is None else exact
-        # Exact: every item (so totals count the whole catalog, as SearchEngine's do; the
-        # exact path only runs below exact_below vectors). Annoy: enough candidates to
-        # make up for tombstoned ones.
+        # Exact: every item (so totals count the whole catalog; the exact path only runs
+        # below exact_below vectors). Annoy: enough candidates to make up for tombstoned
+        # ones.
         want = None if use_exact else wanted + len(view.hidden)
         head = None if whole or not use_exact else wanted + len(view.hidden)
         rows, scores = engine.rank(queries, want, use_exact, local, evidence, head)

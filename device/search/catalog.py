@@ -1,9 +1,12 @@
 """What serves a search: the read side every catalog offers.
 
-One implementation serves: :class:`~lensbox.device.live.catalog.LiveCatalog`, a bundle
-plus its live changes (read-only when the box takes no changes). A
-:class:`~lensbox.device.search.engine.SearchEngine` only ranks a bundle's vectors; the
-paging, filters and hits of every search are :func:`~lensbox.device.search.results.page_hits`.
+One implementation: :class:`~lensbox.device.live.catalog.LiveCatalog`, a bundle plus its
+live changes in the daemon (read-only when the box takes no changes), or the bundle as built
+(no journal: :func:`~lensbox.device.live.catalog.open_catalog`, for the CLI, the standalone
+kiosk, the builder's calibration, the benchmarks and the tests). Every search goes through
+one: a :class:`~lensbox.device.search.engine.SearchEngine` only embeds, ranks a bundle's
+vectors, verifies and annotates (it has no ``search_image``/``search_vectors``); the paging,
+filters and hits of every search are :func:`~lensbox.device.search.results.page_hits`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """Annoy shortlist, exact re-rank with the stored int8 vectors, verification: a ranker.
 
-Filters, paging and hits are :mod:`.results`, shared with the live catalog.
+A :class:`SearchEngine` ranks one bundle's vectors and annotates hits; it does not page,
+filter or return hits. That is the one catalog,
+:class:`~lensbox.device.live.catalog.LiveCatalog` (``open_catalog`` opens one on a bundle
+as built), through :func:`~lensbox.device.search.results.page_hits`.
 
 Score: the cosine similarity of the (PCA-whitened, L2-normalised) descriptors, clipped to
 0–1, best over the query's views and over the item's stored vectors. See README "Scores"
@@ -10,9 +13,7 @@ for what values mean in practice.
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -35,8 +36,6 @@ from lensbox.device.features.rerank import (
 from lensbox.device.features.store import LocalIndex, open_local_index
 from lensbox.device.search.calibration import MATCH, WEAK, Calibration
 from lensbox.device.search.protocols import QueryEmbedder
-
-Predicate = Callable[[Item], bool]
 
 # A verified hit with fewer than this share of the best verified hit's inliers is at most
 # "weak" (see SearchEngine.annotate).
@@ -159,7 +158,11 @@ def lean_on_centre(vectors: np.ndarray, views: tuple[str, ...], weight: float) -
 
 
 class SearchEngine:
-    """Search one bundle with one embedder; safe to share between threads for reading."""
+    """Rank one bundle's vectors with one embedder; safe to share between threads for reading.
+
+    Embedding, exact or Annoy ranking, verification and :meth:`annotate`; a search (filters,
+    pages, hits) goes through a catalog (:class:`~lensbox.device.live.catalog.LiveCatalog`).
+    """
 
     def __init__(
         self, bundle: Bundle, embedder: QueryEmbedder, settings: SearchSettings | None = None
@@ -458,67 +461,6 @@ class SearchEngine:
             rows, scores = self._ann_ranking(queries, wanted)
         return self.refine(queries, rows, scores, local, evidence, ordered)
 
-    # -- search ------------------------------------------------------------------------
-    def ranking(
-        self,
-        queries: np.ndarray,
-        wanted: int,
-        local: LocalFeatures | None = None,
-        evidence: dict[int, Evidence] | None = None,
-    ):
-        """``(exact, whole) -> (rows, raw scores, exhaustive)`` over this bundle, for
-        :func:`~lensbox.device.search.results.page_hits` (ANN: the first ``wanted``; exact:
-        every row, in order for the first ``wanted`` or, when ``whole``, all)."""
-
-        def ranked(exact: bool | None, whole: bool) -> tuple[np.ndarray, np.ndarray, bool]:
-            use_exact = self.use_exact() if exact is None else exact
-            rows, scores = self.rank(
-                queries,
-                None if use_exact else wanted,
-                use_exact,
-                local,
-                evidence,
-                None if whole else wanted,
-            )
-            return rows, scores, use_exact or len(rows) >= self.bundle.item_count
-
-        return ranked
-
-    def search_vectors(
-        self,
-        queries: np.ndarray,
-        top_k: int = 10,
-        offset: int = 0,
-        predicate: Predicate | None = None,
-        min_score: float = 0.0,
-        local: LocalFeatures | None = None,
-    ) -> tuple[list[Hit], int]:
-        """A page of hits over the bundle as built (see :func:`~.results.page_hits`, the
-        one place that pages and filters; a live catalog adds its changes to the ranking).
-        With ``local`` (the query's keypoints) the head of the ranking is verified."""
-        from lensbox.device.search.results import page_hits
-
-        evidence: dict[int, Evidence] = {}
-        return page_hits(
-            self.ranking(queries, offset + top_k, local, evidence),
-            self.bundle.items,
-            lambda hits: self.annotate(hits, evidence),
-            top_k,
-            offset,
-            predicate,
-            min_score,
-        )
-
-    def search_image(
-        self,
-        rgb: np.ndarray,
-        top_k: int = 10,
-        offset: int = 0,
-        predicate: Predicate | None = None,
-        region: Box | None = None,
-    ) -> SearchResult:
-        return timed_image_search(self, rgb, top_k, offset, predicate, region)
-
 
 def insert_ranked(
     rows: np.ndarray,
@@ -541,27 +483,6 @@ def insert_ranked(
     return rows, scores.astype(np.float32, copy=False), ordered + int(fits.sum())
 
 
-def timed_image_search(
-    searcher,
-    rgb: np.ndarray,
-    top_k: int,
-    offset: int,
-    predicate: Predicate | None,
-    region: Box | None,
-) -> SearchResult:
-    """Embed then search with ``searcher`` (an engine or a live catalog), timing both steps."""
-    t0 = time.perf_counter()
-    query = searcher.embed_query(rgb, region)
-    t1 = time.perf_counter()
-    hits, total = searcher.search_vectors(
-        query.vectors, top_k, offset, predicate, local=query.local
-    )
-    t2 = time.perf_counter()
-    return SearchResult(
-        hits, total, query, {"embed_ms": (t1 - t0) * 1e3, "search_ms": (t2 - t1) * 1e3}
-    )
-
-
 def open_engine(
     bundle_path: str,
     settings: SearchSettings | None = None,
@@ -569,7 +490,8 @@ def open_engine(
     runtime: str = "auto",
     model_path: str | None = None,
 ) -> SearchEngine:
-    """Load the model and a bundle built with it; the one way the CLI and daemon start."""
+    """Load the model and a bundle built with it: the engine a catalog ranks with
+    (:func:`~lensbox.device.live.catalog.open_catalog` opens both)."""
     from lensbox.device.bundle.reader import open_bundle
     from lensbox.device.embedding.model import TFLiteModel
 
