@@ -149,6 +149,9 @@ def write_synthetic(
     manifest["index"]["trees"] = trees
     manifest["index"].update(index or {})
     manifest["synthetic"] = "250 real UKBench items + Gaussian-sampled descriptors (bench/scale.py)"
+    # Synthetic items have no photos, so no keypoints: the global descriptor alone (and no
+    # warning per open that the source bundle's local features are missing).
+    manifest.pop("local", None)
     content = BundleContent(
         manifest,
         items,
