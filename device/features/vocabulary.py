@@ -29,11 +29,18 @@ def _nearest(desc: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def _majority(bits: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bitwise majority of each cluster's members: (k, 256) bool centroids, member counts."""
-    counts = np.bincount(labels, minlength=k).astype(np.float32)
-    sums = np.zeros((k, bits.shape[1]), np.float32)
-    np.add.at(sums, labels, bits)
-    return sums * 2 > counts[:, None], counts
+    """Bitwise majority of each cluster's members: (k, 256) bool centroids, member counts.
+
+    Members are summed per cluster after sorting by cluster (``np.add.at`` did the same
+    and took 85% of a build's vocabulary time: 17 s for 60 photos)."""
+    counts = np.bincount(labels, minlength=k)
+    sums = np.zeros((k, bits.shape[1]), np.int64)
+    present = np.flatnonzero(counts)
+    if len(present):
+        order = np.argsort(labels, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts[present])[:-1]])
+        sums[present] = np.add.reduceat(bits[order], starts, axis=0, dtype=np.int64)
+    return sums * 2 > counts[:, None], counts.astype(np.float32)
 
 
 def _kmajority(desc: np.ndarray, k: int, iterations: int, rng: np.random.Generator) -> np.ndarray:
