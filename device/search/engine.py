@@ -278,7 +278,9 @@ class SearchEngine:
         if self._float is None and vectors.nbytes * 4 <= self.settings.exact_cache_mb << 20:
             self._float = dequantize_int8(np.asarray(vectors), self.bundle.int8_scale)
         if self._float is not None:
-            best[:] = (self._float @ queries.T).max(axis=1)
+            np.dot(self._float, np.ascontiguousarray(queries[0], np.float32), out=best)
+            for q in queries[1:]:  # one product per view, as below
+                np.maximum(best, self._float @ np.ascontiguousarray(q, np.float32), out=best)
         elif len(vectors):
             # One matrix-vector product per query view: BLAS's matrix product is 2x slower
             # than that for the 1-3 columns a query has (measured at 100k rows).
