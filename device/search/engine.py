@@ -397,9 +397,9 @@ class SearchEngine:
         return hits
 
     def _exact_ranking(
-        self, queries: np.ndarray, wanted: int | None
+        self, queries: np.ndarray, wanted: int | None, head: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        return self._top(self.exact_scores(queries), wanted)
+        return self._top(self.exact_scores(queries), wanted, head)
 
     def ann_params(self) -> tuple[int, int]:
         """(candidates per query view, search_k): the settings' where given, else by size."""
@@ -456,7 +456,7 @@ class SearchEngine:
             exact = self.use_exact()
         ordered = None
         if exact:
-            rows, scores = self._top(self.exact_scores(queries), wanted, head)
+            rows, scores = self._exact_ranking(queries, wanted, head)
             ordered = head if wanted is None else None
         else:
             assert wanted is not None, "an ANN ranking needs how many rows are wanted"
