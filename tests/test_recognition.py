@@ -160,6 +160,36 @@ def test_the_cascade_first_stage_stops_on_the_full_frame_when_it_is_clear(engine
         engine.settings, engine.calibration = base, calibration
 
 
+def test_a_query_the_first_stage_settles_through_annoy_is_not_scanned_again(
+    engine, catalog, monkeypatch
+) -> None:
+    """Above FIRST_STAGE_SCAN vectors the first stage screens with Annoy; the search that
+    follows a settled query ranks by that shortlist (re-ranked exactly) instead of scanning
+    the catalog. A query that goes on is still scanned exactly."""
+    import lensbox.device.search.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "FIRST_STAGE_SCAN", 0)  # the sample catalog is small
+    scans: list[int] = []
+    scan = engine._scan
+    monkeypatch.setattr(engine, "_scan", lambda q: scans.append(len(q)) or scan(q))
+    monkeypatch.setattr(engine, "calibration", Calibration(match=0.3, weak=0.2))
+    assert engine.use_exact()
+    query = engine.embed_query(load_image(SAMPLE_CATALOG / "coffee.jpg"))
+    assert query.views == ("full",)
+    hits, total = catalog.search_vectors(query.vectors, top_k=3, local=query.local)
+    assert hits[0].id == "coffee" and hits[0].verdict == "match" and not scans
+    assert total == engine.bundle.item_count  # the shortlist holds every item here
+    exact = engine.rank(query.vectors, 3, exact=True)
+    assert [h.row for h in hits] == exact[0][:3].tolist()
+    # A photo the first stage does not settle: every view, and an exact scan.
+    base = engine.settings
+    monkeypatch.setattr(engine, "settings", replace(base, rerank=replace(base.rerank, margin=1.5)))
+    query = engine.embed_query(load_image(SAMPLE_QUERIES / "coffee-photo.jpg"))
+    assert len(query.views) > 1
+    catalog.search_vectors(query.vectors, top_k=3, local=query.local)
+    assert scans == [len(query.views)]
+
+
 def test_a_sample_photo_is_verified_and_called_a_match(always_verify) -> None:
     catalog = always_verify
     res = catalog.search_image(load_image(SAMPLE_QUERIES / "coffee-photo.jpg"), top_k=3)

@@ -35,7 +35,7 @@ def ranked(
     exhaustive = True
     ordered = 0
     if len(bundle.vectors):
-        use_exact = engine.use_exact() if exact is None else exact
+        use_exact = engine.use_exact(queries) if exact is None else exact
         # Exact: every item (so totals count the whole catalog; the exact path only runs
         # below exact_below vectors). Annoy: enough candidates to make up for tombstoned
         # ones.

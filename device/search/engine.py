@@ -16,6 +16,7 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -180,6 +181,10 @@ class SearchEngine:
         # the search that follows scans with the same vector: its scores are kept here.
         self._recent: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._recent_lock = threading.Lock()
+        # Above FIRST_STAGE_SCAN vectors the first stage settles through Annoy's shortlist;
+        # the search that follows ranks by that same shortlist instead of scanning every
+        # vector for the rest of its page (keys of the settled full views, as ``_recent``).
+        self._screened: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.local: LocalIndex | None = open_local_index(
             bundle.path, bundle.manifest, bundle.item_count
         )
@@ -235,7 +240,13 @@ class SearchEngine:
         else:
             # A large catalog is screened through Annoy: the scan would cost most of a model
             # run, and again, on other vectors, for every query that goes on.
-            _, scores = self._ann_ranking(query, 2)
+            rows, scores = self._ann_ranking(query, 2)
+            if globally_confident(scores, self.settings.rerank, self.calibration.match):
+                rows.setflags(write=False)
+                scores.setflags(write=False)
+                self._remember(self._screened, query, (rows, scores))
+                return True
+            return False
         return globally_confident(scores, self.settings.rerank, self.calibration.match)
 
     def local_features(self, rgb: np.ndarray) -> LocalFeatures | None:
@@ -254,18 +265,20 @@ class SearchEngine:
         queries' scores are remembered: see ``_recent``)."""
         if len(queries) != 1:
             return self._scan(queries)
-        key = np.asarray(queries, np.float32).tobytes()
         with self._recent_lock:
-            found = self._recent.get(key)
+            found = self._recent.get(_key(queries))
         if found is not None:
             return found
         found = self._scan(queries)
         found.setflags(write=False)
-        with self._recent_lock:
-            self._recent[key] = found
-            while len(self._recent) > RECENT_SCANS:
-                self._recent.popitem(last=False)
+        self._remember(self._recent, queries, found)
         return found
+
+    def _remember(self, memo: OrderedDict, queries: np.ndarray, value: Any) -> None:
+        with self._recent_lock:
+            memo[_key(queries)] = value
+            while len(memo) > RECENT_SCANS:
+                memo.popitem(last=False)
 
     def _scan(self, queries: np.ndarray) -> np.ndarray:
         """Best score of every item against the query views: (items_with_vectors,).
@@ -417,6 +430,11 @@ class SearchEngine:
         """Annoy's shortlist per query view (in the bundle's index space), re-ranked exactly
         with the stored int8 vectors: best score per item, best first."""
         candidates, search_k = self.ann_params()
+        if len(queries) == 1 and wanted <= candidates:  # the first stage's, when it settled
+            with self._recent_lock:
+                settled = self._screened.get(_key(queries))
+            if settled is not None:
+                return settled
         n = max(candidates, wanted)
         search_k = search_k if search_k < 0 else max(search_k, n)
         found: list[int] = []
@@ -434,8 +452,15 @@ class SearchEngine:
         ranked = np.argsort(-scores, kind="stable")
         return rows[ranked], scores[ranked]
 
-    def use_exact(self) -> bool:
-        return len(self.bundle.vectors) < self.settings.exact_below
+    def use_exact(self, queries: np.ndarray | None = None) -> bool:
+        """Scan every vector? Below ``exact_below`` vectors, except for ``queries`` that
+        the cascade's first stage settled through Annoy (see ``_screened``)."""
+        if len(self.bundle.vectors) >= self.settings.exact_below:
+            return False
+        if queries is None or len(queries) != 1:
+            return True
+        with self._recent_lock:
+            return _key(queries) not in self._screened
 
     def rank(
         self,
@@ -453,7 +478,7 @@ class SearchEngine:
         A page of a search needs no more, and at 100k items sorting every score took
         longer than computing them."""
         if exact is None:
-            exact = self.use_exact()
+            exact = self.use_exact(queries)
         ordered = None
         if exact:
             rows, scores = self._exact_ranking(queries, wanted, head)
@@ -462,6 +487,11 @@ class SearchEngine:
             assert wanted is not None, "an ANN ranking needs how many rows are wanted"
             rows, scores = self._ann_ranking(queries, wanted)
         return self.refine(queries, rows, scores, local, evidence, ordered)
+
+
+def _key(queries: np.ndarray) -> bytes:
+    """Memo key of query vectors (the first stage's and the search's are the same array)."""
+    return np.asarray(queries, np.float32).tobytes()
 
 
 def insert_ranked(
