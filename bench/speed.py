@@ -619,12 +619,8 @@ def http_speed(cfg: BenchConfig, bundle: Path) -> dict:
         import requests  # noqa: F401
     except ImportError:
         return {"skipped": "requests is not installed (pip install -e '.[dev]')"}
-    # Other views of the catalog's objects, and every sixth request a catalog photo itself:
-    # a photo the cascade's first stage answers (few other photos are that clear against
-    # 100k synthetic neighbours), so that its cost is measured too.
-    others = [p for p in cfg.images() if view_of(p) != 0][:100]
-    own = [p for p in cfg.images() if view_of(p) == 0][:20]
-    photos = [p for i in range(20) for p in (*others[5 * i : 5 * i + 5], own[i])]
+    # Other views of the catalog's objects (real photos, none of them in the bundle).
+    photos = [p for p in cfg.images() if view_of(p) != 0][:120]
     images = [p.read_bytes() for p in photos]
     catalog = open_catalog(str(bundle), threads=1)
     # Which photos the first stage answers (the same code and settings the daemon runs).
