@@ -91,9 +91,10 @@ def test_added_item_is_found_at_once_and_survives_a_restart(slot, engine, tmp_pa
         {"title": "Rocket (kiosk)", "category_id": 7, "int_attrs": {"int_attr": 3}},
     )
     hits, total = cat.search_vectors(query, 3)
-    # The very photo: its full view matches exactly, blended 40% toward the centre crop's
-    # similarity (lean_on_centre), so above 0.9 rather than 1.
-    assert change.seq == 1 and hits[0].id == "kiosk-rocket" and hits[0].score > 0.9
+    # The very photo: its full view matches exactly, blended 70% toward the centre crop's
+    # similarity (lean_on_centre), so first at over 0.8 rather than at 1 (this query
+    # was embedded with every view; the cascade's first stage would answer it at 1.0).
+    assert change.seq == 1 and hits[0].id == "kiosk-rocket" and hits[0].score > 0.8
     assert total == total_before + 1
     assert _ids(hits)[1:] == _ids(before)[:2]
     item = cat.get("kiosk-rocket")

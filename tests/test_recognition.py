@@ -373,7 +373,7 @@ def test_verifying_on_threads_finds_what_one_by_one_finds(always_verify) -> None
 
 
 def test_query_views_lean_on_the_centre_crop(engine) -> None:
-    """The full frame and subject guess are blended 40% toward the centre crop (the camera
+    """The full frame and subject guess are blended 70% toward the centre crop (the camera
     is aimed at the item; the full frame also sees whatever lies around it), so a photo of
     the item alone still scores near 1, and no view is changed without a centre crop."""
     from lensbox.device.search.engine import lean_on_centre
@@ -384,8 +384,8 @@ def test_query_views_lean_on_the_centre_crop(engine) -> None:
     assert np.allclose(np.linalg.norm(plain.vectors, axis=1), 1.0, atol=1e-4)
     leaned = engine.embed_query(rgb).vectors
     full, centre = plain.vectors[0], leaned[1]
-    assert np.allclose(leaned[0], 0.6 * full + 0.4 * centre, atol=1e-5)
-    assert np.allclose(leaned[2], 0.6 * plain.vectors[1] + 0.4 * centre, atol=1e-5)
+    assert np.allclose(leaned[0], 0.3 * full + 0.7 * centre, atol=1e-5)
+    assert np.allclose(leaned[2], 0.3 * plain.vectors[1] + 0.7 * centre, atol=1e-5)
     same = np.stack([full, full, full])
     assert np.allclose(lean_on_centre(same, ("full", "center", "subject"), 0.6), same, atol=1e-6)
 

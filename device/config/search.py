@@ -36,7 +36,7 @@ class SearchConfig(Section):
     )
     visual_words: bool = Field(True, description="the visual-word channel beside the global one")
     confident: float = Field(
-        0.6,
+        0.3,
         ge=0,
         le=2,
         description="the cascade: a global top hit at least this similar and `margin` ahead "
@@ -50,7 +50,7 @@ class SearchConfig(Section):
         "all `query_views`",
     )
     other_view_weight: float = Field(
-        0.6,
+        0.3,
         gt=0,
         le=1,
         description="query views other than `center` count this much and the centre crop "

@@ -66,7 +66,7 @@ class SearchSettings:
     # descriptor alone (bench/recognition.py, tuning sets): UKBench kiosk 0.72 -> 0.74,
     # smvs canon 0.52 -> 0.55, droid 0.58 -> 0.62, flat 0.44 -> 0.49, UKBench real views
     # unchanged at 0.98; a photo of the item alone still scores above 0.9.
-    other_view_weight: float = 0.6
+    other_view_weight: float = 0.3
     # The query cascade's first stage: the full frame is embedded and searched alone, and a
     # clear answer there (``rerank.confident``/``margin``, the calibrated match as a floor)
     # stops the query: no crops, no keypoints, no verification (SearchEngine.embed_with).
