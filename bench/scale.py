@@ -133,9 +133,16 @@ def fit_sampler(corpus: np.ndarray, seed: int):
 
 
 def write_synthetic(
-    real: RealData, n: int, sample, out: Path, trees: int, index: dict | None = None
+    real: RealData,
+    n: int,
+    sample,
+    out: Path,
+    trees: int,
+    index: dict | None = None,
+    local: tuple | None = None,
 ) -> dict:
-    """A bundle of ``n`` items: the 250 real catalog photos + synthetic ones, via write_bundle."""
+    """A bundle of ``n`` items: the 250 real catalog photos + synthetic ones, via write_bundle
+    (``local``: keypoints per item, as ``BundleContent.local``; bench/local_scale.py)."""
     from lensbox.device.bundle.reader import open_bundle
     from lensbox.device.embedding.descriptor import quantize_int8
     from lensbox.index_builder.writer import BundleContent, write_bundle
@@ -154,8 +161,8 @@ def write_synthetic(
     manifest["index"]["trees"] = trees
     manifest["index"].update(index or {})
     manifest["synthetic"] = "250 real UKBench items + Gaussian-sampled descriptors (bench/scale.py)"
-    # Synthetic items have no photos, so no keypoints: the global descriptor alone (and no
-    # warning per open that the source bundle's local features are missing).
+    # Synthetic items have no photos, so no keypoints unless ``local`` gives them: the
+    # global descriptor alone (and no warning per open that the source bundle's are missing).
     manifest.pop("local", None)
     manifest["synthetic_version"] = SYNTHETIC_VERSION
     content = BundleContent(
@@ -165,6 +172,7 @@ def write_synthetic(
         np.arange(n, dtype=np.int32),
         src.projection,
         {"synthetic": True},
+        local=local,
     )
     calibration: dict = {}
 
