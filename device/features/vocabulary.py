@@ -58,6 +58,12 @@ def _kmajority(desc: np.ndarray, k: int, iterations: int, rng: np.random.Generat
     return np.ascontiguousarray(words, np.uint8)
 
 
+MAX_BRANCHING = 256
+# Descriptors sampled per word when fitting (at least ``Vocabulary.fit``'s ``sample``): a
+# 65k-word tree learned from 200k descriptors would give each leaf three members.
+SAMPLE_PER_WORD = 10
+
+
 @dataclass
 class Vocabulary:
     """A two-level vocabulary tree: ``top`` (B, 32) centroids, each with ``leaves`` (B, B, 32).
@@ -99,6 +105,7 @@ class Vocabulary:
         """k-majority at each level over (a sample of) the catalog's descriptors."""
         rng = np.random.default_rng(seed)
         desc = np.ascontiguousarray(desc, np.uint8)
+        sample = max(sample, SAMPLE_PER_WORD * branching * branching)
         if len(desc) > sample:
             desc = desc[rng.choice(len(desc), sample, replace=False)]
         b = max(2, branching)
@@ -118,5 +125,8 @@ class Vocabulary:
 
 def branching_for(descriptors: int, per_word: int = 40) -> int:
     """Tree branching B (K = B² words) for a catalog with this many descriptors: about one
-    word per ``per_word`` descriptors, B between 16 and 128 (bench/recognition.py)."""
-    return int(np.clip(round(np.sqrt(max(descriptors, 1) / per_word)), 16, 128))
+    word per ``per_word`` descriptors, B between 16 and 256 (bench/recognition.py).
+
+    Up to 128 (16k words) a 100k-photo catalog had ~5,000 postings per word, so a query
+    touched ~4M of them; 256 (65k words) is reached from ~2.6M descriptors (~2,600 photos)."""
+    return int(np.clip(round(np.sqrt(max(descriptors, 1) / per_word)), 16, MAX_BRANCHING))
