@@ -45,23 +45,16 @@ from bench.common import (
     view_of,
     wait_for_model,
 )
+from bench.scale import PROC_STATUS
 
 SMVS = ROOT.parent / "shared" / "data" / "smvs-dvd"
 PHOTOS_FULL, PHOTOS_QUICK = 100_000, 20_000
 DOC = DOCS / "local-scale.md"
 
-SEARCH_SCRIPT = r"""
-import json, sys, time
+SEARCH_SCRIPT = (
+    PROC_STATUS
+    + r"""
 from dataclasses import replace
-from pathlib import Path
-
-def status():
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            out[k] = int(v.split()[0]) * 1024
-    return out
 
 import numpy as np
 from lensbox.device.imaging.decode import decode_image
@@ -97,6 +90,7 @@ for name, settings in setups.items():
 print(json.dumps({"imports": before, "opened": opened, "searched": status(), "open_s": open_s,
                   "rows": rows, "local": engine.local is not None}))
 """
+)
 
 
 def distractor_sources(settings) -> list:

@@ -54,6 +54,20 @@ SEARCH_K_X = (5, 20)
 # a 256-d index of un-whitened descriptors, 100 candidates, Annoy's default search_k, and
 # a float32 copy of the vectors for the exact scan while it fits 128 MB.
 BEFORE = {"candidates": 100, "search_k": -1, "exact_cache_mb": 128}
+# A subprocess script's preamble: its imports and ``status()``, the process's memory
+# (VmRSS, VmHWM, RssAnon, RssFile in bytes) from /proc/self/status.
+PROC_STATUS = r"""
+import json, sys, time
+from pathlib import Path
+
+def status():
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            out[k] = int(v.split()[0]) * 1024
+    return out
+"""
 SHARED_NOTE = (
     "2 cores shared with other engineers' jobs during the run: absolute ms are noisy; the "
     "multiples of one single-thread model run, timed in the same run, are the comparable unit"
@@ -262,17 +276,9 @@ def paired_ms(engines: list, queries: np.ndarray, exact: bool, rounds: int = 1) 
     return [float(np.median(t)) for t in times]
 
 
-RSS_SCRIPT = r"""
-import json, sys, time
-from pathlib import Path
-
-def status():
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            out[k] = int(v.split()[0]) * 1024
-    return out
+RSS_SCRIPT = (
+    PROC_STATUS
+    + r"""
 
 import numpy as np
 from lensbox.device.imaging.decode import decode_image
@@ -287,6 +293,7 @@ for _ in range(int(sys.argv[3])):
 path = "exact" if catalog.engine.use_exact() else "annoy"
 print(json.dumps({"imports": before, "opened": opened, "searched": status(), "path": path}))
 """
+)
 
 
 def daemon_rss(bundle: Path, image: Path, searches: int = 20, settings: dict | None = None) -> dict:
