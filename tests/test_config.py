@@ -152,3 +152,12 @@ def test_dropin_command_prints_devices_from_config(tmp_path, capsys):
     assert cli(["config", "dropin", str(conf), "--write", str(tmp_path / "units")]) == 0
     written = tmp_path / "units" / "lensbox-kiosk.service.d" / "devices.conf"
     assert written.read_text() == out
+
+
+def test_an_empty_search_section_means_the_engines_defaults() -> None:
+    """`lensbox serve` and the benchmarks (which open catalogs with SearchSettings()) must
+    search alike: every [search] default is the engine's own."""
+    from lensbox.device.search.engine import SearchSettings
+
+    config = LensboxConfig.model_validate({"bundles": {"default": "/tmp/none.lbx"}})
+    assert config.search.settings() == SearchSettings()

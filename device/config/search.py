@@ -36,7 +36,7 @@ class SearchConfig(Section):
     )
     visual_words: bool = Field(True, description="the visual-word channel beside the global one")
     confident: float = Field(
-        0.3,
+        0.6,
         ge=0,
         le=2,
         description="the cascade: a global top hit at least this similar and `margin` ahead "
