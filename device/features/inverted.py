@@ -47,13 +47,13 @@ class InvertedIndex:
             norm = float(np.linalg.norm(w)) or 1.0
             weights.append((w / norm).astype(np.float32, copy=False))
         lengths = [len(u) for u, _ in hists]
-        words = np.concatenate([np.zeros(0, np.int64)] + [u for u, _ in hists]).astype(np.int64)
+        words = np.concatenate([np.zeros(0, np.int64)] + [u for u, _ in hists])
         photos = np.repeat(np.arange(n, dtype=np.int32), lengths)
         flat = np.concatenate([np.zeros(0, np.float32), *weights])
         order = np.argsort(words, kind="stable")  # by word, photos ascending within one
         offsets = np.zeros(k + 1, np.int64)
         offsets[1:] = np.cumsum(np.bincount(words, minlength=k))
-        return cls(offsets, photos[order], flat[order].astype(np.float32), idf, n)
+        return cls(offsets, photos[order], flat[order], idf, n)
 
     def scores(self, words: np.ndarray) -> np.ndarray:
         """Cosine of the query's tf-idf vector with every photo's: (n_photos,) float32."""
