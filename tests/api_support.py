@@ -8,11 +8,14 @@ real waitress servers on a free loopback port, driven over HTTP with ``requests`
 
 from __future__ import annotations
 
+import atexit
 import base64
 import csv
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -107,14 +110,24 @@ def pool_for(interpreters: int = 1):
     return _POOLS[interpreters]
 
 
+_SCRATCH: list[str] = []
+
+
+def _scratch() -> str:
+    """One temporary folder per test process for the daemons' state dirs, removed at exit
+    (a test run used to leave hundreds of ``lensbox-state-*`` folders in /tmp)."""
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.mkdtemp(prefix="lensbox-tests-"))
+        atexit.register(shutil.rmtree, _SCRATCH[0], True)
+    return _SCRATCH[0]
+
+
 def serve_config(bundles: dict[str, Path], sections: dict | None = None, **server: object):
     """The config `lensbox serve` builds without a ``[state]`` section: the bundles served
     read-only (here with a private state dir, so no journal of the host is read)."""
-    import tempfile
-
     from lensbox.device.config.loader import LensboxConfig
 
-    state = {"dir": tempfile.mkdtemp(prefix="lensbox-state-"), "read_only": True}
+    state = {"dir": tempfile.mkdtemp(prefix="state-", dir=_scratch()), "read_only": True}
     return LensboxConfig.model_validate(
         {
             **(sections or {}),
