@@ -269,7 +269,8 @@ def _decode(
         img.load()
         stored = img.size
         turned = img.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)
-        img = ImageOps.exif_transpose(img) or img
+        # In place: an upright photo is not copied (a copy is 0.6 ms of a 640x480 query).
+        ImageOps.exif_transpose(img, in_place=True)
         if img.size != stored or (stored[0] == stored[1] and turned):
             full = (info.height, info.width)  # the EXIF rotation swapped the sides
         rgb = _to_rgb(img)
