@@ -272,7 +272,7 @@ STEPS = {
     "global": {"verify": 0, "full_first": False},
     "verify-global": {"words": False},
     "always-verify": {"confident": 2.0},
-    "views-first": {"full_first": False},
+    "verify-20": {"verify_more": 0},
     "full": {},
 }
 
@@ -488,8 +488,10 @@ def render(results: dict) -> str:
         "default): the full frame is embedded and searched alone first, and a query whose top "
         "hit there is a calibrated match well ahead of the next stops (one model run); "
         "otherwise the other views are embedded and a query whose global top hit is then as "
-        "clear is answered without verification. `views-first` = the cascade without its "
-        "first stage (every query embeds three views; the previous default). **cascade** = "
+        "clear is answered without verification; when none of the first 20 candidates "
+        "verified well, up to 30 more are checked, the visual-word channel's first. "
+        "`verify-20` = `full` without those further checks (the previous default). "
+        "**cascade** = "
         "the share of queries answered without verification, **full frame** = the share "
         "answered by the first stage; `always-verify` vs `full` is what the cascade costs in "
         "recall.",

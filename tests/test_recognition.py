@@ -372,6 +372,39 @@ def test_verifying_on_threads_finds_what_one_by_one_finds(always_verify) -> None
         assert found[2] == found[1] and found[3] == found[1]
 
 
+def test_when_no_candidate_verifies_verification_looks_further(always_verify) -> None:
+    """None of the first ``verify`` candidates verified well: up to ``verify_more`` further
+    ones are checked, so an item both channels rank low is still found (smvs: 15 of 39
+    wrong answers were such items). A candidate that verifies well ends the checks as
+    before, and ``verify_more`` 0 is the old fixed budget."""
+    engine = always_verify.engine  # ranking internals: the catalog's ranker
+    query = engine.embed_query(load_image(SAMPLE_QUERIES / "coffee-photo.jpg"))
+    rows, _ = engine.rank(query.vectors, None, exact=True)
+    coffee = int(rows[0])
+    assert engine.bundle.items([coffee])[0]["id"] == "coffee"
+    buried = np.r_[rows[1:], rows[:1]]  # the item last in the global ranking
+    base = engine.settings
+
+    def evidence(order: np.ndarray, verify_more: int) -> dict:
+        rerank = replace(base.rerank, words=False, verify=5, verify_more=verify_more)
+        engine.settings = replace(base, rerank=rerank)
+        return engine.verify(order, query.local)
+
+    try:
+        fixed = evidence(buried, verify_more=0)
+        further = evidence(buried, verify_more=30)
+        first = evidence(rows, verify_more=30)
+    finally:
+        engine.settings = base
+    assert len(fixed) == 5 and coffee not in fixed
+    assert not any(ev.inliers >= base.rerank.stop_inliers for ev in fixed.values())
+    assert further[coffee].verified and further[coffee].inliers >= base.rerank.stop_inliers
+    assert list(further)[:5] == list(fixed)  # the first five as before, then further
+    deep = list(further.values())[5:]  # deep in the list only a clear verification counts
+    assert deep and all(ev.inliers >= base.rerank.stop_inliers for ev in deep)
+    assert list(first) == [int(r) for r in rows[: 1 + base.rerank.patience]]
+
+
 def test_query_views_lean_on_the_centre_crop(engine) -> None:
     """The full frame and subject guess are blended 70% toward the centre crop (the camera
     is aimed at the item; the full frame also sees whatever lies around it), so a photo of

@@ -34,6 +34,13 @@ class SearchConfig(Section):
         description="most shortlisted items checked by geometric verification per query "
         "(the cost budget: ~5-10 ms each; 0: rank by the global descriptor and visual words off)",
     )
+    verify_more: int = Field(
+        30,
+        ge=0,
+        le=100,
+        description="when none of the first `verify` items verified well, up to this many "
+        "more are checked, the visual-word channel's first (0: the `verify` budget only)",
+    )
     visual_words: bool = Field(True, description="the visual-word channel beside the global one")
     confident: float = Field(
         0.6,
@@ -78,6 +85,7 @@ class SearchConfig(Section):
             self.exact_cache_mb,
             RerankSettings(
                 verify=self.verify,
+                verify_more=self.verify_more,
                 words=self.visual_words,
                 confident=self.confident,
                 margin=self.margin,
