@@ -405,6 +405,62 @@ def test_when_no_candidate_verifies_verification_looks_further(always_verify) ->
     assert list(first) == [int(r) for r in rows[: 1 + base.rerank.patience]]
 
 
+def _held_up(backdrop: str, item: str) -> np.ndarray:
+    """A kiosk photo: ``item``'s catalog photo held up in the middle of the frame, in front
+    of ``backdrop``'s catalog photo filling the frame (a poster or shelf behind the counter)."""
+    frame = cv2.resize(load_image(SAMPLE_CATALOG / f"{backdrop}.jpg"), (640, 480))
+    front = load_image(SAMPLE_CATALOG / f"{item}.jpg")
+    w = 300
+    h = front.shape[0] * w // front.shape[1]
+    x, y = (640 - w) // 2, (480 - h) // 2
+    frame[y : y + h, x : x + w] = cv2.resize(front, (w, h), interpolation=cv2.INTER_AREA)
+    return frame
+
+
+def test_the_item_held_up_wins_over_the_backdrop_it_hides(always_verify) -> None:
+    """The poster behind the item verifies with more inliers than the item itself, but none
+    of them lies in the middle of the frame, where the item hides it: it is marked
+    ``behind`` and ranks by its global score alone, so the item held up comes first."""
+    engine = always_verify.engine
+    photo = _held_up("astronaut", "coffee")
+    query = engine.embed_query(photo)
+    rows, _ = engine.rank(query.vectors, None, exact=True)
+    found = {
+        engine.bundle.items([r])[0]["id"]: ev for r, ev in engine.verify(rows, query.local).items()
+    }
+    poster, item = found["astronaut"], found["coffee"]
+    assert poster.verified and poster.inliers > item.inliers and poster.behind
+    assert item.verified and not item.behind
+    hits = always_verify.search_image(photo, top_k=3).hits
+    assert [h.id for h in hits[:2]] == ["coffee", "astronaut"]
+    assert hits[1].inliers == poster.inliers and hits[1].verdict != "match"
+    # A photo of the item alone is never its own backdrop.
+    alone = always_verify.search_image(load_image(SAMPLE_QUERIES / "coffee-photo.jpg"), top_k=1)
+    top = engine.verify(np.array([alone.hits[0].row]), alone.query.local)
+    assert alone.hits[0].id == "coffee" and not top[alone.hits[0].row].behind
+
+
+def test_only_an_outline_filling_the_frame_with_an_empty_middle_is_a_backdrop() -> None:
+    from lensbox.device.features.verify import Verification, behind
+
+    w, h = 640, 480
+    frame = [(-10.0, -10.0), (650.0, -10.0), (650.0, 490.0), (-10.0, 490.0)]
+    ring = np.array([(x, y) for x in range(0, 640, 40) for y in range(0, 480, 40)], np.float32)
+    ring = ring[(np.abs(ring[:, 0] - 320) > 140) | (np.abs(ring[:, 1] - 240) > 110)]
+    middle = np.array([[320, 240], [300, 230], [340, 250]], np.float32)
+    small = [(100.0, 100.0), (500.0, 100.0), (500.0, 380.0), (100.0, 380.0)]  # 36% of it
+    aside = [(-300.0, 0.0), (300.0, 0.0), (300.0, 480.0), (-300.0, 480.0)]  # misses the middle
+
+    def check(region, points) -> bool:
+        return behind(Verification(len(points), len(points), region, points), (w, h))
+
+    assert check(frame, ring)
+    assert check(frame, np.r_[ring, middle[:2]])  # two stray inliers in the middle: still
+    assert not check(frame, np.r_[ring, middle])
+    assert not check(small, ring) and not check(aside, ring)
+    assert not check(None, ring) and not behind(Verification(40, 40, frame), (w, h))
+
+
 def test_query_views_lean_on_the_centre_crop(engine) -> None:
     """The full frame and subject guess are blended 70% toward the centre crop (the camera
     is aimed at the item; the full frame also sees whatever lies around it), so a photo of

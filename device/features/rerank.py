@@ -20,7 +20,7 @@ import numpy as np
 
 from lensbox.device.features.local import LocalFeatures
 from lensbox.device.features.store import LocalIndex
-from lensbox.device.features.verify import Verification, VerifySettings, match
+from lensbox.device.features.verify import Verification, VerifySettings, behind, match
 
 # Inliers over the minimum at which the geometric evidence is ~0.8: slow enough that 120
 # and 260 inliers still score apart (siblings sharing a template vs the item).
@@ -65,11 +65,20 @@ class RerankSettings:
 
 @dataclass
 class Evidence:
-    """What verification found for one item: its best photo's inliers and where it is."""
+    """What verification found for one item: its best photo's inliers and where it is.
+
+    ``behind``: verified, but as the backdrop the item shown stands in front of
+    (:func:`~lensbox.device.features.verify.behind`); it then ranks by its global score."""
 
     inliers: int
     region: list[tuple[float, float]] | None
     verified: bool
+    behind: bool = False
+
+    @property
+    def support(self) -> int:
+        """The inliers that count for the item being the one shown."""
+        return 0 if self.behind else self.inliers
 
 
 def confidence(global_score: float, inliers: int, min_inliers: int) -> float:
@@ -188,7 +197,8 @@ def _check(
 
     for row, found in _in_order(check, rows, settings.workers):
         ok = found.inliers >= settings.match.min_inliers
-        evidence[row] = Evidence(found.inliers, found.region if ok else None, ok)
+        backdrop = ok and behind(found, query.size)
+        evidence[row] = Evidence(found.inliers, found.region if ok else None, ok, backdrop)
         if stop.after(found.inliers):
             return True
     return False

@@ -357,7 +357,7 @@ class SearchEngine:
         globals_ = self.row_scores(rows, queries)
         need = self.settings.rerank.match.min_inliers
         conf = [
-            confidence(float(g), evidence[int(r)].inliers, need) for r, g in zip(rows, globals_)
+            confidence(float(g), evidence[int(r)].support, need) for r, g in zip(rows, globals_)
         ]
         return rows, np.asarray(conf, np.float32)
 
@@ -399,14 +399,14 @@ class SearchEngine:
         artwork with the one in view verify too, with fewer inliers, and must not read as
         the item.
         """
-        best = max((ev.inliers for ev in evidence.values() if ev.verified), default=0)
+        best = max((ev.support for ev in evidence.values() if ev.verified), default=0)
         for hit in hits:
             ev = None if hit.row is None else evidence.get(hit.row)
             if ev is not None:
                 hit.inliers = ev.inliers
                 hit.region = ev.region
             verdict = self.calibration.verdict(hit.score)
-            weaker = ev is None or ev.inliers < SIBLING_RATIO * best
+            weaker = ev is None or ev.support < SIBLING_RATIO * best
             if verdict == MATCH and best and weaker:
                 verdict = WEAK
             hit.verdict = verdict
