@@ -246,6 +246,26 @@ def _bomb_png(width: int, height: int) -> bytes:
     return data[:8] + patched + data[8 + 25 :]
 
 
+def test_a_request_sets_its_own_verification_budget(api) -> None:
+    """`verify` = how many candidates geometric verification checks first for this request:
+    0 ranks by the global descriptor and visual words alone (no hit has inliers), 1 checks
+    only the head; unset, the daemon's [search] verify checks several."""
+
+    def verified(**params: str) -> list[str]:
+        files = {"image": ("q.jpg", photo("card-04-photo.jpg"), "image/jpeg")}
+        body = ok(search(api, files=files, data={"top_k": "5", **params}))
+        assert ids(body)[0] == "card-04"
+        return [h["id"] for h in body["hits"] if h.get("inliers") is not None]
+
+    assert len(verified()) >= 3  # the card's siblings share its template and are checked
+    assert verified(verify="1") == ["card-04"]
+    assert verified(verify="0") == []
+    as_json = ok(search(api, json={"base64": b64(photo("card-04-photo.jpg")), "verify": 0}))
+    assert all(h.get("inliers") is None for h in as_json["hits"])
+    for bad in ("-1", "101", "some"):
+        error(raw(api, photo("card-04-photo.jpg"), {"verify": bad}), 400, "bad_param")
+
+
 def test_bad_images_get_precise_errors(api) -> None:
     error(raw(api, b"this is not an image at all"), 400, "not_an_image")
     error(raw(api, png_bytes(8, 8)), 422, "too_small")

@@ -56,6 +56,7 @@ OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 MAX_TOP_K = 100
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_OFFSET = 10_000
+MAX_VERIFY = 100  # as [search] verify
 FAMILY_MODES: tuple[FamilyMode, ...] = ("none", "moderate", "strict")
 FLAT_FILTERS = ("category_id", "tags", "host", "family_mode", "distinct_product", "expression")
 
@@ -175,7 +176,16 @@ class NativeContract(Contract):
             region=region,
             crop=as_bool(body.get("crop", False), "crop"),
             filters=self._filters(body.get("filters") or {}, instance),
+            verify=self._verify(body.get("verify")),
         )
+
+    @staticmethod
+    def _verify(raw: Any) -> int | None:
+        """The request's verification budget: candidates checked first (0: none, the
+        global and visual-word ranking as it is); unset: the daemon's ``[search] verify``."""
+        if raw in (None, ""):
+            return None
+        return in_range(as_int(raw, "verify"), "verify", 0, MAX_VERIFY)
 
     def _filters(self, raw: Any, instance: str | None = None) -> Filters:
         if not isinstance(raw, dict):

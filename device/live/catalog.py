@@ -316,18 +316,20 @@ class LiveCatalog:
         predicate: Predicate | None = None,
         min_score: float = 0.0,
         local: LocalFeatures | None = None,
+        verify: int | None = None,
     ) -> tuple[list[Hit], int]:
         """A page of hits and how many matched (:func:`~lensbox.device.search.results.page_hits`,
         the one place that pages and filters), over base + delta - tombstones (the base
         bundle's items verified with ``local``, the query's keypoints; items added live rank
-        by their global descriptor, as they have no stored keypoints)."""
+        by their global descriptor, as they have no stored keypoints). ``verify``: this
+        query's verification budget instead of ``[search] verify`` (0: none)."""
         view = self._view
         queries = np.atleast_2d(np.asarray(queries, np.float32))
         wanted = offset + top_k
         evidence: dict[int, Evidence] = {}
 
         def ranking(exact: bool | None, whole: bool) -> tuple[np.ndarray, np.ndarray, bool]:
-            return ranked(view, queries, wanted, exact, local, evidence, whole)
+            return ranked(view, queries, wanted, exact, local, evidence, whole, verify)
 
         return page_hits(
             ranking,

@@ -24,10 +24,12 @@ def ranked(
     local: LocalFeatures | None = None,
     evidence: dict[int, Evidence] | None = None,
     whole: bool = True,
+    budget: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Merged (rows, raw scores) best first (all, or when not ``whole`` at least the first
     ``wanted``: see :data:`~lensbox.device.search.results.Ranking`), and whether the base
-    ranking was exhaustive."""
+    ranking was exhaustive. ``budget``: the query's own verification budget
+    (:meth:`~lensbox.device.search.engine.SearchEngine.verify`)."""
     engine = view.engine
     bundle = engine.bundle
     rows = np.zeros(0, np.int64)
@@ -41,7 +43,7 @@ def ranked(
         # ones.
         want = None if use_exact else wanted + len(view.hidden)
         head = None if whole or not use_exact else wanted + len(view.hidden)
-        rows, scores = engine.rank(queries, want, use_exact, local, evidence, head)
+        rows, scores = engine.rank(queries, want, use_exact, local, evidence, head, budget)
         rows, scores = np.asarray(rows, np.int64), np.asarray(scores, np.float32)
         exhaustive = use_exact or len(rows) >= bundle.item_count
         ordered = len(rows) if head is None else min(head, len(rows))

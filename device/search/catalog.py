@@ -46,6 +46,7 @@ class Catalog(Protocol):
         predicate: Predicate | None = None,
         min_score: float = 0.0,
         local: LocalFeatures | None = None,
+        verify: int | None = None,
     ) -> tuple[list[Hit], int]: ...
 
     def search_image(

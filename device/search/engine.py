@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -343,11 +343,19 @@ class SearchEngine:
             out[i] = float((vecs @ queries.T).max())
         return out
 
-    def verify(self, rows: np.ndarray, local: LocalFeatures | None) -> dict[int, Evidence]:
-        """Local evidence for the head of a global ranking (empty without local features)."""
+    def verify(
+        self, rows: np.ndarray, local: LocalFeatures | None, budget: int | None = None
+    ) -> dict[int, Evidence]:
+        """Local evidence for the head of a global ranking (empty without local features).
+
+        ``budget``: this query's ``verify`` (candidates checked first) instead of the
+        settings' (a request's own; 0: none)."""
         if local is None or self.local is None or not len(rows):
             return {}
-        return rerank(self.local, local, rows.tolist(), self.settings.rerank)
+        settings = self.settings.rerank
+        if budget is not None:
+            settings = replace(settings, verify=max(0, budget))
+        return rerank(self.local, local, rows.tolist(), settings)
 
     def rescore(
         self, queries: np.ndarray, evidence: dict[int, Evidence]
@@ -369,9 +377,11 @@ class SearchEngine:
         local: LocalFeatures | None,
         evidence: dict[int, Evidence] | None = None,
         ordered: int | None = None,
+        budget: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Re-rank (rows, scores) with verification of its head; ``ordered``: how many of
-        the first rows are in order (None: all), as many or more afterwards.
+        the first rows are in order (None: all), as many or more afterwards; ``budget``:
+        see :meth:`verify`.
 
         Items found only by the visual-word channel join the ranking with their exact
         global score combined with their verification. ``evidence`` (a dict) receives what
@@ -379,7 +389,7 @@ class SearchEngine:
         """
         if globally_confident(scores, self.settings.rerank, self.calibration.match):
             return rows, scores  # the cascade: a clear global answer needs no verification
-        found = self.verify(rows, local)
+        found = self.verify(rows, local, budget)
         if not found:
             return rows, scores
         if evidence is not None:
@@ -473,6 +483,7 @@ class SearchEngine:
         local: LocalFeatures | None = None,
         evidence: dict[int, Evidence] | None = None,
         head: int | None = None,
+        budget: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Item rows and scores, best first (ANN candidates unless exact), the head
         verified with ``local`` features when given (evidence goes into ``evidence``).
@@ -489,7 +500,7 @@ class SearchEngine:
         else:
             assert wanted is not None, "an ANN ranking needs how many rows are wanted"
             rows, scores = self._ann_ranking(queries, wanted)
-        return self.refine(queries, rows, scores, local, evidence, ordered)
+        return self.refine(queries, rows, scores, local, evidence, ordered, budget)
 
 
 def _key(queries: np.ndarray) -> bytes:

@@ -101,6 +101,7 @@ class SearchQuery:
     region: Box | None = None
     crop: bool = False  # search the main subject found on the device
     filters: Filters = field(default_factory=Filters)
+    verify: int | None = None  # candidates verification checks first (None: [search] verify)
 
 
 @dataclass

@@ -200,12 +200,14 @@ class SearchService:
         catalog = inst.catalog
         if not query.filters.distinct_product:
             return catalog.search_vectors(
-                vectors, query.top_k, query.offset, predicate, local=local
+                vectors, query.top_k, query.offset, predicate, local=local, verify=query.verify
             )
         wanted = query.offset + query.top_k
         fetch = max(3 * wanted, 50)
         while True:
-            hits, total = catalog.search_vectors(vectors, fetch, 0, predicate, local=local)
+            hits, total = catalog.search_vectors(
+                vectors, fetch, 0, predicate, local=local, verify=query.verify
+            )
             unique = distinct_products(hits)
             exhausted = fetch >= total
             if len(unique) >= wanted or exhausted:
