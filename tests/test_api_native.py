@@ -266,6 +266,26 @@ def test_a_request_sets_its_own_verification_budget(api) -> None:
         error(raw(api, photo("card-04-photo.jpg"), {"verify": bad}), 400, "bad_param")
 
 
+def test_a_bundle_has_its_own_verification_budget(bundle: Path) -> None:
+    """[search.bundles.<name>] sets one bundle's budget: the same catalog served twice,
+    once checking a single candidate, verifies several items for the same photo, then
+    one; a request's own `verify` still wins. (A bundle set to 0 finds no keypoints at
+    all, so there a request cannot turn verification on.)"""
+    sections = {"search": {"bundles": {"cheap": {"verify": 1, "verify_more": 0}}}}
+    with running_server({"default": bundle, "cheap": bundle}, sections=sections) as srv:
+        jpeg = b64(photo("card-04-photo.jpg"))
+
+        def inliers(instance: str, **extra: object) -> list[int]:
+            body = ok(search(srv, json={"base64": jpeg, "instance": instance, **extra}))
+            assert ids(body)[0] == "card-04"
+            return [h["inliers"] for h in body["hits"] if h.get("inliers") is not None]
+
+        assert len(inliers("default")) >= 3
+        assert len(inliers("cheap")) == 1
+        assert inliers("cheap", verify=0) == []
+        assert len(inliers("cheap", verify=3)) >= 3
+
+
 def test_bad_images_get_precise_errors(api) -> None:
     error(raw(api, b"this is not an image at all"), 400, "not_an_image")
     error(raw(api, png_bytes(8, 8)), 422, "too_small")

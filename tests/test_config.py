@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from lensbox.device.appliance.commands import check_config, config_devices, to_toml
 from lensbox.device.cli import main as cli
@@ -161,3 +162,21 @@ def test_an_empty_search_section_means_the_engines_defaults() -> None:
 
     config = LensboxConfig.model_validate({"bundles": {"default": "/tmp/none.lbx"}})
     assert config.search.settings() == SearchSettings()
+
+
+def test_a_bundle_budget_must_name_a_configured_bundle() -> None:
+    """[search.bundles.<name>] sets one bundle's verification budget; a name that is no
+    configured bundle, or an unknown key in it, is an error rather than silently ignored."""
+    bundles = {"default": "/tmp/a.lbx", "posters": "/tmp/b.lbx"}
+    ok = LensboxConfig.model_validate(
+        {"bundles": bundles, "search": {"bundles": {"posters": {"verify": 5}}}}
+    )
+    assert ok.search.bundles["posters"].verify == 5
+    assert ok.search.bundles["posters"].verify_more is None
+    for wrong in (
+        {"poster": {"verify": 5}},
+        {"posters": {"verfy": 5}},
+        {"posters": {"verify": -1}},
+    ):
+        with pytest.raises(ValidationError):
+            LensboxConfig.model_validate({"bundles": bundles, "search": {"bundles": wrong}})

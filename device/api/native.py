@@ -182,7 +182,7 @@ class NativeContract(Contract):
     @staticmethod
     def _verify(raw: Any) -> int | None:
         """The request's verification budget: candidates checked first (0: none, the
-        global and visual-word ranking as it is); unset: the daemon's ``[search] verify``."""
+        global and visual-word ranking as it is); unset: the bundle's budget."""
         if raw in (None, ""):
             return None
         return in_range(as_int(raw, "verify"), "verify", 0, MAX_VERIFY)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from lensbox.device.config.base import Section
 from lensbox.device.config.camera import CameraConfig, KioskConfig
@@ -44,6 +44,17 @@ class LensboxConfig(Section):
     kiosk: KioskConfig = KioskConfig()
     state: StateConfig = StateConfig()
     service: ServiceConfig = ServiceConfig()
+
+    @model_validator(mode="after")
+    def _budgets_name_bundles(self) -> LensboxConfig:
+        """A [search.bundles.<name>] for no configured bundle is a typo, not a no-op."""
+        unknown = sorted(set(self.search.bundles) - set(self.bundles))
+        if self.bundles and unknown:
+            raise ValueError(
+                f"[search.bundles] names no configured bundle: {', '.join(unknown)} "
+                f"(bundles: {', '.join(sorted(self.bundles))})"
+            )
+        return self
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:

@@ -10,6 +10,21 @@ from lensbox.device.config.base import Section
 from lensbox.device.embedding.views import ALL_VIEWS
 
 
+class BundleBudget(Section):
+    """``[search.bundles.<name>]``: one bundle's verification budget, where it differs
+    from ``[search]`` (a catalog of flat posters verifies cheaply; 3D objects rarely do)."""
+
+    verify: int | None = Field(None, ge=0, le=100, description="as [search] verify")
+    verify_more: int | None = Field(None, ge=0, le=100, description="as [search] verify_more")
+
+    def apply(self, rerank):
+        """``rerank`` (RerankSettings) with this bundle's budget."""
+        from dataclasses import replace
+
+        given = {"verify": self.verify, "verify_more": self.verify_more}
+        return replace(rerank, **{k: v for k, v in given.items() if v is not None})
+
+
 class SearchConfig(Section):
     threads: int = Field(2, ge=1, le=16, description="TFLite/XNNPACK threads per interpreter")
     runtime: Literal["auto", "ai-edge-litert", "tflite-runtime"] = "auto"
@@ -63,6 +78,11 @@ class SearchConfig(Section):
         description="query views other than `center` count this much and the centre crop "
         "the rest (the camera is aimed at the item; the full frame also sees what is around "
         "it); 1: every view on its own",
+    )
+
+    bundles: dict[str, BundleBudget] = Field(
+        default_factory=dict,
+        description="per bundle (instance name): its own verification budget",
     )
 
     @field_validator("query_views")

@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -222,14 +222,23 @@ class BundleManager(Mapping):
         embedder = Embedder(self._model, bundle.manifest["descriptor"]["pooling"], self._labels)
         return SearchEngine(bundle, embedder, self.config.search.settings())
 
+    def _budgeted(self, name: str, engine: SearchEngine) -> SearchEngine:
+        """``engine`` with instance ``name``'s own verification budget, when
+        ``[search.bundles.<name>]`` gives one."""
+        budget = self.config.search.bundles.get(name)
+        if budget is not None:
+            settings = engine.settings
+            engine.settings = replace(settings, rerank=budget.apply(settings.rerank))
+        return engine
+
     def _catalog(self, name: str, engine: SearchEngine, slot: BundleSlot) -> LiveCatalog:
         state = self.config.state
         return LiveCatalog(
-            engine,
+            self._budgeted(name, engine),
             state.journal_path(name),
             slot=slot,
             settings=LiveSettings.from_config(state, background=self.background),
-            engine_factory=self.open_engine,
+            engine_factory=lambda path: self._budgeted(name, self.open_engine(path)),
             embed_lock=self.embed_lock,
             read_only=state.read_only,
         )
