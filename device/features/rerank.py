@@ -199,6 +199,8 @@ def _check(
         ok = found.inliers >= settings.match.min_inliers
         backdrop = ok and behind(found, query.size)
         evidence[row] = Evidence(found.inliers, found.region if ok else None, ok, backdrop)
+        # A backdrop's inliers end the checks as any item's do (as measured): the 3D item
+        # in front of it seldom verifies, so checking on would mostly cost time.
         if stop.after(found.inliers):
             return True
     return False
