@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import base64
 import csv
+import functools
 import re
 import shutil
 import socket
@@ -110,16 +111,13 @@ def pool_for(interpreters: int = 1):
     return _POOLS[interpreters]
 
 
-_SCRATCH: list[str] = []
-
-
+@functools.cache
 def _scratch() -> str:
     """One temporary folder per test process for the daemons' state dirs, removed at exit
     (a test run used to leave hundreds of ``lensbox-state-*`` folders in /tmp)."""
-    if not _SCRATCH:
-        _SCRATCH.append(tempfile.mkdtemp(prefix="lensbox-tests-"))
-        atexit.register(shutil.rmtree, _SCRATCH[0], True)
-    return _SCRATCH[0]
+    folder = tempfile.mkdtemp(prefix="lensbox-tests-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def serve_config(bundles: dict[str, Path], sections: dict | None = None, **server: object):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import replace
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
 from lensbox.device.config.base import Section
 from lensbox.device.embedding.views import ALL_VIEWS
+
+if TYPE_CHECKING:
+    from lensbox.device.features.rerank import RerankSettings
 
 
 class BundleBudget(Section):
@@ -17,12 +21,13 @@ class BundleBudget(Section):
     verify: int | None = Field(None, ge=0, le=100, description="as [search] verify")
     verify_more: int | None = Field(None, ge=0, le=100, description="as [search] verify_more")
 
-    def apply(self, rerank):
-        """``rerank`` (RerankSettings) with this bundle's budget."""
-        from dataclasses import replace
-
-        given = {"verify": self.verify, "verify_more": self.verify_more}
-        return replace(rerank, **{k: v for k, v in given.items() if v is not None})
+    def apply(self, rerank: RerankSettings) -> RerankSettings:
+        """``rerank`` with this bundle's budget."""
+        if self.verify is not None:
+            rerank = replace(rerank, verify=self.verify)
+        if self.verify_more is not None:
+            rerank = replace(rerank, verify_more=self.verify_more)
+        return rerank
 
 
 class SearchConfig(Section):
