@@ -388,9 +388,14 @@ def _find(rows: list[dict], desc: str, views: str) -> dict | None:
 # (label, descriptor a, descriptor b): recall@1 of a minus b, default query views.
 ABLATION_PAIRS = (
     (
-        "PCA-whitening (default) vs raw 1280-d GeM",
+        "whitening learned from camera views (default) vs raw 1280-d GeM",
         "gem, default projection",
         "gem, no projection (raw 1280)",
+    ),
+    (
+        "whitening learned from camera views (default) vs PCA-whitening of the catalog",
+        "gem, default projection",
+        "gem, PCA-whitening of the catalog alone",
     ),
     (
         "GeM vs average pooling (both with the default projection)",

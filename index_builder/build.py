@@ -7,10 +7,12 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -34,7 +36,7 @@ from lensbox.device.embedding.embedder import describe
 from lensbox.device.embedding.model import INPUT_SIZE, PREPROCESSING, file_sha256
 from lensbox.device.embedding.views import validate_views
 from lensbox.device.features.local import LocalFeatures, LocalSettings
-from lensbox.index_builder import workers
+from lensbox.index_builder import whitening, workers
 from lensbox.index_builder.cache import CachedEmbedding, EmbeddingCache, default_cache_dir
 from lensbox.index_builder.calibrate import calibrate
 from lensbox.index_builder.catalog import (
@@ -75,11 +77,20 @@ class BuildSettings:
     local_max_side: int = 640
     # Measure the verdict thresholds on camera views of the catalog (index_builder/calibrate).
     calibrate: bool = True
+    # Learn the whitening from this many camera views of each of up to ``whiten_photos``
+    # catalog photos (index_builder/whitening.py); 0: PCA-whitening of the catalog alone.
+    whiten_views: int = 6
+    whiten_photos: int = 500
 
     def local(self) -> LocalSettings | None:
         if self.local_features <= 0:
             return None
         return LocalSettings(max_side=self.local_max_side, catalog_features=self.local_features)
+
+    def whitening(self) -> whitening.WhiteningSettings | None:
+        if not self.whiten or self.whiten_views <= 0 or self.whiten_photos <= 0:
+            return None
+        return whitening.WhiteningSettings(views=self.whiten_views, photos=self.whiten_photos)
 
     def resolved_model(self) -> Path:
         if self.model_path:
@@ -148,15 +159,6 @@ def _embed_all(
         else:
             results[path] = {"path": path, **asdict(hit), "local": local_hit}
     hits = len(results)
-    n_workers = settings.workers or os.cpu_count() or 1
-    init = (
-        str(model),
-        settings.threads_per_worker,
-        settings.runtime,
-        settings.pooling,
-        settings.catalog_views,
-        local,
-    )
     bar = tqdm(
         total=len(paths),
         initial=hits,
@@ -166,30 +168,49 @@ def _embed_all(
         file=sys.stderr,
     )
     try:
-        if n_workers == 1 or len(todo) < 8:
-            workers.init_worker(*init)
-            outputs = map(workers.embed_file, todo)
-            _collect(outputs, results, keys, cache, bar)
-        else:
-            # An executor, not mp.Pool: a worker that dies (a runtime crashing in native code)
-            # breaks the build with an error instead of being replaced forever (a hang).
-            ctx = mp.get_context("spawn" if sys.platform == "darwin" else "fork")
-            try:
-                with ProcessPoolExecutor(
-                    n_workers, mp_context=ctx, initializer=workers.init_worker, initargs=init
-                ) as pool:
-                    _collect(
-                        pool.map(workers.embed_file, todo, chunksize=4), results, keys, cache, bar
-                    )
-            except BrokenProcessPool as exc:
-                raise BuildError(
-                    "an embedding worker process died (a crash in the TFLite runtime?); "
-                    "try `--workers 1` to see the error, or `--runtime tflite-runtime`"
-                ) from exc
+        outputs = _map_workers(workers.embed_file, todo, _worker_init(settings, model), settings)
+        _collect(outputs, results, keys, cache, bar)
     finally:
         bar.close()
         cache.close()
     return results, hits
+
+
+def _worker_init(settings: BuildSettings, model: Path) -> tuple:
+    """Arguments of ``workers.init_worker``."""
+    return (
+        str(model),
+        settings.threads_per_worker,
+        settings.runtime,
+        settings.pooling,
+        settings.catalog_views,
+        settings.local(),
+    )
+
+
+def _map_workers(
+    fn: Callable[[Any], Any], jobs: list, init: tuple, settings: BuildSettings
+) -> Iterator:
+    """``fn`` over ``jobs`` in worker processes (``workers.init_worker(*init)`` in each), in
+    order; a few jobs, or one worker, run in this process."""
+    n_workers = settings.workers or os.cpu_count() or 1
+    if n_workers == 1 or len(jobs) < 8:
+        workers.init_worker(*init)
+        yield from map(fn, jobs)
+        return
+    # An executor, not mp.Pool: a worker that dies (a runtime crashing in native code)
+    # breaks the build with an error instead of being replaced forever (a hang).
+    ctx = mp.get_context("spawn" if sys.platform == "darwin" else "fork")
+    try:
+        with ProcessPoolExecutor(
+            n_workers, mp_context=ctx, initializer=workers.init_worker, initargs=init
+        ) as pool:
+            yield from pool.map(fn, jobs, chunksize=4)
+    except BrokenProcessPool as exc:
+        raise BuildError(
+            "an embedding worker process died (a crash in the TFLite runtime?); "
+            "try `--workers 1` to see the error, or `--runtime tflite-runtime`"
+        ) from exc
 
 
 def _collect(outputs, results: dict, keys: dict, cache: EmbeddingCache, bar: tqdm) -> None:
@@ -247,8 +268,12 @@ def _thumbnails(shown: list[tuple[str, str]], threads: int) -> list[tuple[str, s
         return [t for t in pool.map(_thumbnail, shown, chunksize=16) if t is not None]
 
 
-def _fit_projection(pooled: np.ndarray, settings: BuildSettings) -> Projection | None:
-    """Learn PCA-whitening from the catalog itself.
+def _fit_projection(
+    pooled: np.ndarray, photos: list[dict], settings: BuildSettings, model: Path, progress: bool
+) -> Projection | None:
+    """Learn the projection: whitening learned from camera views of ``photos`` (the embedded
+    catalog photos), or PCA-whitening of the catalog alone (``whiten_views`` 0, or views
+    that could not be made).
 
     Whitening learned from just 250 catalog photos still adds about 4 points of recall@1 on
     kiosk-like queries (7 with the full view alone; docs/benchmarks.md), so small catalogs
@@ -258,7 +283,30 @@ def _fit_projection(pooled: np.ndarray, settings: BuildSettings) -> Projection |
     if settings.dims <= 0 or len(pooled) < max(2, settings.min_photos_for_pca):
         return None
     dims = min(settings.dims, (2 * len(pooled)) // 3)
+    learning = settings.whitening()
+    if learning is not None:
+        chosen = [photos[i] for i in whitening.sample(len(photos), learning)]
+        jobs = whitening.view_jobs([p["path"] for p in chosen], learning)
+        init = _worker_init(settings, model)
+        learned = whitening.learn(
+            pooled,
+            np.stack([p["pooled"][0] for p in chosen]),  # the full view: always the first
+            lambda: _map_workers(workers.embed_camera_views, jobs, init, settings),
+            dims,
+            learning,
+            progress,
+        )
+        if learned is not None:
+            return learned
     return Projection.fit(pooled, dims, settings.whiten)
+
+
+def _projection_name(projection: Projection | None, settings: BuildSettings) -> str:
+    if projection is None:
+        return "none"
+    if settings.whiten and not projection.whiten:
+        return "learned-whiten"
+    return "pca-whiten" if projection.whiten else "pca"
 
 
 def _check_output(output: Path, source: Path, paths: list[str]) -> None:
@@ -351,15 +399,12 @@ def build_bundle(
             + (" ..." if len(report.skipped) > 5 else "")
         )
     all_pooled = np.concatenate(pooled).astype(np.float32)
-    projection = _fit_projection(all_pooled, settings)
+    embedded = [out for _, out in _photos_by_row(catalog, results)]
+    projection = _fit_projection(all_pooled, embedded, settings, model, progress)
     vectors = describe(all_pooled, projection)
     scale = choose_int8_scale(vectors)
     report.items, report.vectors = len(items), len(vectors)
-    report.projection = (
-        "pca-whiten"
-        if projection is not None and settings.whiten
-        else ("pca" if projection is not None else "none")
-    )
+    report.projection = _projection_name(projection, settings)
     report.seconds = time.perf_counter() - started
     manifest = _manifest(settings, model, model_sha, vectors.shape[1], scale, report, projection)
     content = BundleContent(

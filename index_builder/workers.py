@@ -11,11 +11,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lensbox.device.embedding.embedder import Embedder
 from lensbox.device.embedding.model import TFLiteModel
 from lensbox.device.features.local import LocalSettings, extract
-from lensbox.device.imaging.decode import ImageError, decode_reduced
+from lensbox.device.imaging.decode import ImageError, decode_reduced, load_reduced
 from lensbox.device.imaging.frames import local_to_full, pipeline_sides
+from lensbox.index_builder.calibrate import camera_view
 from lensbox.index_builder.catalog import UNSUPPORTED_SUFFIXES
 
 _EMBEDDER: Embedder | None = None
@@ -79,3 +82,18 @@ def embed_file(path: str) -> dict[str, Any]:
         "format": decoded.info.format,
         "local": local,
     }
+
+
+def embed_camera_views(job: tuple[str, tuple[int, ...], int, tuple[str, ...]]) -> np.ndarray | None:
+    """The pooled query views, (count, views, C), of ``count`` camera views of one catalog
+    photo (the builder's learned whitening, index_builder/whitening.py); the photo is
+    decoded as a catalog photo is. None when it cannot be read (it was reported already)."""
+    assert _EMBEDDER is not None, "init_worker was not called"
+    path, seed, count, views = job
+    long_side, short_side = pipeline_sides(_LOCAL)
+    try:
+        rgb = load_reduced(path, long_side=long_side, short_side=short_side).rgb
+    except (ImageError, OSError):
+        return None
+    shots = [camera_view(rgb, np.random.default_rng([*seed, n])) for n in range(count)]
+    return np.stack([e.pooled for e in _EMBEDDER.embed_many(shots, views)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -135,13 +136,19 @@ def test_bad_manifest_rows_name_the_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_projection_is_learned_when_the_catalog_is_large_enough(tmp_path: Path) -> None:
+    """By default from camera views of the catalog; ``whiten_views=0``: PCA-whitening."""
     settings = BuildSettings(
         cache_dir=None, workers=1, dims=8, min_photos_for_pca=16, catalog_views=("full", "center")
     )
     report = build_bundle(SAMPLE_CATALOG, tmp_path / "p.lbx", settings, progress=False)
     bundle = open_bundle(tmp_path / "p.lbx")
-    assert report.projection == "pca-whiten" and bundle.dims == 8
+    assert report.projection == "learned-whiten" and bundle.dims == 8
     assert bundle.projection is not None and len(bundle.vectors) == 36
+    assert bundle.manifest["descriptor"]["projection"] == "learned-whiten"
+    plain = replace(settings, whiten_views=0)
+    report = build_bundle(SAMPLE_CATALOG, tmp_path / "q.lbx", plain, progress=False)
+    assert report.projection == "pca-whiten"
+    assert open_bundle(tmp_path / "q.lbx").projection.whiten  # type: ignore[union-attr]
 
 
 def test_items_without_optional_fields_are_written(tmp_path: Path) -> None:

@@ -81,6 +81,7 @@ def test_annoy_on_a_whitened_bundle_searches_in_pca_space(tmp_path) -> None:
         min_photos_for_pca=16,
         catalog_views=("full", "center", "tl", "br"),
         index_dims=8,
+        whiten_views=0,  # PCA-whitening: the one with a whitening to undo
     )
     build_bundle(SAMPLE_CATALOG, tmp_path / "w.lbx", settings, progress=False)
     cat = open_catalog(str(tmp_path / "w.lbx"), SearchSettings(exact_below=0), threads=1)

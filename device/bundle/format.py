@@ -6,7 +6,7 @@ A bundle is a directory::
     items.sqlite         one row per catalog item (metadata, concepts)
     vectors.i8           int8 descriptors, shape (vectors, dims), memory-mapped
     vector_items.i32     item row of each vector (an item may have several vectors)
-    projection.npz       PCA-whitening learned at build time (absent when too few photos)
+    projection.npz       whitening learned at build time (absent when too few photos)
     index.ann            Annoy index over the vectors (angular), in the space manifest
                          index.space names (see INDEX_SPACE_*)
     ann_projection.npz   the reduced PCA space index.ann holds (index.space "pca-reduced")

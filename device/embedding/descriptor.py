@@ -42,7 +42,8 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Projection:
-    """PCA(-whitening) learned at build time and stored in the bundle.
+    """The projection learned at build time and stored in the bundle: PCA(-whitening) of the
+    catalog, or whitening learned from camera views of it (:meth:`fit_learned`).
 
     ``apply`` centres, projects onto the top components, divides by the square root of their
     variance (when whitening) and L2-normalises. Whitening evens out the few dominant
@@ -51,7 +52,7 @@ class Projection:
 
     mean: np.ndarray  # (C,)
     components: np.ndarray  # (C, D), already divided by sqrt(eigenvalue) when whitened
-    whiten: bool
+    whiten: bool  # the catalog's PCA directions were scaled to unit variance
 
     @property
     def dims(self) -> int:
@@ -79,6 +80,38 @@ class Projection:
         if whiten:
             eigvec = eigvec / np.sqrt(eigval + shrinkage * eigval.mean() + 1e-12)
         return cls(mean.astype(np.float32), eigvec.astype(np.float32), whiten)
+
+    @classmethod
+    def fit_learned(
+        cls,
+        pooled: np.ndarray,
+        pairs: tuple[np.ndarray, np.ndarray],
+        dims: int,
+        shrinkage: float = 0.3,
+    ) -> Projection:
+        """Whitening learned from matching pairs (Radenović et al.'s "learned whitening").
+
+        ``pairs`` = (camera views, the catalog photos they show), pooled, row by row. The
+        directions in which a photo and a camera view of the same item differ (background,
+        light, perspective, blur) are scaled down by the inverse square root of their
+        covariance; the catalog's own PCA in that space then picks the ``dims`` directions
+        that tell items apart. PCA-whitening from the catalog alone only knows how items
+        differ, not how a camera changes one. ``shrinkage`` (a fraction of the mean
+        eigenvalue) keeps directions the views barely sampled from being blown up.
+        """
+        x = l2_normalise(pooled).astype(np.float64)
+        mean = x.mean(axis=0)
+        views, photos = pairs
+        diffs = l2_normalise(views).astype(np.float64) - l2_normalise(photos).astype(np.float64)
+        eigval, eigvec = np.linalg.eigh(diffs.T @ diffs / max(1, len(diffs)))
+        eigval = np.maximum(eigval, 0.0)
+        whitening = eigvec / np.sqrt(eigval + shrinkage * eigval.mean() + 1e-12)
+        spread, axes = np.linalg.eigh(np.cov(((x - mean) @ whitening).T))
+        order = np.argsort(spread)[::-1][:dims]
+        components = whitening @ axes[:, order]
+        # Not ``whiten``: the catalog's spread is kept, so the dominant directions still
+        # lead and Annoy's trees split on them without undoing anything (unwhiten_scale).
+        return cls(mean.astype(np.float32), components.astype(np.float32), False)
 
     def unwhiten_scale(self) -> np.ndarray | None:
         """Per-dimension factors that undo the whitening (sqrt of each kept eigenvalue).

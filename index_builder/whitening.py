@@ -1,0 +1,84 @@
+"""Learn the descriptor's projection from camera views of the catalog.
+
+PCA-whitening fitted on the catalog alone learns how catalog photos differ from each other,
+not how a camera changes one photo: a cluttered desk, tilt, glare and blur move a query's
+global descriptor along directions the catalog never varies in, and whitening then
+*amplifies* them. Here the builder renders camera views of a sample of its own catalog
+photos (the same renderer calibration uses, with other seeds), embeds them as the device
+embeds a query (its views, model and pooling), and learns a whitening that shrinks the
+directions a view differs from its photo in (:meth:`Projection.fit_learned`).
+Measured in docs/recognition.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from lensbox.device.embedding.descriptor import Projection
+from lensbox.device.embedding.views import QUERY_VIEWS
+
+SEED = 23  # not calibration's seed: thresholds are measured on views whitening never saw
+
+
+@dataclass(frozen=True)
+class WhiteningSettings:
+    views: int = 6  # camera views per sampled catalog photo; 0: PCA-whitening of the catalog
+    photos: int = 500  # catalog photos sampled (the cost is views x photos x 3 model runs)
+    shrinkage: float = 0.3
+
+
+def sample(count: int, settings: WhiteningSettings) -> list[int]:
+    """Indices of the catalog photos to render views of, the same on every rebuild."""
+    rng = np.random.default_rng(SEED)
+    return sorted(int(i) for i in rng.permutation(count)[: settings.photos])
+
+
+def view_jobs(paths: list[str], settings: WhiteningSettings) -> list[tuple]:
+    """Arguments of ``workers.embed_camera_views``, one per sampled photo."""
+    return [(path, (SEED, n), settings.views, QUERY_VIEWS) for n, path in enumerate(paths)]
+
+
+def pairs(
+    photos: np.ndarray, views: Iterator[np.ndarray | None], progress: bool, total: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(every view row, the pooled photo it shows) from the sampled ``photos`` (N, C) and
+    their ``views`` (count, V, C) each; None when too few photos could be rendered."""
+    shown, own = [], []
+    bar = tqdm(
+        total=total, desc="camera views", unit="photo", disable=not progress, file=sys.stderr
+    )
+    try:
+        for photo, rendered in zip(photos, views, strict=True):
+            bar.update(1)
+            if rendered is None:
+                continue
+            rows = rendered.reshape(-1, rendered.shape[-1])
+            shown.append(rows)
+            own.append(np.repeat(photo[None], len(rows), axis=0))
+    finally:
+        bar.close()
+    if len(shown) < 2:
+        return None
+    return np.concatenate(shown), np.concatenate(own)
+
+
+def learn(
+    pooled: np.ndarray,
+    photos: np.ndarray,
+    render: Callable[[], Iterator[np.ndarray | None]],
+    dims: int,
+    settings: WhiteningSettings,
+    progress: bool = True,
+) -> Projection | None:
+    """The learned projection of ``pooled`` (every catalog vector), from the sampled
+    ``photos``' pooled full views and ``render()``'s camera views of them; None when the
+    views could not be made (the caller falls back to PCA-whitening)."""
+    found = pairs(photos, render(), progress, len(photos))
+    if found is None:
+        return None
+    return Projection.fit_learned(pooled, found, dims, settings.shrinkage)
