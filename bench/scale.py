@@ -43,8 +43,9 @@ SIZES_FULL = (1_000, 10_000, 100_000, 1_000_000)
 SIZES_QUICK = (1_000, 10_000, 100_000)
 # The sweep of the reduced-PCA Annoy index: index dims x trees x candidates x search_k, where
 # search_k = candidates x SEARCH_K_X (Annoy examines that many leaf entries per query view).
-# Bumped when synthetic bundles change, so that cached ones are written again (2: calibrated).
-SYNTHETIC_VERSION = 2
+# Bumped when synthetic bundles change, so that cached ones are written again (2: calibrated;
+# 3: sampled from descriptors whitened as the builder now learns it, from camera views).
+SYNTHETIC_VERSION = 3
 SWEEP = {
     100_000: {"dims": (32, 48, 64), "trees": (8, 16, 32), "candidates": (250, 500, 1000, 2000)},
     1_000_000: {"dims": (32, 48, 64), "trees": (16,), "candidates": (500, 1000, 2000, 4000)},

@@ -57,10 +57,10 @@ def add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--whiten-views",
         type=int,
-        default=6,
+        default=12,
         metavar="N",
         help="learn the whitening from N camera views rendered from each of up to 500 catalog "
-        "photos (default 6: it makes real photos of an item find it far more often, "
+        "photos (default 12: it makes real photos of an item find it far more often, "
         "docs/recognition.md; 0: PCA-whitening of the catalog alone, a faster build)",
     )
     p.add_argument("--pooling", choices=("gem", "avg"), default="gem", help="feature-map pooling")

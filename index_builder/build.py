@@ -79,7 +79,7 @@ class BuildSettings:
     calibrate: bool = True
     # Learn the whitening from this many camera views of each of up to ``whiten_photos``
     # catalog photos (index_builder/whitening.py); 0: PCA-whitening of the catalog alone.
-    whiten_views: int = 6
+    whiten_views: int = 12
     whiten_photos: int = 500
 
     def local(self) -> LocalSettings | None:

@@ -27,7 +27,7 @@ SEED = 23  # not calibration's seed: thresholds are measured on views whitening 
 
 @dataclass(frozen=True)
 class WhiteningSettings:
-    views: int = 6  # camera views per sampled catalog photo; 0: PCA-whitening of the catalog
+    views: int = 12  # camera views per sampled catalog photo; 0: PCA-whitening of the catalog
     photos: int = 500  # catalog photos sampled (the cost is views x photos x 3 model runs)
     shrinkage: float = 0.3
 
