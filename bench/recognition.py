@@ -282,6 +282,18 @@ STEPS = {
 PCA_STEPS = {"pca: global": "global", "pca: full": "full"}
 
 
+# What a bundle is made by: a cached bundle older than any of these files is built again.
+BUILDER_CODE = ("index_builder", "device/embedding", "device/features", "device/bundle")
+
+
+def _stale(manifest: Path, wanted: dict) -> bool:
+    """A cached bundle is reused only if built with these settings and the current code."""
+    if not manifest.exists() or json.loads(manifest.read_text()).get("build") != wanted:
+        return True
+    newest = max(p.stat().st_mtime for d in BUILDER_CODE for p in (ROOT / d).rglob("*.py"))
+    return manifest.stat().st_mtime < newest
+
+
 def build(protocol: Protocol, work: Path, **overrides) -> Path:
     from lensbox.index_builder.build import BuildSettings, build_bundle
 
@@ -289,8 +301,7 @@ def build(protocol: Protocol, work: Path, **overrides) -> Path:
     out = work / f"{protocol.name}{suffix}.lbx"
     settings = BuildSettings(workers=2, **overrides)
     wanted = json.loads(json.dumps({k: v for k, v in asdict(settings).items() if k != "cache_dir"}))
-    manifest = out / "manifest.json"
-    if not manifest.exists() or json.loads(manifest.read_text()).get("build") != wanted:
+    if _stale(out / "manifest.json", wanted):
         log(f"{protocol.name}: building {protocol.catalog}")
         build_bundle(protocol.catalog, out, settings, progress=False)
     return out
