@@ -370,10 +370,15 @@ def verdict_quality(rows: list[dict]) -> dict:
     }
 
 
-def measure(catalog, protocol: Protocol, step: str, run_ms: float) -> dict:
-    """One step over every query: summaries for all of them and for each group."""
+def measure(
+    catalog, protocol: Protocol, step: str, run_ms: float, keep: list | None = None
+) -> dict:
+    """One step over every query: summaries for all of them and for each group; ``keep``
+    gets each query's (top score, whether the top hit is right)."""
     log(f"{protocol.name}: {step} over {len(protocol.queries)} queries")
     rows = list(evaluate(catalog, protocol, step))
+    if keep is not None:
+        keep += [(round(float(r["score"]), 4), bool(r["correct"])) for r in rows]
     groups = sorted({r["group"] for r in rows} | {r["detail"] for r in rows} - {None})
     return {
         "all": summarise(rows, run_ms),
@@ -411,8 +416,10 @@ def run(quick: bool, work: Path, protocols: list[str]) -> dict:
             "local": manifest.get("local"),
             "steps": {},
         }
+        out["answers"] = []  # the default's, for other sets' thresholds (cross_calibration)
         for step in STEPS:
-            out["steps"][step] = measure(catalog, protocol, step, run_ms)
+            keep = out["answers"] if step == "full" else None
+            out["steps"][step] = measure(catalog, protocol, step, run_ms, keep)
         pca_bundle = build(protocol, work, whiten_views=0)
         pca = open_catalog(str(pca_bundle), threads=2)
         for label, step in PCA_STEPS.items():
@@ -472,6 +479,37 @@ def verdict_line(out: dict, pca: bool = False) -> str:
         f"'match' answered {v['answered']:.1%} of these queries with precision "
         f"{v['precision']:.1%}"
     )
+
+
+def cross_calibration(protocols: dict) -> list[str]:
+    """Each set's stored ``match`` threshold applied to every set's answers (default step):
+    the share answered "match" and its precision. Why the builder measures the threshold on
+    each catalog instead of one fixed number."""
+    have = {n: o for n, o in protocols.items() if o.get("answers") and o.get("calibration")}
+    if len(have) < 2:
+        return []
+    rows = []
+    for source, out in have.items():
+        match = float(out["calibration"]["match"])
+        cells = [f"{source} ({match:.3f})"]
+        for target in have.values():
+            answers = [ok for score, ok in target["answers"] if score >= match]
+            share = len(answers) / len(target["answers"])
+            precision = f"{sum(answers) / len(answers):.1%}" if answers else "-"
+            cells.append(f"{share:.1%} / {precision}")
+        rows.append(cells)
+    return [
+        "## One set's threshold on the others",
+        "",
+        "The `match` threshold the builder stored for one set's catalog, applied to every "
+        "set's answers (the default step; a top score at or above it counts as `match`, the "
+        "verdict's main test): the share of queries answered `match` / the precision of those "
+        "answers. The diagonal is what the builder chose; off it, what a "
+        "threshold fixed by hand on one kind of catalog would give on another.",
+        "",
+        md_table(["threshold from (match >=)", *have], rows),
+        "",
+    ]
 
 
 def print_protocol(name: str, out: dict) -> None:
@@ -571,6 +609,7 @@ def render(results: dict) -> str:
         ]
         if "pca: full" in out["steps"]:
             parts += [verdict_line(out, pca=True) + ".", ""]
+    parts += cross_calibration(results.get("protocols", {}))
     detectors = load_results("detectors")
     if detectors:
         parts += [
