@@ -2,7 +2,7 @@
 
 Real catalogs of 1M photos are not at hand, so the ANN part uses synthetic descriptors: a
 Gaussian (mean + full covariance) fitted to real lensbox descriptors of the 1000 UKBench
-photos (PCA-whitened 256-d, as a real bundle of that size stores them), sampled and
+photos (whitened 256-d, as a real bundle of that size stores them), sampled and
 L2-normalised. The 250 real catalog photos (view 0 of each object) are kept in every bundle,
 so real queries (the other views) still have their true match among the distractors.
 Bundles are written with lensbox's own writer (index_builder/writer.py).
@@ -88,7 +88,7 @@ class RealData:
 
 
 def real_data(cfg: BenchConfig, n_queries: int) -> RealData:
-    """Build the 1000-photo bundle (PCA-whitened 256) and embed real queries through the engine."""
+    """Build the 1000-photo bundle (whitened, 256 dims) and embed real queries through it."""
     from bench.quality import build, open_engine
     from lensbox.device.imaging.decode import decode_image
 
