@@ -291,7 +291,7 @@ def _fit_projection(
         learned = whitening.learn(
             pooled,
             np.stack([p["pooled"][0] for p in chosen]),  # the full view: always the first
-            lambda: _map_workers(workers.embed_camera_views, jobs, init, settings),
+            _map_workers(workers.embed_camera_views, jobs, init, settings),  # runs as read
             # The views, not the catalog, estimate what to shrink: every direction the
             # catalog spans is kept (UKBench kiosk +0.6 points over 2/3 of them, global).
             min(settings.dims, len(pooled) - 1),
@@ -401,8 +401,8 @@ def build_bundle(
             + (" ..." if len(report.skipped) > 5 else "")
         )
     all_pooled = np.concatenate(pooled).astype(np.float32)
-    embedded = [out for _, out in _photos_by_row(catalog, results)]
-    projection = _fit_projection(all_pooled, embedded, settings, model, progress)
+    by_row = _photos_by_row(catalog, results)
+    projection = _fit_projection(all_pooled, [out for _, out in by_row], settings, model, progress)
     vectors = describe(all_pooled, projection)
     scale = choose_int8_scale(vectors)
     report.items, report.vectors = len(items), len(vectors)
@@ -427,7 +427,7 @@ def build_bundle(
             else None
         ),
     )
-    photos = [(row, str(out["path"])) for row, out in _photos_by_row(catalog, results)]
+    photos = [(row, str(out["path"])) for row, out in by_row]
 
     def finish(folder: Path) -> dict:
         return {"calibration": _calibrate(folder, photos, settings, model)}

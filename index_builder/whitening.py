@@ -13,7 +13,7 @@ Measured in docs/recognition.md.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,8 +27,10 @@ SEED = 23  # not calibration's seed: thresholds are measured on views whitening 
 
 @dataclass(frozen=True)
 class WhiteningSettings:
-    views: int = 12  # camera views per sampled catalog photo; 0: PCA-whitening of the catalog
-    photos: int = 500  # catalog photos sampled (the cost is views x photos x 3 model runs)
+    """BuildSettings.whitening() makes it: ``whiten_views`` and ``whiten_photos`` there."""
+
+    views: int  # camera views per sampled catalog photo
+    photos: int  # catalog photos sampled (the cost is views x photos x 3 model runs)
     shrinkage: float = 0.3
 
 
@@ -44,13 +46,13 @@ def view_jobs(paths: list[str], settings: WhiteningSettings) -> list[tuple]:
 
 
 def pairs(
-    photos: np.ndarray, views: Iterator[np.ndarray | None], progress: bool, total: int
+    photos: np.ndarray, views: Iterator[np.ndarray | None], progress: bool
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """(every view row, the pooled photo it shows) from the sampled ``photos`` (N, C) and
     their ``views`` (count, V, C) each; None when too few photos could be rendered."""
     shown, own = [], []
     bar = tqdm(
-        total=total, desc="camera views", unit="photo", disable=not progress, file=sys.stderr
+        total=len(photos), desc="camera views", unit="photo", disable=not progress, file=sys.stderr
     )
     try:
         for photo, rendered in zip(photos, views, strict=True):
@@ -70,15 +72,16 @@ def pairs(
 def learn(
     pooled: np.ndarray,
     photos: np.ndarray,
-    render: Callable[[], Iterator[np.ndarray | None]],
+    views: Iterator[np.ndarray | None],
     dims: int,
     settings: WhiteningSettings,
     progress: bool = True,
 ) -> Projection | None:
     """The learned projection of ``pooled`` (every catalog vector), from the sampled
-    ``photos``' pooled full views and ``render()``'s camera views of them; None when the
-    views could not be made (the caller falls back to PCA-whitening)."""
-    found = pairs(photos, render(), progress, len(photos))
+    ``photos``' pooled full views and ``views``, their camera views, one entry per photo
+    (read lazily, so rendering runs under the progress bar); None when the views could not
+    be made (the caller falls back to PCA-whitening)."""
+    found = pairs(photos, views, progress)
     if found is None:
         return None
     return Projection.fit_learned(pooled, found, dims, settings.shrinkage)
