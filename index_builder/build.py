@@ -141,13 +141,14 @@ def _embed_all(
     results: dict[str, dict] = {}
     todo: list[str] = []
     keys: dict[str, tuple[str, str | None]] = {}
+    contents: dict[str, str] = {}
     for path in paths:
         try:
             data = Path(path).read_bytes()
         except OSError:
             todo.append(path)  # the worker reports the error with its reason
             continue
-        content = workers.content_sha256(data)
+        content = contents[path] = workers.content_sha256(data)
         keys[path] = (
             cache.key(model_sha, settings.pooling, settings.catalog_views, content, local),
             cache.local_key(local, content) if local is not None else None,
@@ -174,6 +175,8 @@ def _embed_all(
     finally:
         bar.close()
         cache.close()
+    for path, content in contents.items():
+        results[path]["content"] = content  # the learned whitening samples photos by it
     return results, hits
 
 
@@ -216,6 +219,8 @@ def _map_workers(
 
 def _collect(outputs, results: dict, keys: dict, cache: EmbeddingCache, bar: tqdm) -> None:
     for n, out in enumerate(outputs):
+        if "pooled" in out:  # as the cache stores it: a warm rebuild writes the same bundle
+            out["pooled"] = out["pooled"].astype(np.float16).astype(np.float32)
         results[out["path"]] = out
         if "error" not in out and out["path"] in keys:
             key, local_key = keys[out["path"]]
@@ -270,7 +275,12 @@ def _thumbnails(shown: list[tuple[str, str]], threads: int) -> list[tuple[str, s
 
 
 def _fit_projection(
-    pooled: np.ndarray, photos: list[dict], settings: BuildSettings, model: Path, progress: bool
+    pooled: np.ndarray,
+    photos: list[dict],
+    settings: BuildSettings,
+    model: Path,
+    model_sha: str,
+    progress: bool,
 ) -> Projection | None:
     """Learn the projection: whitening learned from camera views of ``photos`` (the embedded
     catalog photos), or PCA-whitening of the catalog alone (``whiten_views`` 0, or views
@@ -284,23 +294,64 @@ def _fit_projection(
     if settings.dims <= 0 or len(pooled) < max(2, settings.min_photos_for_pca):
         return None
     learning = settings.whitening()
-    if learning is not None:
-        chosen = [photos[i] for i in whitening.sample(len(photos), learning)]
-        jobs = whitening.view_jobs([p["path"] for p in chosen], learning)
-        init = _worker_init(settings, model)
-        learned = whitening.learn(
-            pooled,
-            np.stack([p["pooled"][0] for p in chosen]),  # the full view: always the first
-            _map_workers(workers.embed_camera_views, jobs, init, settings),  # runs as read
-            # The views, not the catalog, estimate what to shrink: every direction the
-            # catalog spans is kept (UKBench kiosk +0.6 points over 2/3 of them, global).
-            min(settings.dims, len(pooled) - 1),
-            learning,
-            progress,
+    if learning is not None and all("content" in p for p in photos):
+        chosen = [photos[i] for i in whitening.sample([p["content"] for p in photos], learning)]
+        jobs = whitening.view_jobs(
+            [p["path"] for p in chosen], [p["content"] for p in chosen], learning
         )
+        cache = EmbeddingCache(Path(settings.cache_dir) if settings.cache_dir else None)
+        try:
+            learned = whitening.learn(
+                pooled,
+                np.stack([p["pooled"][0] for p in chosen]),  # the full view: always the first
+                _camera_views(
+                    jobs, [p["content"] for p in chosen], cache, settings, model, model_sha
+                ),
+                # The views, not the catalog, estimate what to shrink: every direction the
+                # catalog spans is kept (UKBench kiosk +0.6 points over 2/3 of them, global).
+                min(settings.dims, len(pooled) - 1),
+                learning,
+                progress,
+            )
+        finally:
+            cache.close()
         if learned is not None:
             return learned
     return Projection.fit(pooled, min(settings.dims, (2 * len(pooled)) // 3), settings.whiten)
+
+
+def _camera_views(
+    jobs: list[tuple],
+    contents: list[str],
+    cache: EmbeddingCache,
+    settings: BuildSettings,
+    model: Path,
+    model_sha: str,
+) -> Iterator[np.ndarray | None]:
+    """Each job's embedded camera views, in order: from the cache, or rendered and embedded
+    in the build's workers (as they are read, under the progress bar) and then cached.
+    Stored as float16 either way, so a cold and a warm build learn the same projection."""
+    local = settings.local()
+    keys = [
+        cache.views_key(cache.key(model_sha, settings.pooling, job[3], content, local), job[1:])
+        for job, content in zip(jobs, contents, strict=True)
+    ]
+    found = [cache.get_views(key) for key in keys]
+    missing = [job for job, hit in zip(jobs, found, strict=True) if hit is None]
+    made = _map_workers(
+        workers.embed_camera_views, missing, _worker_init(settings, model), settings
+    )
+    for n, (key, hit) in enumerate(zip(keys, found, strict=True)):
+        if hit is not None:
+            yield hit
+            continue
+        views = next(made)
+        if views is not None:
+            views = views.astype(np.float16).astype(np.float32)
+            cache.put_views(key, views)
+        if n % 32 == 31:
+            cache.commit()
+        yield views
 
 
 def _projection_name(projection: Projection | None, settings: BuildSettings) -> str:
@@ -402,7 +453,9 @@ def build_bundle(
         )
     all_pooled = np.concatenate(pooled).astype(np.float32)
     by_row = _photos_by_row(catalog, results)
-    projection = _fit_projection(all_pooled, [out for _, out in by_row], settings, model, progress)
+    projection = _fit_projection(
+        all_pooled, [out for _, out in by_row], settings, model, model_sha, progress
+    )
     vectors = describe(all_pooled, projection)
     scale = choose_int8_scale(vectors)
     report.items, report.vectors = len(items), len(vectors)

@@ -1,7 +1,9 @@
 """Embeddings cached by content hash, so a rebuild only embeds new or changed photos.
 
 Keyed by (model sha256, pooling, views, decode scale, photo sha256): change any of them and
-the entry no longer matches. One SQLite file, written only by the build's main process.
+the entry no longer matches. The camera views the learned whitening embeds are cached the
+same way, with their seed, count and renderer version in the key. One SQLite file, written
+only by the build's main process.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from lensbox.device.features.local import DESCRIPTOR_BYTES, LocalFeatures, LocalSettings
 from lensbox.device.imaging.frames import pipeline_sides
+from lensbox.index_builder.calibrate import RENDERER_VERSION
 
 
 def default_cache_dir() -> Path:
@@ -48,6 +51,37 @@ class EmbeddingCache:
         self.conn.execute(
             "CREATE TABLE IF NOT EXISTS local (key TEXT PRIMARY KEY, xy BLOB, descriptors BLOB, "
             "width INTEGER, height INTEGER)"
+        )
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS camera_views (key TEXT PRIMARY KEY, shape TEXT, "
+            "pooled BLOB)"
+        )
+
+    @staticmethod
+    def views_key(photo_key: str, job: tuple) -> str:
+        """``photo_key``: the photo's :meth:`key` (model, pooling, decode, content); ``job``:
+        its ``workers.embed_camera_views`` arguments less the path (seed, count, views)."""
+        raw = f"views|{photo_key}|{job!r}|renderer={RENDERER_VERSION}"
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def get_views(self, key: str) -> np.ndarray | None:
+        """The pooled views (count, V, C) as float32, or None."""
+        if self.conn is None:
+            return None
+        rec = self.conn.execute(
+            "SELECT shape, pooled FROM camera_views WHERE key = ?", (key,)
+        ).fetchone()
+        if rec is None:
+            return None
+        shape = tuple(json.loads(rec[0]))
+        return np.frombuffer(rec[1], dtype=np.float16).reshape(shape).astype(np.float32)
+
+    def put_views(self, key: str, pooled: np.ndarray) -> None:
+        if self.conn is None:
+            return
+        self.conn.execute(
+            "INSERT OR REPLACE INTO camera_views VALUES (?, ?, ?)",
+            (key, json.dumps(list(pooled.shape)), pooled.astype(np.float16).tobytes()),
         )
 
     @staticmethod

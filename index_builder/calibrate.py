@@ -24,6 +24,8 @@ from lensbox.device.imaging.decode import ImageError, load_reduced
 from lensbox.device.imaging.frames import pipeline_sides
 
 FRAME = (640, 480)
+# Bump when camera_view draws differently: the builder's cached camera views carry it.
+RENDERER_VERSION = 1
 
 
 @dataclass(frozen=True)

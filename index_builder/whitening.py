@@ -12,6 +12,7 @@ Measured in docs/recognition.md.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,15 +35,27 @@ class WhiteningSettings:
     shrinkage: float = 0.3
 
 
-def sample(count: int, settings: WhiteningSettings) -> list[int]:
-    """Indices of the catalog photos to render views of, the same on every rebuild."""
-    rng = np.random.default_rng(SEED)
-    return sorted(int(i) for i in rng.permutation(count)[: settings.photos])
+def _draw(content: str) -> int:
+    """A photo's lot, from its content alone (sha256 hex): the same in every catalog."""
+    return int(hashlib.sha256(f"{SEED}|{content}".encode()).hexdigest()[:15], 16)
 
 
-def view_jobs(paths: list[str], settings: WhiteningSettings) -> list[tuple]:
-    """Arguments of ``workers.embed_camera_views``, one per sampled photo."""
-    return [(path, (SEED, n), settings.views, QUERY_VIEWS) for n, path in enumerate(paths)]
+def sample(contents: list[str], settings: WhiteningSettings) -> list[int]:
+    """Indices of the catalog photos to render views of: those with the lowest lots.
+
+    Drawn by content rather than by position, so adding or removing photos leaves the rest
+    of the sample (and their cached views, index_builder/cache.py) as it was."""
+    order = sorted(range(len(contents)), key=lambda i: (_draw(contents[i]), i))
+    return sorted(order[: settings.photos])
+
+
+def view_jobs(paths: list[str], contents: list[str], settings: WhiteningSettings) -> list[tuple]:
+    """Arguments of ``workers.embed_camera_views``, one per sampled photo; the views' seed
+    comes from the photo's content, so a photo is rendered the same way in any catalog."""
+    return [
+        (path, (SEED, _draw(content)), settings.views, QUERY_VIEWS)
+        for path, content in zip(paths, contents, strict=True)
+    ]
 
 
 def pairs(

@@ -151,6 +151,36 @@ def test_projection_is_learned_when_the_catalog_is_large_enough(tmp_path: Path) 
     assert open_bundle(tmp_path / "q.lbx").projection.whiten  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
+def test_rebuilds_reuse_the_cached_camera_views(tmp_path: Path, monkeypatch) -> None:
+    """The learned whitening's camera views are the slow part of a build: a rebuild renders
+    none of them again and learns the same projection; a new photo adds only its own."""
+    from lensbox.index_builder import workers
+
+    folder = tmp_path / "photos"
+    shutil.copytree(SAMPLE_CATALOG, folder, ignore=shutil.ignore_patterns("clock.jpg"))
+    settings = BuildSettings(
+        cache_dir=str(tmp_path / "cache"), workers=1, dims=8, min_photos_for_pca=16
+    )
+    first = build_bundle(folder, tmp_path / "a.lbx", settings, progress=False)
+    rendered: list[str] = []
+    real = workers.embed_camera_views
+
+    def counted(job: tuple):
+        rendered.append(Path(job[0]).name)
+        return real(job)
+
+    monkeypatch.setattr(workers, "embed_camera_views", counted)
+    build_bundle(folder, tmp_path / "b.lbx", settings, progress=False)
+    assert first.projection == "learned-whiten" and rendered == []
+    a, b = open_bundle(tmp_path / "a.lbx"), open_bundle(tmp_path / "b.lbx")
+    assert a.projection is not None and b.projection is not None
+    np.testing.assert_array_equal(a.projection.components, b.projection.components)
+    shutil.copy(SAMPLE_CATALOG / "clock.jpg", folder / "clock.jpg")
+    build_bundle(folder, tmp_path / "c.lbx", settings, progress=False)
+    assert rendered == ["clock.jpg"]
+
+
 def test_items_without_optional_fields_are_written(tmp_path: Path) -> None:
     """Synthetic or hand-made bundles give only an id; every other column has a default."""
     import sqlite3

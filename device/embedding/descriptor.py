@@ -79,7 +79,7 @@ class Projection:
         eigval, eigvec = eigval[order], eigvec[:, order]
         if whiten:
             eigvec = eigvec / np.sqrt(eigval + shrinkage * eigval.mean() + 1e-12)
-        return cls(mean.astype(np.float32), eigvec.astype(np.float32), whiten)
+        return cls(mean.astype(np.float32), _signed(eigvec).astype(np.float32), whiten)
 
     @classmethod
     def fit_learned(
@@ -111,7 +111,7 @@ class Projection:
         components = whitening @ axes[:, order]
         # Not ``whiten``: the catalog's spread is kept, so the dominant directions still
         # lead and Annoy's trees split on them without undoing anything (unwhiten_scale).
-        return cls(mean.astype(np.float32), components.astype(np.float32), False)
+        return cls(mean.astype(np.float32), _signed(components).astype(np.float32), False)
 
     def unwhiten_scale(self) -> np.ndarray | None:
         """Per-dimension factors that undo the whitening (sqrt of each kept eigenvalue).
@@ -132,6 +132,15 @@ class Projection:
     def load(cls, path: Path) -> Projection:
         with np.load(path) as data:
             return cls(data["mean"], data["components"], bool(data["whiten"]))
+
+
+def _signed(components: np.ndarray) -> np.ndarray:
+    """Each column turned so its largest entry is positive. An eigenvector's sign is
+    arbitrary, and a rebuild from float-identical inputs should write an identical bundle;
+    scores do not depend on it."""
+    rows = np.argmax(np.abs(components), axis=0)
+    signs = np.sign(components[rows, np.arange(components.shape[1])])
+    return components * np.where(signs == 0, 1.0, signs)
 
 
 def identity_descriptor(pooled: np.ndarray) -> np.ndarray:
