@@ -198,3 +198,47 @@ def test_limits_apply_to_the_full_size_even_when_reduced() -> None:
     with pytest.raises(ImageError) as exc:
         decode_reduced(data, DecodeLimits(max_pixels=4_000_000))
     assert exc.value.code == "too_many_pixels"
+
+
+def _pillow_decode(data: bytes, k: int) -> np.ndarray:
+    """The reference: Pillow's own decode at DCT scale 1/k, turned upright by Pillow."""
+    from PIL import ImageOps
+
+    img = Image.open(io.BytesIO(data))
+    if k > 1:
+        img.draft(None, (img.size[0] // k, img.size[1] // k))
+    img.load()
+    return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("progressive", [False, True])
+def test_opencv_decodes_colour_jpegs_exactly_as_pillow_does(
+    orientation: int, progressive: bool
+) -> None:
+    """Colour JPEGs take OpenCV's decoder (no copy into numpy); it must give Pillow's pixels
+    at every scale and orientation, or index and query would drift apart."""
+    from lensbox.device.imaging.decode import _decode_jpeg, decode_reduced
+
+    rng = np.random.default_rng(orientation)
+    src = cv2.GaussianBlur(rng.integers(0, 255, (600, 824, 3), dtype=np.uint8), (0, 0), 3)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _encode(
+        Image.fromarray(src), "JPEG", quality=90, exif=exif.tobytes(), progressive=progressive
+    )
+    assert _decode_jpeg(Image.open(io.BytesIO(data)), data, 1.0, orientation) is not None
+    for k, short in ((1, 600), (2, 299), (4, 149), (8, 74)):
+        got = decode_reduced(data, long_side=1, short_side=short)
+        want = _pillow_decode(data, k)
+        assert got.rgb.shape == want.shape, (k, orientation)
+        np.testing.assert_array_equal(got.rgb, want)
+        upright = (600, 824) if orientation >= 5 else (824, 600)
+        assert got.size == upright
+
+
+def test_cmyk_and_grey_jpegs_still_decode() -> None:
+    src = _photo(96, 64)
+    for mode in ("CMYK", "L"):
+        data = _encode(Image.fromarray(src).convert(mode), "JPEG", quality=95)
+        assert decode_image(data).shape == (64, 96, 3)

@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -264,16 +265,18 @@ def _decode(
         full = (info.width, info.height)
         if scale is None and sides is not None:
             scale = min_scale(full, sides, region)  # long/short sides: orientation-free
-        if scale is not None and scale < 1.0:
-            _draft(img, scale)
-        img.load()
-        stored = img.size
-        turned = img.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8)
-        # In place: an upright photo is not copied (a copy is 0.6 ms of a 640x480 query).
-        ImageOps.exif_transpose(img, in_place=True)
-        if img.size != stored or (stored[0] == stored[1] and turned):
+        orientation = img.getexif().get(EXIF_ORIENTATION)
+        turned = orientation in (5, 6, 7, 8)
+        rgb = _decode_jpeg(img, data, scale or 1.0, orientation)
+        if rgb is None:
+            if scale is not None and scale < 1.0:
+                _draft(img, scale)
+            img.load()
+            # In place: an upright photo is not copied (a copy is 0.6 ms of a 640x480 query).
+            ImageOps.exif_transpose(img, in_place=True)
+            rgb = _to_rgb(img)
+        if turned:
             full = (info.height, info.width)  # the EXIF rotation swapped the sides
-        rgb = _to_rgb(img)
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -283,6 +286,41 @@ def _decode(
     # EXIF rotation can swap the sides, so the (upright, full-resolution) size is checked again.
     _check_size(ImageInfo(info.format, *full), limits, source)
     return DecodedImage(np.ascontiguousarray(rgb), info, full)
+
+
+# EXIF orientation -> the numpy steps that turn stored pixels upright (ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _decode_jpeg(img: Image.Image, data: bytes, scale: float, orientation: int | None):
+    """A colour JPEG decoded by OpenCV straight into an RGB array, or None (Pillow decodes).
+
+    The same libjpeg-turbo decode as Pillow's, pixel for pixel at every DCT scale (tested),
+    without Pillow's copy of the pixels into numpy: 0.4 ms of a 640x480 query's 1.9. Only
+    for plain colour JPEGs that end in an EOI marker: OpenCV pads a truncated file with grey
+    instead of failing, and converts CMYK differently, so those stay with Pillow."""
+    if img.format != "JPEG" or img.mode != "RGB" or not data.endswith(b"\xff\xd9"):
+        return None
+    w, h = img.size
+    k = 1
+    if scale < 0.5:
+        rw, rh = max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))
+        k = next((k for k in (8, 4, 2) if k <= min(w // rw, h // rh)), 1)
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
+    flag = flags.get(k, cv2.IMREAD_REDUCED_COLOR_8) | cv2.IMREAD_IGNORE_ORIENTATION
+    out = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_COLOR_RGB)
+    if out is None or out.shape != (math.ceil(h / k), math.ceil(w / k), 3):
+        return None
+    turn = _UPRIGHT.get(orientation or 1)
+    return turn(out) if turn is not None else out
 
 
 def load_image(path: str | Path, limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
