@@ -1,9 +1,9 @@
 """Embeddings cached by content hash, so a rebuild only embeds new or changed photos.
 
-Keyed by (model sha256, pooling, views, decode scale, photo sha256): change any of them and
-the entry no longer matches. The camera views the learned whitening embeds are cached the
-same way, with their seed, count and renderer version in the key. One SQLite file, written
-only by the build's main process.
+Keyed by (model sha256, pooling, views, decode scale, resize method, photo sha256): change
+any of them and the entry no longer matches. The camera views the learned whitening embeds
+are cached the same way, with their seed, count and renderer version in the key. One SQLite
+file, written only by the build's main process.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lensbox.device.embedding.model import RESIZE_METHOD
 from lensbox.device.features.local import DESCRIPTOR_BYTES, LocalFeatures, LocalSettings
 from lensbox.device.imaging.frames import pipeline_sides
 from lensbox.index_builder.calibrate import RENDERER_VERSION
@@ -122,7 +123,10 @@ class EmbeddingCache:
     ) -> str:
         """``local``: the build's local-feature settings, which set the scale large photos
         are decoded at (so embeddings from a full-size decode are not reused)."""
-        raw = f"{model_sha}|{pooling}|{','.join(views)}|{_decode_tag(local)}|{content_sha}"
+        raw = (
+            f"{model_sha}|{pooling}|{','.join(views)}|{_decode_tag(local)}|"
+            f"resize={RESIZE_METHOD}|{content_sha}"
+        )
         return hashlib.sha256(raw.encode()).hexdigest()
 
     def get(self, key: str) -> CachedEmbedding | None:
