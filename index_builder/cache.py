@@ -65,17 +65,16 @@ class EmbeddingCache:
         raw = f"views|{photo_key}|{job!r}|renderer={RENDERER_VERSION}"
         return hashlib.sha256(raw.encode()).hexdigest()
 
-    def get_views(self, key: str) -> np.ndarray | None:
-        """The pooled views (count, V, C) as float32, or None."""
+    def _row(self, query: str, key: str) -> tuple | None:
+        """The row ``query`` (one ``?``: the key) finds, or None (also without a cache)."""
         if self.conn is None:
             return None
-        rec = self.conn.execute(
-            "SELECT shape, pooled FROM camera_views WHERE key = ?", (key,)
-        ).fetchone()
-        if rec is None:
-            return None
-        shape = tuple(json.loads(rec[0]))
-        return np.frombuffer(rec[1], dtype=np.float16).reshape(shape).astype(np.float32)
+        return self.conn.execute(query, (key,)).fetchone()
+
+    def get_views(self, key: str) -> np.ndarray | None:
+        """The pooled views (count, V, C) as float32, or None."""
+        rec = self._row("SELECT shape, pooled FROM camera_views WHERE key = ?", key)
+        return None if rec is None else _unpack(rec[0], rec[1])
 
     def put_views(self, key: str, pooled: np.ndarray) -> None:
         if self.conn is None:
@@ -92,11 +91,7 @@ class EmbeddingCache:
         return hashlib.sha256(raw.encode()).hexdigest()
 
     def get_local(self, key: str) -> LocalFeatures | None:
-        if self.conn is None:
-            return None
-        rec = self.conn.execute(
-            "SELECT xy, descriptors, width, height FROM local WHERE key = ?", (key,)
-        ).fetchone()
+        rec = self._row("SELECT xy, descriptors, width, height FROM local WHERE key = ?", key)
         if rec is None:
             return None
         xy = np.frombuffer(rec[0], np.float32).reshape(-1, 2).copy()
@@ -130,16 +125,12 @@ class EmbeddingCache:
         return hashlib.sha256(raw.encode()).hexdigest()
 
     def get(self, key: str) -> CachedEmbedding | None:
-        if self.conn is None:
-            return None
-        rec = self.conn.execute(
-            "SELECT shape, pooled, concepts, width, height, format FROM emb WHERE key = ?", (key,)
-        ).fetchone()
+        rec = self._row(
+            "SELECT shape, pooled, concepts, width, height, format FROM emb WHERE key = ?", key
+        )
         if rec is None:
             return None
-        shape = tuple(json.loads(rec[0]))
-        pooled = np.frombuffer(rec[1], dtype=np.float16).reshape(shape).astype(np.float32)
-        return CachedEmbedding(pooled, json.loads(rec[2]), rec[3], rec[4], rec[5])
+        return CachedEmbedding(_unpack(rec[0], rec[1]), json.loads(rec[2]), *rec[3:])
 
     def put(self, key: str, value: CachedEmbedding) -> None:
         if self.conn is None:
@@ -166,6 +157,11 @@ class EmbeddingCache:
             self.conn.commit()
             self.conn.close()
             self.conn = None
+
+
+def _unpack(shape: str, blob: bytes) -> np.ndarray:
+    """A float16 array stored as (its shape as JSON, its bytes), as float32."""
+    return np.frombuffer(blob, dtype=np.float16).reshape(json.loads(shape)).astype(np.float32)
 
 
 def _decode_tag(local: LocalSettings | None) -> str:
