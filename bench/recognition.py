@@ -399,7 +399,14 @@ def run(quick: bool, work: Path, protocols: list[str]) -> dict:
         "ukbench": lambda: ukbench(quick, work),
         "flat": lambda: flat(quick, work),
     }
-    results: dict = {"machine": machine_info(), "quick": quick, "protocols": {}}
+    from lensbox.device.features.rerank import RerankSettings
+
+    results: dict = {
+        "machine": machine_info(),
+        "quick": quick,
+        "verify_more": RerankSettings().verify_more,  # the default the text describes
+        "protocols": {},
+    }
     for name in protocols:
         protocol = makers[name]()
         if protocol is None:
@@ -567,7 +574,8 @@ def render(results: dict) -> str:
         "hit there is a calibrated match well ahead of the next stops (one model run); "
         "otherwise the other views are embedded and a query whose global top hit is then as "
         "clear is answered without verification; when none of the first 20 candidates "
-        "verified well, up to 30 more are checked, the visual-word channel's first. "
+        f"verified well, up to {results.get('verify_more', 30)} more are checked, the visual-word "
+        "channel's first. "
         "`verify-20` = `full` without those further checks (the previous default). "
         "`pca: global` and `pca: full` = `global` and `full` on a bundle built with "
         "`--whiten-views 0`: its projection is PCA-whitening of the catalog alone, as every "

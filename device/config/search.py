@@ -55,7 +55,7 @@ class SearchConfig(Section):
         "(the cost budget: ~5-10 ms each; 0: rank by the global descriptor and visual words off)",
     )
     verify_more: int = Field(
-        30,
+        10,
         ge=0,
         le=100,
         description="when none of the first `verify` items verified well, up to this many "
