@@ -37,7 +37,12 @@ from lensbox.device.embedding.model import INPUT_SIZE, PREPROCESSING, file_sha25
 from lensbox.device.embedding.views import validate_views
 from lensbox.device.features.local import LocalFeatures, LocalSettings
 from lensbox.index_builder import whitening, workers
-from lensbox.index_builder.cache import CachedEmbedding, EmbeddingCache, default_cache_dir
+from lensbox.index_builder.cache import (
+    CachedEmbedding,
+    EmbeddingCache,
+    as_stored,
+    default_cache_dir,
+)
 from lensbox.index_builder.calibrate import calibrate
 from lensbox.index_builder.catalog import (
     CatalogError,
@@ -219,8 +224,8 @@ def _map_workers(
 
 def _collect(outputs, results: dict, keys: dict, cache: EmbeddingCache, bar: tqdm) -> None:
     for n, out in enumerate(outputs):
-        if "pooled" in out:  # as the cache stores it: a warm rebuild writes the same bundle
-            out["pooled"] = out["pooled"].astype(np.float16).astype(np.float32)
+        if "pooled" in out:
+            out["pooled"] = as_stored(out["pooled"])
         results[out["path"]] = out
         if "error" not in out and out["path"] in keys:
             key, local_key = keys[out["path"]]
@@ -296,17 +301,14 @@ def _fit_projection(
     learning = settings.whitening()
     if learning is not None and all("content" in p for p in photos):
         chosen = [photos[i] for i in whitening.sample([p["content"] for p in photos], learning)]
-        jobs = whitening.view_jobs(
-            [p["path"] for p in chosen], [p["content"] for p in chosen], learning
-        )
+        contents = [p["content"] for p in chosen]
+        jobs = whitening.view_jobs([p["path"] for p in chosen], contents, learning)
         cache = EmbeddingCache(Path(settings.cache_dir) if settings.cache_dir else None)
         try:
             learned = whitening.learn(
                 pooled,
                 np.stack([p["pooled"][0] for p in chosen]),  # the full view: always the first
-                _camera_views(
-                    jobs, [p["content"] for p in chosen], cache, settings, model, model_sha
-                ),
+                _camera_views(jobs, contents, cache, settings, model, model_sha),
                 # The views, not the catalog, estimate what to shrink: every direction the
                 # catalog spans is kept (UKBench kiosk +0.6 points over 2/3 of them, global).
                 min(settings.dims, len(pooled) - 1),
@@ -330,7 +332,7 @@ def _camera_views(
 ) -> Iterator[np.ndarray | None]:
     """Each job's embedded camera views, in order: from the cache, or rendered and embedded
     in the build's workers (as they are read, under the progress bar) and then cached.
-    Stored as float16 either way, so a cold and a warm build learn the same projection."""
+    Rounded as stored either way, so a cold and a warm build learn the same projection."""
     local = settings.local()
     keys = [
         cache.views_key(cache.key(model_sha, settings.pooling, job[3], content, local), job[1:])
@@ -347,7 +349,7 @@ def _camera_views(
             continue
         views = next(made)
         if views is not None:
-            views = views.astype(np.float16).astype(np.float32)
+            views = as_stored(views)
             cache.put_views(key, views)
         if n % 32 == 31:
             cache.commit()

@@ -159,6 +159,12 @@ class EmbeddingCache:
             self.conn = None
 
 
+def as_stored(pooled: np.ndarray) -> np.ndarray:
+    """``pooled`` as the cache gives it back (float16, as float32): fresh embeddings are
+    rounded the same way, so a cold and a warm build write the same bundle."""
+    return pooled.astype(np.float16).astype(np.float32)
+
+
 def _unpack(shape: str, blob: bytes) -> np.ndarray:
     """A float16 array stored as (its shape as JSON, its bytes), as float32."""
     return np.frombuffer(blob, dtype=np.float16).reshape(json.loads(shape)).astype(np.float32)
