@@ -18,6 +18,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,16 +43,27 @@ from bench.common import (
 
 SIZES_FULL = (1_000, 10_000, 100_000, 1_000_000)
 SIZES_QUICK = (1_000, 10_000, 100_000)
-# The sweep of the reduced-PCA Annoy index: index dims x trees x candidates x search_k, where
-# search_k = candidates x SEARCH_K_X (Annoy examines that many leaf entries per query view).
+# The sweep of the reduced-PCA Annoy index: index dims x trees x (candidates, search_k) of the
+# query's centre crop (Annoy examines search_k leaf entries; each other view gets a share).
 # Bumped when synthetic bundles change, so that cached ones are written again (2: calibrated;
 # 3: sampled from descriptors whitened as the builder now learns it, from camera views).
 SYNTHETIC_VERSION = 3
 SWEEP = {
-    100_000: {"dims": (32, 48, 64), "trees": (8, 16, 32), "candidates": (250, 500, 1000, 2000)},
-    1_000_000: {"dims": (32, 48, 64), "trees": (16,), "candidates": (500, 1000, 2000, 4000)},
+    100_000: {
+        "dims": (32, 48, 64),
+        "trees": (8, 16, 32),
+        "budgets": ((250, 1_250), (500, 2_500), (1_000, 6_250), (1_000, 10_000), (2_000, 20_000)),
+        "alike": (48, 16, 500, 2_500),
+    },
+    1_000_000: {
+        "dims": (32, 48, 64),
+        "trees": (16, 32),
+        "budgets": ((1_000, 20_000), (2_000, 30_000), (3_000, 50_000), (4_000, 80_000)),
+        "alike": (48, 16, 1_000, 20_000),
+    },
 }
-SEARCH_K_X = (5, 20)
+# ``alike``: (dims, trees, candidates, search_k) also run with every query view searched
+# alike, as lensbox did before the centre crop got the budget (the previous defaults).
 # What bundles were built and searched with before the reduced space (the "before" rows):
 # a 256-d index of un-whitened descriptors, 100 candidates, Annoy's default search_k, and
 # a float32 copy of the vectors for the exact scan while it fits 128 MB.
@@ -387,6 +400,20 @@ def before_curve(
     return out
 
 
+@contextmanager
+def views_alike(alike: bool) -> Iterator[None]:
+    """Every query view gets the whole Annoy budget while inside (``alike``), as lensbox
+    searched before the centre crop got it (``OTHER_VIEW_SHARE``, read at each search)."""
+    from lensbox.device.search import engine
+
+    share = engine.OTHER_VIEW_SHARE
+    engine.OTHER_VIEW_SHARE = 1.0 if alike else share
+    try:
+        yield
+    finally:
+        engine.OTHER_VIEW_SHARE = share
+
+
 def sweep(bundle, real: RealData, truth: np.ndarray, cfg: BenchConfig, grid: dict) -> list[dict]:
     """recall and latency for index dims x trees x candidates x search_k on one bundle."""
     from lensbox.device.bundle.annspace import AnnProjection
@@ -404,32 +431,36 @@ def sweep(bundle, real: RealData, truth: np.ndarray, cfg: BenchConfig, grid: dic
                 size = (bundle.path / "index.ann").stat().st_size
             else:
                 swapped, build_s, size = swapped_index(bundle, path, trees, ann)
-            for cand in grid["candidates"]:
-                for mult in SEARCH_K_X:
-                    settings = SearchSettings(candidates=cand, search_k=cand * mult, exact_below=0)
+            budgets = [(c, k, False) for c, k in grid["budgets"]]
+            if grid.get("alike", ())[:2] == (dims, trees):
+                budgets.insert(0, (*grid["alike"][2:], True))
+            for cand, search_k, alike in budgets:
+                settings = SearchSettings(candidates=cand, search_k=search_k, exact_below=0)
+                with views_alike(alike):
                     res = ann_curve(
                         SearchEngine(swapped, None, settings),
                         real.queries,
                         truth,
                         real.query_groups,
                     )
-                    rows.append(
-                        {
-                            "dims": dims,
-                            "trees": trees,
-                            "candidates": cand,
-                            "search_k": cand * mult,
-                            "build_s": build_s,
-                            "index_bytes": size,
-                            **res,
-                        }
-                    )
+                rows.append(
+                    {
+                        "dims": dims,
+                        "trees": trees,
+                        "candidates": cand,
+                        "search_k": search_k,
+                        "views_alike": alike,
+                        "build_s": build_s,
+                        "index_bytes": size,
+                        **res,
+                    }
+                )
             log(
                 f"sweep {len(bundle.vectors)}: {dims} dims, {trees} trees: "
                 + ", ".join(
                     f"{r['candidates']}/{r['search_k']}: {r['ann_recall@1']:.3f} "
                     f"{r['recall@10_vs_exact']:.3f} {r['ann_ms_median']:.1f}ms"
-                    for r in rows[-len(grid["candidates"]) * len(SEARCH_K_X) :]
+                    for r in rows[-len(budgets) :]
                 )
             )
             if not own:
@@ -449,10 +480,8 @@ def run(cfg: BenchConfig) -> dict:
     np.save(root / "queries.npy", real.queries)
     image = next(p for p in cfg.images() if view_of(p) == 1)
     from lensbox.device.bundle.reader import open_bundle
-    from lensbox.device.search.engine import SearchEngine, SearchSettings
-    from lensbox.index_builder.build import BuildSettings
+    from lensbox.device.search.engine import SearchEngine, SearchSettings, index_trees
 
-    trees = BuildSettings().trees
     results: dict = {
         "sizes": [],
         "sweeps": [],
@@ -465,6 +494,7 @@ def run(cfg: BenchConfig) -> dict:
     }
     for n in sizes:
         out = root / f"synthetic-{n}.lbx"
+        trees = index_trees(n)  # as lensbox build picks them for this many vectors
         info = write_synthetic(real, n, sample, out, trees)
         log(
             f"wrote {n} items ({trees} trees, index dims {info['index_dims']}) in "

@@ -36,6 +36,7 @@ from lensbox.device.embedding.embedder import describe
 from lensbox.device.embedding.model import INPUT_SIZE, PREPROCESSING, file_sha256
 from lensbox.device.embedding.views import validate_views
 from lensbox.device.features.local import LocalFeatures, LocalSettings
+from lensbox.device.search.engine import index_trees
 from lensbox.index_builder import whitening, workers
 from lensbox.index_builder.cache import (
     CachedEmbedding,
@@ -63,7 +64,7 @@ class BuildSettings:
     pooling: str = "gem"
     whiten: bool = True
     catalog_views: tuple[str, ...] = ("full",)
-    trees: int = 16
+    trees: int | None = None  # None: by catalog size (engine.index_trees)
     # Dimensions of the space the Annoy index is built in: the top PCA directions of the
     # un-whitened descriptors (lensbox.device.bundle.annspace; docs/benchmarks.md section 4).
     index_dims: int = 48
@@ -393,6 +394,8 @@ def build_bundle(
     (``strict``: any skipped photo fails the build and nothing is written)."""
     settings = settings or BuildSettings()
     validate_views(settings.catalog_views)
+    if settings.trees is not None and settings.trees < 1:
+        raise BuildError(f"--trees must be at least 1, got {settings.trees}")
     started = time.perf_counter()
     model = settings.resolved_model()
     if not model.is_file():
@@ -543,7 +546,7 @@ def _manifest(
         "index": {
             "library": "annoy",
             "metric": "angular",
-            "trees": settings.trees,
+            "trees": settings.trees or index_trees(report.vectors),
             "space": INDEX_SPACE_REDUCED,
             "dims": min(settings.index_dims, dims),
         },

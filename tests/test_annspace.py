@@ -23,11 +23,15 @@ from lensbox.device.bundle.format import (
 )
 from lensbox.device.imaging import load_image
 from lensbox.device.search.engine import (
+    FIRST_STAGE_SHARE,
     LEGACY_CANDIDATES,
     LEGACY_SEARCH_K,
+    OTHER_VIEW_SHARE,
     SearchEngine,
     SearchSettings,
     ann_defaults,
+    index_trees,
+    view_budgets,
 )
 from lensbox.index_builder.writer import write_index, write_manifest
 
@@ -110,6 +114,7 @@ def test_build_writes_the_reduced_space_and_checksums_it(sample_bundle: Path) ->
     assert manifest["index"]["space"] == INDEX_SPACE_REDUCED
     assert 1 <= manifest["index"]["dims"] <= manifest["descriptor"]["dims"]
     assert ANN_PROJECTION in manifest["checksums"]
+    assert manifest["index"]["trees"] == index_trees(manifest["counts"]["vectors"])
     bundle = open_bundle(sample_bundle)
     assert bundle.ann_projection is not None
     assert bundle.index.f == bundle.index_dims == manifest["index"]["dims"]
@@ -133,6 +138,51 @@ def test_candidates_and_search_k_follow_the_catalog_size_unless_set(engine) -> N
     assert big[0] >= small[0] and all(k > c for c, k in (small, big))
     fixed = SearchEngine(engine.bundle, None, SearchSettings(candidates=7, search_k=70))
     assert fixed.ann_params() == (7, 70)
+
+
+def test_the_lead_view_gets_the_budget_and_the_others_a_share() -> None:
+    budgets = view_budgets(3, 1, 3000, 50_000)
+    other = (round(3000 * OTHER_VIEW_SHARE), round(50_000 * OTHER_VIEW_SHARE))
+    assert budgets == [other, (3000, 50_000), other]
+    assert view_budgets(1, 0, 40, 400) == [(40, 400)]
+    # Annoy's own search_k (legacy bundles): every view alike, as before
+    assert view_budgets(3, 1, 100, -1) == [(100, -1)] * 3
+
+
+def test_larger_catalogs_get_more_trees_and_a_deeper_search() -> None:
+    assert index_trees(1_000_000) > index_trees(100_000) >= 1
+    (c_small, k_small), (c_big, k_big) = ann_defaults(100_000), ann_defaults(1_000_000)
+    assert c_big > c_small and k_big > k_small
+
+
+class _Lookups:
+    """The bundle's Annoy index, recording (candidates, search_k) of every lookup."""
+
+    def __init__(self, index) -> None:
+        self.index, self.calls = index, []
+
+    def get_nns_by_vector(self, vector, n, search_k):
+        self.calls.append((n, search_k))
+        return self.index.get_nns_by_vector(vector, n, search_k)
+
+
+def test_annoy_spends_the_budget_on_the_centre_crop_and_the_first_stage_a_share(engine) -> None:
+    from dataclasses import replace
+
+    spy = _Lookups(engine.bundle.index)
+    bundle = replace(engine.bundle, index=spy)
+    settings = SearchSettings(exact_below=0, candidates=40, search_k=400)
+    ann = SearchEngine(bundle, engine.embedder, settings)
+    query = _queries(engine)[0]
+    assert len(query) == len(settings.query_views)
+    ann.rank(query, 5, exact=False)
+    lead = settings.query_views.index("center")
+    assert spy.calls[lead] == (40, 400)
+    assert [c for i, c in enumerate(spy.calls) if i != lead] == [(5, 20)] * (len(query) - 1)
+    spy.calls.clear()
+    rgb = load_image(SAMPLE_QUERIES / "coffee-photo.jpg")
+    ann.settled(engine.embedder.embed(rgb, ("full",), None).pooled[0])
+    assert spy.calls == [(round(40 * FIRST_STAGE_SHARE), round(400 * FIRST_STAGE_SHARE))]
 
 
 def _make_legacy(path: Path, space: str | None) -> None:

@@ -104,6 +104,8 @@ def test_empty_and_missing_catalogs_fail_clearly(tmp_path: Path) -> None:
         build_bundle(tmp_path / "empty", tmp_path / "x.lbx", FAST, progress=False)
     with pytest.raises(BuildError, match="no such file"):
         build_bundle(tmp_path / "nope", tmp_path / "x.lbx", FAST, progress=False)
+    with pytest.raises(BuildError, match="--trees"):
+        build_bundle(SAMPLE_CATALOG, tmp_path / "x.lbx", replace(FAST, trees=0), progress=False)
     assert not (tmp_path / "x.lbx").exists()
 
 

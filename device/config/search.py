@@ -38,10 +38,14 @@ class SearchConfig(Section):
         None,
         ge=1,
         le=10000,
-        description="Annoy candidates per query view, re-ranked exactly (unset: by catalog size)",
+        description="Annoy candidates for the query's centre crop, re-ranked exactly; each other "
+        "view gets 1/20 (unset: by catalog size)",
     )
     search_k: int | None = Field(
-        None, ge=-1, description="Annoy search_k (-1: trees x candidates; unset: by catalog size)"
+        None,
+        ge=-1,
+        description="Annoy search_k for the centre crop, 1/20 of it for each other view "
+        "(-1: trees x candidates for every view; unset: by catalog size)",
     )
     exact_below: int = Field(200_000, ge=0, description="exact scan below this many vectors")
     exact_cache_mb: int = Field(

@@ -47,9 +47,10 @@ SIBLING_RATIO = 0.7
 class SearchSettings:
     """How queries are embedded and how hard the index is searched.
 
-    ``candidates`` vectors per query view come back from Annoy, looking at ``search_k``
-    index entries, and are re-ranked exactly with the stored int8 vectors; None picks them
-    by catalog size (:func:`ann_defaults`). Below ``exact_below`` stored vectors a scan of
+    ``candidates`` vectors come back from Annoy for the query's lead view, looking at
+    ``search_k`` index entries (each other view gets a share: :func:`view_budgets`), and are
+    re-ranked exactly with the stored int8 vectors; None picks them by catalog size
+    (:func:`ann_defaults`). Below ``exact_below`` stored vectors a scan of
     every int8 vector is used instead, in blocks (no float copy unless it fits in
     ``exact_cache_mb``, 0 by default: docs/benchmarks.md, sections 2-4).
     """
@@ -89,20 +90,62 @@ FIRST_STAGE_SCAN = 20_000
 RECENT_SCANS = 8
 # Int8 vectors converted to float32 at a time by the exact scan (4 MB at 256 dims).
 EXACT_BLOCK = 4096
-# Bundles whose Annoy index predates the reduced PCA space keep their old defaults.
+# Bundles whose Annoy index predates the reduced PCA space keep their old defaults (and
+# search every query view alike).
 LEGACY_CANDIDATES, LEGACY_SEARCH_K = 100, -1
+# Above this many vectors a catalog gets the deeper Annoy search and more trees.
+LARGE_CATALOG = 300_000
+# Share of the lead view's Annoy budget (candidates and search_k) for each other query view:
+# they lean on the centre crop (lean_on_centre) and find mostly the same vectors. At 100k
+# items a twentieth kept the true item first for as many real queries (99.3%) as the whole
+# budget did, where no lookup at all for them lost one query in 150.
+OTHER_VIEW_SHARE = 0.05
+# Share of it for the cascade's first stage, which needs only a clear top two of its one
+# view: at 1M items 0.4 (1,200 / 20,000) put the exact first item first for 99.3% of real
+# full views, as the whole budget would, in under half the time.
+FIRST_STAGE_SHARE = 0.4
 
 
 def ann_defaults(vectors: int) -> tuple[int, int]:
-    """(candidates per query view, search_k) for an index in the reduced PCA space of a
-    catalog of ``vectors``, chosen from bench.scale's sweep (docs/benchmarks.md section 4).
+    """(candidates, search_k) of a query's lead view for an index in the reduced PCA space of
+    a catalog of ``vectors``, chosen from bench.scale's sweep (docs/benchmarks.md section 4).
 
-    Above 300k, search_k 20,000: with 5,000 the true item came first for 94.0% of the
-    sweep's queries at 1M against 96.0% for the exact scan; with 20,000 for 96.0%, in
-    7.9 ms (two runs of the sweep agreed within a query)."""
-    if vectors <= 300_000:
-        return 500, 2_500
-    return 1_000, 20_000
+    The lead view (the centre crop) gets the whole budget, each other view
+    ``OTHER_VIEW_SHARE`` of it, the cascade's first stage ``FIRST_STAGE_SHARE`` (see
+    :func:`view_budgets`). At 1M items (48 dims, 32 trees), one search_k of 50,000 for the
+    centre crop found 0.78 of the exact top 10 in 8.3 ms where 20,000 for each of three
+    views found 0.62 in 8.7 ms: the views overlap, so Annoy's work on three of them was
+    mostly spent finding the same vectors three times."""
+    if vectors <= LARGE_CATALOG:
+        return 1_000, 6_250
+    return 3_000, 50_000
+
+
+def index_trees(vectors: int) -> int:
+    """Annoy trees for a catalog of ``vectors`` (``lensbox build --trees`` overrides it).
+
+    At 1M items 32 trees instead of 16 found 0.78 of the exact top 10 instead of 0.71 for
+    the same search_k and time, for an index of 582 MB instead of 393 MB built in 31 s
+    instead of 18 s; at 100k the extra trees did not pay (docs/benchmarks.md section 4)."""
+    return 16 if vectors <= LARGE_CATALOG else 32
+
+
+def scaled_budget(candidates: int, search_k: int, share: float) -> tuple[int, int]:
+    """``share`` of an Annoy budget (a search_k below 0, Annoy's own default, stays)."""
+    if share == 1.0:
+        return candidates, search_k
+    k = search_k if search_k < 0 else max(1, round(search_k * share))
+    return max(1, round(candidates * share)), k
+
+
+def view_budgets(views: int, lead: int, candidates: int, search_k: int) -> list[tuple[int, int]]:
+    """(candidates, search_k) for each of a query's ``views`` Annoy lookups: the whole budget
+    for view ``lead``, ``OTHER_VIEW_SHARE`` of it for the others; a legacy budget (search_k
+    below 0) for every view alike, as such bundles were searched before."""
+    if search_k < 0:
+        return [(candidates, search_k)] * views
+    other = scaled_budget(candidates, search_k, OTHER_VIEW_SHARE)
+    return [(candidates, search_k) if v == lead else other for v in range(views)]
 
 
 @dataclass
@@ -244,7 +287,10 @@ class SearchEngine:
         scanned = self.use_exact() and len(self.bundle.vectors) <= FIRST_STAGE_SCAN
         # A large catalog is screened through Annoy: the scan would cost most of a model
         # run, and again, on other vectors, for every query that goes on.
-        rows, scores = self._exact_ranking(query, 2) if scanned else self._ann_ranking(query, 2)
+        if scanned:
+            rows, scores = self._exact_ranking(query, 2)
+        else:
+            rows, scores = self._ann_ranking(query, 2, FIRST_STAGE_SHARE)
         clear = globally_confident(scores, self.settings.rerank, self.calibration.match)
         if clear and not scanned:  # the search that follows ranks by this shortlist
             rows.setflags(write=False)
@@ -428,7 +474,7 @@ class SearchEngine:
         return self._top(self.exact_scores(queries), wanted, head)
 
     def ann_params(self) -> tuple[int, int]:
-        """(candidates per query view, search_k): the settings' where given, else by size."""
+        """(candidates, search_k) of the lead view: the settings' where given, else by size."""
         if self.bundle.ann_projection is None:
             candidates, search_k = LEGACY_CANDIDATES, LEGACY_SEARCH_K
         else:
@@ -439,20 +485,30 @@ class SearchEngine:
             search_k if s.search_k is None else s.search_k,
         )
 
-    def _ann_ranking(self, queries: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray]:
+    def _lead_view(self, views: int) -> int:
+        """Which of a query's ``views`` vectors gets the whole Annoy budget: the centre crop
+        of a query embedded with every configured view, else the first."""
+        names = self.settings.query_views
+        return names.index("center") if views == len(names) and "center" in names else 0
+
+    def _ann_ranking(
+        self, queries: np.ndarray, wanted: int, share: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Annoy's shortlist per query view (in the bundle's index space), re-ranked exactly
-        with the stored int8 vectors: best score per item, best first."""
+        with the stored int8 vectors: best score per item, best first. ``share``: of the
+        lead view's budget, for a query of one view (the cascade's first stage)."""
         candidates, search_k = self.ann_params()
         if len(queries) == 1 and wanted <= candidates:  # the first stage's, when it settled
             with self._recent_lock:
                 settled = self._screened.get(_key(queries))
             if settled is not None:
                 return settled
-        n = max(candidates, wanted)
-        search_k = search_k if search_k < 0 else max(search_k, n)
+        candidates, search_k = scaled_budget(candidates, search_k, share)
+        budgets = view_budgets(len(queries), self._lead_view(len(queries)), candidates, search_k)
         found: list[int] = []
-        for q in self.bundle.index_space.apply(queries):
-            found += self.bundle.index.get_nns_by_vector(q.tolist(), n, search_k)
+        for q, (n, k) in zip(self.bundle.index_space.apply(queries), budgets):
+            n = max(n, wanted)
+            found += self.bundle.index.get_nns_by_vector(q.tolist(), n, k if k < 0 else max(k, n))
         ids = np.unique(np.asarray(found, np.int64))
         if not len(ids):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
