@@ -97,12 +97,13 @@ LEGACY_CANDIDATES, LEGACY_SEARCH_K = 100, -1
 LARGE_CATALOG = 300_000
 # Share of the lead view's Annoy budget (candidates and search_k) for each other query view:
 # they lean on the centre crop (lean_on_centre) and find mostly the same vectors. At 100k
-# items a twentieth kept the true item first for as many real queries (99.3%) as the whole
-# budget did, where no lookup at all for them lost one query in 150.
+# items (32 trees, centre crop 1,000 / 5,000) a twentieth kept the true item first for 99.3%
+# of 150 real queries, no lookup for them for 98.0%.
 OTHER_VIEW_SHARE = 0.05
 # Share of it for the cascade's first stage, which needs only a clear top two of its one
-# view: at 1M items 0.4 (1,200 / 20,000) put the exact first item first for 99.3% of real
-# full views, as the whole budget would, in under half the time.
+# view. 0.4 keeps the stage's search_k at 100k items where it was measured (2,500); at 1M
+# (1,000 / 14,000 of the defaults) Annoy's first item was the exact scan's for 98.7% of real
+# full views, in 3.2 ms (99.3% with search_k 20,000).
 FIRST_STAGE_SHARE = 0.4
 
 
@@ -112,13 +113,16 @@ def ann_defaults(vectors: int) -> tuple[int, int]:
 
     The lead view (the centre crop) gets the whole budget, each other view
     ``OTHER_VIEW_SHARE`` of it, the cascade's first stage ``FIRST_STAGE_SHARE`` (see
-    :func:`view_budgets`). At 1M items (48 dims, 32 trees), one search_k of 50,000 for the
-    centre crop found 0.78 of the exact top 10 in 8.3 ms where 20,000 for each of three
-    views found 0.62 in 8.7 ms: the views overlap, so Annoy's work on three of them was
-    mostly spent finding the same vectors three times."""
+    :func:`view_budgets`). At 1M items (48 dims, 32 trees) search_k 50,000 for the centre
+    crop found 0.75 of the exact top 10 in 9.7 ms where 20,000 for each of three views (the
+    previous default, 16 trees) found 0.62 in 8.9 ms: the views overlap, so Annoy's work on
+    three of them mostly found the same vectors three times. The default is 35,000 (0.72 in
+    7.2 ms, 1.5 model runs): #13 asks for search within 10 ms where a model run takes 6 ms,
+    and every setting that kept the true item first within a point of exact search was
+    short of its recall@10 target anyway (docs/benchmarks.md section 4)."""
     if vectors <= LARGE_CATALOG:
         return 1_000, 6_250
-    return 3_000, 50_000
+    return 2_500, 35_000
 
 
 def index_trees(vectors: int) -> int:
