@@ -972,6 +972,19 @@ def scale_numbers(s: dict) -> dict[str, Any]:
     return out
 
 
+def ceiling_table(ceiling: dict) -> str | None:
+    """Index dims x depth: the share of the exact top 10 an exact search of the index space
+    holds in its first ``depth`` vectors per query view (bench.scale.index_ceiling)."""
+    if not ceiling:
+        return None
+    depths = sorted({int(d) for per in ceiling.values() for d in per})
+    rows = [
+        [dims, *(f"{ceiling[dims].get(str(d), ceiling[dims].get(d, 0.0)):.3f}" for d in depths)]
+        for dims in sorted(ceiling, key=int)
+    ]
+    return md_table(["index dims", *(f"top {d:,} per view" for d in depths)], rows)
+
+
 def sweep_numbers(sw: dict, sizes: list[dict], unit: float) -> dict[str, Any]:
     """One size's sweep: the table, the row the defaults ran, the cheapest row whose true
     item first is within 1 point of exact search and the best recall@10."""
@@ -1041,6 +1054,7 @@ def sweep_numbers(sw: dict, sizes: list[dict], unit: float) -> dict[str, Any]:
                 for r in sw["rows"]
             ],
         ),
+        "ceiling": ceiling_table(sw.get("ceiling", {})),
         "chosen": setting(chosen),
         "cheapest": setting(min(near, key=lambda r: r["ann_ms_median"]) if near else None),
         "best": setting(max(rows, key=lambda r: r["recall@10_vs_exact"])),

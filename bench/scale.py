@@ -68,6 +68,9 @@ SWEEP = {
         "alike": (48, 16, 1_000, 20_000),
     },
 }
+# How many of each query view's nearest vectors in the index space (an exact search there)
+# the ceiling measures: what Annoy could find with perfect trees (``index_ceiling``).
+CEILING_DEPTHS = (1_000, 3_000, 10_000)
 # ``alike``: (dims, trees, candidates, search_k) also run with every query view searched
 # alike, as lensbox did before the centre crop got the budget (the previous defaults).
 # What bundles were built and searched with before the reduced space (the "before" rows):
@@ -406,6 +409,32 @@ def before_curve(
     return out
 
 
+def index_ceiling(bundle, ann, queries: np.ndarray, truth: np.ndarray) -> dict[int, float]:
+    """Share of the exact top 10 among each query view's ``CEILING_DEPTHS`` nearest vectors
+    by an exact search in ``ann``'s index space (angular, as Annoy ranks them): the recall@10
+    an Annoy shortlist that deep could reach at best. What it misses, the projection loses;
+    the rest of the gap to the sweep's recall is the trees'."""
+    mapped = np.concatenate(
+        [
+            ann.apply(np.asarray(bundle.vectors[s : s + 65536], np.float32) / bundle.int8_scale)
+            for s in range(0, len(bundle.vectors), 65536)
+        ]
+    )
+    mapped /= np.maximum(np.linalg.norm(mapped, axis=1, keepdims=True), 1e-12)
+    q, views = ann.apply(queries.reshape(-1, queries.shape[-1])), queries.shape[1]
+    q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    found: dict[int, list[float]] = {depth: [] for depth in CEILING_DEPTHS}
+    for i, want in enumerate(truth):
+        scores = mapped @ q[i * views : (i + 1) * views].T  # (N, views)
+        deepest = min(max(CEILING_DEPTHS), len(scores) - 1)
+        top = np.argpartition(-scores, deepest, axis=0)[:deepest]
+        order = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 0), axis=0), 0)
+        for depth in CEILING_DEPTHS:
+            held = set(order[:depth].ravel().tolist())
+            found[depth].append(len(held & set(want.tolist())) / len(want))
+    return {depth: float(np.mean(v)) for depth, v in found.items()}
+
+
 @contextmanager
 def views_alike(alike: bool) -> Iterator[None]:
     """Every query view gets the whole Annoy budget while inside (``alike``), as lensbox
@@ -420,15 +449,21 @@ def views_alike(alike: bool) -> Iterator[None]:
         engine.OTHER_VIEW_SHARE = share
 
 
-def sweep(bundle, real: RealData, truth: np.ndarray, cfg: BenchConfig, grid: dict) -> list[dict]:
-    """recall and latency for index dims x trees x candidates x search_k on one bundle."""
+def sweep(
+    bundle, real: RealData, truth: np.ndarray, cfg: BenchConfig, grid: dict
+) -> tuple[list[dict], dict[int, dict[int, float]]]:
+    """recall and latency for index dims x trees x candidates x search_k on one bundle, and
+    the index space's ceiling per dims (:func:`index_ceiling`)."""
     from lensbox.device.bundle.annspace import AnnProjection
     from lensbox.device.search.engine import SearchEngine, SearchSettings
 
     unwhiten = bundle.projection.unwhiten_scale()
     rows = []
+    ceilings = {}
     for dims in grid["dims"]:
         ann = AnnProjection.fit(bundle.vectors, dims, unwhiten, bundle.int8_scale)
+        ceilings[dims] = index_ceiling(bundle, ann, real.queries, truth)
+        log(f"index space ceiling {len(bundle.vectors)}, {dims} dims: {ceilings[dims]}")
         for trees in grid["trees"]:
             path = cfg.work / "scale" / f"sweep-{dims}-{trees}.ann"
             own = (dims, trees) == (bundle.index_dims, bundle.manifest["index"]["trees"])
@@ -472,7 +507,7 @@ def sweep(bundle, real: RealData, truth: np.ndarray, cfg: BenchConfig, grid: dic
             if not own:
                 swapped.index.unload()
                 path.unlink()
-    return rows
+    return rows, ceilings
 
 
 def run(cfg: BenchConfig) -> dict:
@@ -537,7 +572,8 @@ def run(cfg: BenchConfig) -> dict:
         )
         grid = SWEEP.get(n)
         if grid and not (cfg.quick and n >= 1_000_000):
-            results["sweeps"].append({"items": n, "rows": sweep(bundle, real, truth, cfg, grid)})
+            rows, ceilings = sweep(bundle, real, truth, cfg, grid)
+            results["sweeps"].append({"items": n, "rows": rows, "ceiling": ceilings})
         bundle.index.unload()
         if n >= 1_000_000:
             _remove_tree(out)  # ~0.5 GB; nothing later needs it

@@ -128,9 +128,9 @@ def ann_defaults(vectors: int) -> tuple[int, int]:
 def index_trees(vectors: int) -> int:
     """Annoy trees for a catalog of ``vectors`` (``lensbox build --trees`` overrides it).
 
-    At 1M items 32 trees instead of 16 found 0.78 of the exact top 10 instead of 0.71 for
-    the same search_k and time, for an index of 582 MB instead of 393 MB built in 31 s
-    instead of 18 s; at 100k the extra trees did not pay (docs/benchmarks.md section 4)."""
+    At 1M items 32 trees instead of 16 found 0.70 of the exact top 10 instead of 0.65 with
+    the default search (2,500 / 35,000) in the same time, for an index of 582 MB instead of
+    393 MB; at 100k they changed little (docs/benchmarks.md section 4)."""
     return 16 if vectors <= LARGE_CATALOG else 32
 
 
