@@ -132,6 +132,7 @@ def real_features(real, settings) -> list:
 def write_bundle_with_keypoints(cfg: BenchConfig, n: int, out: Path) -> dict:
     from bench.scale import fit_sampler, real_data, write_synthetic
     from lensbox.device.features.local import LocalSettings
+    from lensbox.device.search.engine import index_trees
 
     real = real_data(cfg, 10)
     settings = LocalSettings()
@@ -148,7 +149,7 @@ def write_bundle_with_keypoints(cfg: BenchConfig, n: int, out: Path) -> dict:
         n,
         fit_sampler(real.corpus, cfg.seed),
         out,
-        16,
+        index_trees(n),
         local=(features, np.arange(n), settings),
     )
     info["seconds_with_keypoints"] = time.perf_counter() - t0
