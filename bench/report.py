@@ -798,6 +798,7 @@ def http_numbers(h: dict) -> dict[str, Any]:
         "search_path": h.get("search_path", "its default path"),
         "baseline_ms": base,
         "model_run_ms": unit,
+        "model_run_samples": ", ".join(f"{_ms(u)}" for u in h.get("model_run_ms_samples", [])),
         "settled_share": h.get("settled_share"),
         "table": md_table(
             [
