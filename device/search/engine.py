@@ -115,8 +115,8 @@ def ann_defaults(vectors: int) -> tuple[int, int]:
     ``OTHER_VIEW_SHARE`` of it, the cascade's first stage ``FIRST_STAGE_SHARE`` (see
     :func:`view_budgets`). At 1M items (48 dims, 32 trees) search_k 50,000 for the centre
     crop found 0.75 of the exact top 10 in 9.7 ms where 20,000 for each of three views (the
-    previous default, 16 trees) found 0.62 in 8.9 ms: the views overlap, so Annoy's work on
-    three of them mostly found the same vectors three times. The default is 35,000 (0.72 in
+    previous default, 16 trees) found 0.62 in 9.4 ms: the views overlap, so Annoy's work on
+    three of them mostly found the same vectors three times. The default is 35,000 (0.70 in
     7.2 ms, 1.5 model runs): #13 asks for search within 10 ms where a model run takes 6 ms,
     and every setting that kept the true item first within a point of exact search was
     short of its recall@10 target anyway (docs/benchmarks.md section 4)."""
