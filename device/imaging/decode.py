@@ -241,14 +241,26 @@ def min_scale(
     return min(1.0, need)
 
 
+def _draft_request(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """The size a decode at ``scale`` asks the JPEG decoder for (both decoders use it)."""
+    return max(1, math.ceil(size[0] * scale)), max(1, math.ceil(size[1] * scale))
+
+
+def _dct_factor(size: tuple[int, int], scale: float) -> int:
+    """The reduction Pillow's draft picks for ``_draft_request``: the largest k in (8, 4, 2)
+    with k <= min(w // rw, h // rh), so each decoded side, ceil(side / k), stays at least
+    the requested one (1 when ``scale`` is 0.5 or more: no draft)."""
+    if scale >= 0.5:
+        return 1
+    (w, h), (rw, rh) = size, _draft_request(size, scale)
+    return next((k for k in (8, 4, 2) if k <= min(w // rw, h // rh)), 1)
+
+
 def _draft(img: Image.Image, scale: float) -> None:
     """Ask the JPEG decoder for the smallest DCT scale (1/2, 1/4, 1/8) of at least ``scale``."""
     if scale >= 0.5 or img.format not in ("JPEG", "MPO"):
         return
-    w, h = img.size
-    # Pillow picks the largest reduction k in (8, 4, 2) with k <= min(w // rw, h // rh),
-    # so each decoded side, ceil(side / k), stays at least the requested one.
-    img.draft(None, (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
+    img.draft(None, _draft_request(img.size, scale))
 
 
 def _decode(
@@ -310,10 +322,7 @@ def _decode_jpeg(img: Image.Image, data: bytes, scale: float, orientation: int |
     if img.format != "JPEG" or img.mode != "RGB" or not data.endswith(b"\xff\xd9"):
         return None
     w, h = img.size
-    k = 1
-    if scale < 0.5:
-        rw, rh = max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))
-        k = next((k for k in (8, 4, 2) if k <= min(w // rw, h // rh)), 1)
+    k = _dct_factor(img.size, scale)
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
     flag = flags.get(k, cv2.IMREAD_REDUCED_COLOR_8) | cv2.IMREAD_IGNORE_ORIENTATION
     out = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_COLOR_RGB)
