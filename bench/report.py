@@ -978,11 +978,10 @@ def ceiling_table(ceiling: dict) -> str | None:
     holds in its first ``depth`` vectors per query view (bench.scale.index_ceiling)."""
     if not ceiling:
         return None
-    depths = sorted({int(d) for per in ceiling.values() for d in per})
-    rows = [
-        [dims, *(f"{ceiling[dims].get(str(d), ceiling[dims].get(d, 0.0)):.3f}" for d in depths)]
-        for dims in sorted(ceiling, key=int)
-    ]
+    # Keys are ints as measured and strings as read back from the results' JSON.
+    share = {int(dims): {int(d): v for d, v in per.items()} for dims, per in ceiling.items()}
+    depths = sorted({d for per in share.values() for d in per})
+    rows = [[dims, *(f"{share[dims][d]:.3f}" for d in depths)] for dims in sorted(share)]
     return md_table(["index dims", *(f"top {d:,} per view" for d in depths)], rows)
 
 
