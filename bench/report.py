@@ -757,6 +757,34 @@ def query_stage_numbers(qs: dict, batching: list[dict] | None) -> dict[str, Any]
     return out
 
 
+# HTTP setups that spend the 2 cores on the model differently (bench/speed.py HTTP_SETUPS).
+THREAD_SETUPS = ("1 interpreter x 2 threads", "2 interpreters x 2 threads")
+
+
+def thread_lines(setups: dict) -> list[str]:
+    """Each thread setup against the shipped daemon (``cascade``) of the same run: p50 for
+    one client, requests per second for each crowd."""
+    shipped = {r["concurrency"]: r for r in setups.get("cascade", {}).get("runs", [])}
+    lines = []
+    for name in THREAD_SETUPS:
+        runs = {r["concurrency"]: r for r in setups.get(name, {}).get("runs", [])}
+        if not runs or not shipped:
+            continue
+        parts = [
+            f"{c} client{'s' if c > 1 else ''}: "
+            + (
+                f"p50 {_ms(r.get('median_ms'))} ms against {_ms(shipped[c].get('median_ms'))}"
+                if c == 1
+                else f"{r['throughput_rps']:.1f} req/s against {shipped[c]['throughput_rps']:.1f}"
+            )
+            + (f", {r['errors']} errors" if r["errors"] else "")
+            for c, r in sorted(runs.items())
+            if c in shipped
+        ]
+        lines.append(f"`{name}`: " + "; ".join(parts))
+    return lines
+
+
 def http_numbers(h: dict) -> dict[str, Any]:
     if "runs" not in h:
         return {"skipped": h.get("skipped", "no result")}
@@ -792,6 +820,7 @@ def http_numbers(h: dict) -> dict[str, Any]:
     ]
     return {
         "skipped": None,
+        "threads": thread_lines(setups),
         "count": h["bundle_items"],
         "server": h["server"],
         "image_size": h["image_size"],
@@ -877,6 +906,7 @@ def scale_numbers(s: dict) -> dict[str, Any]:
                 _pct(r["exact_recall@1"]),
                 _arrow(_pct(b["ann_recall@1"]), _pct(r["ann_recall@1"])),
                 _arrow(f"{b['recall@10_vs_exact']:.3f}", f"{r['recall@10_vs_exact']:.3f}"),
+                _tolerant(r),
                 f"{r['index_dims']}-d, {r['trees']} trees, {r['candidates']} / {r['search_k']}",
                 _arrow(_ms(b["ann_ms_median"]), _ms(r["ann_ms_median"])),
                 _arrow(_x(b["ann_ms_median"], unit), _x(r["ann_ms_median"], unit)),
@@ -940,6 +970,7 @@ def scale_numbers(s: dict) -> dict[str, Any]:
                 "true item @1 exact",
                 "true item @1 Annoy before -> after",
                 "recall@10 vs exact before -> after",
+                "within 1e-3 / 1% of the exact 10th (after)",
                 "index, candidates / search_k (after)",
                 "Annoy ms p50 before -> after",
                 "x model run",
@@ -951,6 +982,8 @@ def scale_numbers(s: dict) -> dict[str, Any]:
         ),
         "loses": loses,
         "sweeps": sweeps,
+        "gap_table": gap_table(s["sizes"]),
+        "int8_noise": max((r.get("int8_score_noise", 0.0) for r in s["sizes"]), default=0.0),
     }
     out["defaults"] = "; ".join(
         f"{r['items']:,} items: {r['trees']} trees, {r['candidates']:,} candidates and search_k "
@@ -983,6 +1016,41 @@ def ceiling_table(ceiling: dict) -> str | None:
     depths = sorted({d for per in share.values() for d in per})
     rows = [[dims, *(f"{share[dims][d]:.3f}" for d in depths)] for dims in sorted(share)]
     return md_table(["index dims", *(f"top {d:,} per view" for d in depths)], rows)
+
+
+def _tolerant(r: dict) -> str:
+    """ann-benchmarks' distance-tolerant recalls of one result row (bench/scale.py), or n/a
+    for results saved before the bench measured them."""
+    if "recall@10_eps" not in r:
+        return "n/a"
+    return f"{r['recall@10_slack']:.3f} / {r['recall@10_eps']:.3f}"
+
+
+def gap_table(sizes: list[dict]) -> str:
+    """Median exact score at ranks 1, 2, 10, 11 and 100 per catalog size, and the median
+    drops from the 10th ("" before the bench recorded them)."""
+    gaps = [(r["items"], r["exact_gaps"]) for r in sizes if r.get("exact_gaps")]
+    if not gaps:
+        return ""
+    # JSON keeps the ranks as strings; they are read as numbers once, here.
+    by_rank = [{int(k): v for k, v in g["ranks"].items()} for _, g in gaps]
+    ranks = sorted({k for scores in by_rank for k in scores})
+
+    def drop(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    return md_table(
+        ["items", *(f"exact #{k}" for k in ranks), "#10 - #11", "#10 - #100"],
+        [
+            [
+                f"{items:,}",
+                *(f"{scores[k]:.3f}" if k in scores else "-" for k in ranks),
+                drop(g["10-11"]),
+                drop(g["10-100"]),
+            ]
+            for (items, g), scores in zip(gaps, by_rank)
+        ],
+    )
 
 
 def sweep_numbers(sw: dict, sizes: list[dict], unit: float) -> dict[str, Any]:
@@ -1033,6 +1101,7 @@ def sweep_numbers(sw: dict, sizes: list[dict], unit: float) -> dict[str, Any]:
                 "x model run",
                 "true item @1",
                 "recall@10 vs exact",
+                "within 1e-3 / 1%",
                 "index MB",
                 "build s",
             ],
@@ -1048,6 +1117,7 @@ def sweep_numbers(sw: dict, sizes: list[dict], unit: float) -> dict[str, Any]:
                     _x(r["ann_ms_median"], unit),
                     _pct(r["ann_recall@1"]),
                     f"{r['recall@10_vs_exact']:.3f}",
+                    _tolerant(r),
                     _mb(r["index_bytes"]),
                     "(the bundle's)" if r["build_s"] is None else f"{r['build_s']:.1f}",
                 ]
