@@ -573,10 +573,18 @@ def _load(url: str, images: list[bytes], concurrency: int, total: int, max_secon
 
 
 # The daemon as configured by default, and with the cascade's first stage off (every query
-# embeds three views first, as before it existed): the "before" of the same run.
+# embeds three views first, as before it existed): the "before" of the same run. Then the
+# other ways to spend 2 cores on the model (issue 13's threads question): one interpreter
+# whose XNNPACK runs on both cores (a request at a time, each faster), and two interpreters
+# of 2 threads each (requests in parallel, each trying to use both cores).
 HTTP_SETUPS = {
     "cascade": {},
     "three views first": {"LENSBOX__SEARCH__FULL_FIRST": "false"},
+    "1 interpreter x 2 threads": {
+        "LENSBOX__SERVER__INTERPRETERS": "1",
+        "LENSBOX__SERVER__INTERPRETER_THREADS": "2",
+    },
+    "2 interpreters x 2 threads": {"LENSBOX__SERVER__INTERPRETER_THREADS": "2"},
 }
 
 
