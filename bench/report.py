@@ -758,7 +758,7 @@ def query_stage_numbers(qs: dict, batching: list[dict] | None) -> dict[str, Any]
 
 
 # HTTP setups that spend the 2 cores on the model differently (bench/speed.py HTTP_SETUPS).
-THREAD_SETUPS = ("1 interpreter x 2 threads", "2 interpreters x 2 threads")
+THREAD_SETUPS = ("2 interpreters x 1 thread", "1 interpreter x 2 threads")
 
 
 def thread_lines(setups: dict) -> list[str]:

@@ -62,10 +62,11 @@ class ServerConfig(Section):
         "thread-safe, so this many embeddings run at once",
     )
     interpreter_threads: Optional[int] = Field(
-        1,
+        2,
         ge=1,
         le=16,
-        description="XNNPACK threads per interpreter (None: [search].threads)",
+        description="XNNPACK threads per interpreter (None: [search].threads); with 2, a lone "
+        "request embeds on two cores, and 2 interpreters fill a 4-core board",
     )
     require_auth: Optional[bool] = Field(
         None, description="API keys required (None: required unless bound to loopback)"
