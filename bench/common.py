@@ -26,6 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_UKBENCH = ROOT.parent / "shared" / "data" / "ukbench-1000"
+# ann-benchmarks' distance-tolerant recalls (its plotting/metrics.py), with the cosine
+# distance 1 - score: a returned item counts when it is within KNN_SLACK of the exact 10th's
+# distance (its "recall") or within EPSILON of it relatively ("epsilon 0.01 recall").
+# bench.scale measures them; bench.report states what they mean in score.
+KNN_SLACK = 1e-3
+EPSILON = 0.01
 _T0 = time.perf_counter()
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import DOCS, load_results, md_table
+from bench.common import DOCS, EPSILON, load_results, md_table
 
 TEMPLATE = Path(__file__).resolve().parent / "benchmarks.md.j2"
 SYSTEMS = ("pHash", "float ceiling", "lensbox int8", "lensbox int8, Annoy forced")
@@ -1029,7 +1029,8 @@ def _tolerant(r: dict) -> str:
 
 def tolerant_summary(sizes: list[dict]) -> dict[str, Any] | None:
     """The largest catalog's strict and tolerant recalls, its median 10th-11th drop, and what
-    1% of the exact 10th's distance is in score there (None before the bench measured them)."""
+    ``EPSILON`` of the exact 10th's distance is in score there (None before the bench
+    measured them)."""
     measured = [r for r in sizes if "recall@10_eps" in r and r.get("exact_gaps")]
     if not measured:
         return None
@@ -1041,7 +1042,7 @@ def tolerant_summary(sizes: list[dict]) -> dict[str, Any] | None:
         "slack": r["recall@10_slack"],
         "eps": r["recall@10_eps"],
         "drop": r["exact_gaps"]["10-11"],
-        "eps_score": 0.01 * (1.0 - tenth),
+        "eps_score": EPSILON * (1.0 - tenth),
     }
 
 

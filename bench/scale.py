@@ -30,6 +30,8 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from bench.common import (
+    EPSILON,
+    KNN_SLACK,
     ROOT,
     BenchConfig,
     group_of,
@@ -254,13 +256,6 @@ def calibrate_synthetic(folder: Path, photos: list[Path]) -> dict:
         catalog.bundle.index.unload()
 
 
-# ann-benchmarks' distance-tolerant recalls (its plotting/metrics.py), with the cosine
-# distance 1 - score: a returned item counts when it is within KNN_SLACK of the exact 10th's
-# distance (its "recall") or within EPSILON of it relatively ("epsilon 0.01 recall"). When the
-# exact 10th and 11th differ by less than the score's own noise, these tell a near-tie apart
-# from a miss that matters.
-KNN_SLACK = 1e-3
-EPSILON = 0.01
 # Exact ranks kept per query: the top 10 and the scores the gap table reads (1st-100th).
 EXACT_DEPTH = 100
 GAP_RANKS = (1, 2, 10, 11, 100)
